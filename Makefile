@@ -1,0 +1,63 @@
+# inferd — developer entry points. `make run` and `make test` are the two set-up commands.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+HOST ?= 127.0.0.1
+PORT ?= 8001
+MODELS ?= models
+PROTO_OUT := clients/python
+PROTOS := $(wildcard protos/inferd/v1/*.proto)
+
+.PHONY: help venv proto proto-check examples run test test-unit test-integration test-e2e test-gpu lint typecheck ci bench clean
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+$(VENV)/.installed: pyproject.toml clients/python/pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -c constraints.txt -e clients/python -e '.[onnxruntime,torch,examples,dev]'
+	touch $@
+
+venv: $(VENV)/.installed  ## create .venv with the server, SDK, engines and dev tools
+
+proto: $(VENV)/.installed  ## regenerate the Python code from protos/
+	$(PY) -m grpc_tools.protoc -I protos --python_out=$(PROTO_OUT) --grpc_python_out=$(PROTO_OUT) --pyi_out=$(PROTO_OUT) $(PROTOS)
+
+proto-check: $(VENV)/.installed  ## fail when the generated code is stale
+	@rm -rf .cache/proto && mkdir -p .cache/proto
+	@$(PY) -m grpc_tools.protoc -I protos --python_out=.cache/proto --grpc_python_out=.cache/proto --pyi_out=.cache/proto $(PROTOS)
+	@diff -r -q --exclude=__pycache__ --exclude=__init__.py .cache/proto/inferd/v1 $(PROTO_OUT)/inferd/v1 \
+	  && echo "generated code is up to date" \
+	  || (echo "generated code is stale: run 'make proto' and commit the result"; exit 1)
+
+$(MODELS)/.built: $(VENV)/.installed $(wildcard examples/*.py)
+	$(PY) -m examples.build --output $(MODELS)
+	touch $@
+
+examples: $(MODELS)/.built  ## build the example model repository (from code, no downloads)
+
+run: $(MODELS)/.built  ## serve the example models on $(HOST):$(PORT)
+	$(VENV)/bin/inferd serve --repository $(MODELS) --host $(HOST) --port $(PORT)
+
+test: $(VENV)/.installed  ## run the whole test suite (GPU tests skip without a GPU)
+	$(PY) -m pytest -q
+
+test-gpu: $(VENV)/.installed  ## run only the GPU tests
+	$(PY) -m pytest -q -m gpu tests/gpu
+
+lint: $(VENV)/.installed  ## ruff
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: $(VENV)/.installed  ## mypy
+	$(VENV)/bin/mypy server engines examples clients/python/inferd
+
+ci: lint typecheck proto-check test  ## what .ci/run runs
+
+bench: $(MODELS)/.built  ## run the benchmarks, write bench/results/
+	$(PY) -m bench.run --repository $(MODELS)
+
+clean:
+	rm -rf $(VENV) $(MODELS) .cache build dist

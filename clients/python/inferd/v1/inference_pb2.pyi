@@ -1,0 +1,229 @@
+from inferd.v1 import model_config_pb2 as _model_config_pb2
+from inferd.v1 import tensor_pb2 as _tensor_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class VersionState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    VERSION_STATE_UNSPECIFIED: _ClassVar[VersionState]
+    VERSION_STATE_LOADING: _ClassVar[VersionState]
+    VERSION_STATE_WARMING: _ClassVar[VersionState]
+    VERSION_STATE_READY: _ClassVar[VersionState]
+    VERSION_STATE_DRAINING: _ClassVar[VersionState]
+    VERSION_STATE_UNLOADED: _ClassVar[VersionState]
+    VERSION_STATE_FAILED: _ClassVar[VersionState]
+VERSION_STATE_UNSPECIFIED: VersionState
+VERSION_STATE_LOADING: VersionState
+VERSION_STATE_WARMING: VersionState
+VERSION_STATE_READY: VersionState
+VERSION_STATE_DRAINING: VersionState
+VERSION_STATE_UNLOADED: VersionState
+VERSION_STATE_FAILED: VersionState
+
+class PredictRequest(_message.Message):
+    __slots__ = ("model_name", "model_version", "version_label", "inputs", "requested_outputs", "id", "parameters", "output_encoding", "routing_key")
+    class ParametersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: _tensor_pb2.Parameter
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[_tensor_pb2.Parameter, _Mapping]] = ...) -> None: ...
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    VERSION_LABEL_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    REQUESTED_OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_ENCODING_FIELD_NUMBER: _ClassVar[int]
+    ROUTING_KEY_FIELD_NUMBER: _ClassVar[int]
+    model_name: str
+    model_version: int
+    version_label: str
+    inputs: _containers.RepeatedCompositeFieldContainer[_tensor_pb2.Tensor]
+    requested_outputs: _containers.RepeatedScalarFieldContainer[str]
+    id: str
+    parameters: _containers.MessageMap[str, _tensor_pb2.Parameter]
+    output_encoding: _tensor_pb2.TensorEncoding
+    routing_key: str
+    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[int] = ..., version_label: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[_tensor_pb2.Tensor, _Mapping]]] = ..., requested_outputs: _Optional[_Iterable[str]] = ..., id: _Optional[str] = ..., parameters: _Optional[_Mapping[str, _tensor_pb2.Parameter]] = ..., output_encoding: _Optional[_Union[_tensor_pb2.TensorEncoding, str]] = ..., routing_key: _Optional[str] = ...) -> None: ...
+
+class PredictResponse(_message.Message):
+    __slots__ = ("model_name", "model_version", "outputs", "id", "parameters")
+    class ParametersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: _tensor_pb2.Parameter
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[_tensor_pb2.Parameter, _Mapping]] = ...) -> None: ...
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    model_name: str
+    model_version: int
+    outputs: _containers.RepeatedCompositeFieldContainer[_tensor_pb2.Tensor]
+    id: str
+    parameters: _containers.MessageMap[str, _tensor_pb2.Parameter]
+    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[int] = ..., outputs: _Optional[_Iterable[_Union[_tensor_pb2.Tensor, _Mapping]]] = ..., id: _Optional[str] = ..., parameters: _Optional[_Mapping[str, _tensor_pb2.Parameter]] = ...) -> None: ...
+
+class PredictStreamRequest(_message.Message):
+    __slots__ = ("model_name", "model_version", "version_label", "inputs", "requested_outputs", "id", "parameters", "output_encoding", "routing_key", "chunk_rows")
+    class ParametersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: _tensor_pb2.Parameter
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[_tensor_pb2.Parameter, _Mapping]] = ...) -> None: ...
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    VERSION_LABEL_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    REQUESTED_OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_ENCODING_FIELD_NUMBER: _ClassVar[int]
+    ROUTING_KEY_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_ROWS_FIELD_NUMBER: _ClassVar[int]
+    model_name: str
+    model_version: int
+    version_label: str
+    inputs: _containers.RepeatedCompositeFieldContainer[_tensor_pb2.Tensor]
+    requested_outputs: _containers.RepeatedScalarFieldContainer[str]
+    id: str
+    parameters: _containers.MessageMap[str, _tensor_pb2.Parameter]
+    output_encoding: _tensor_pb2.TensorEncoding
+    routing_key: str
+    chunk_rows: int
+    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[int] = ..., version_label: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[_tensor_pb2.Tensor, _Mapping]]] = ..., requested_outputs: _Optional[_Iterable[str]] = ..., id: _Optional[str] = ..., parameters: _Optional[_Mapping[str, _tensor_pb2.Parameter]] = ..., output_encoding: _Optional[_Union[_tensor_pb2.TensorEncoding, str]] = ..., routing_key: _Optional[str] = ..., chunk_rows: _Optional[int] = ...) -> None: ...
+
+class PredictStreamResponse(_message.Message):
+    __slots__ = ("model_name", "model_version", "outputs", "id", "sequence_index", "final", "parameters")
+    class ParametersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: _tensor_pb2.Parameter
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[_tensor_pb2.Parameter, _Mapping]] = ...) -> None: ...
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_INDEX_FIELD_NUMBER: _ClassVar[int]
+    FINAL_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    model_name: str
+    model_version: int
+    outputs: _containers.RepeatedCompositeFieldContainer[_tensor_pb2.Tensor]
+    id: str
+    sequence_index: int
+    final: bool
+    parameters: _containers.MessageMap[str, _tensor_pb2.Parameter]
+    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[int] = ..., outputs: _Optional[_Iterable[_Union[_tensor_pb2.Tensor, _Mapping]]] = ..., id: _Optional[str] = ..., sequence_index: _Optional[int] = ..., final: _Optional[bool] = ..., parameters: _Optional[_Mapping[str, _tensor_pb2.Parameter]] = ...) -> None: ...
+
+class VersionStatus(_message.Message):
+    __slots__ = ("version", "state", "reason", "engine", "labels", "engine_notes")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_NOTES_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    state: VersionState
+    reason: str
+    engine: str
+    labels: _containers.RepeatedScalarFieldContainer[str]
+    engine_notes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, version: _Optional[int] = ..., state: _Optional[_Union[VersionState, str]] = ..., reason: _Optional[str] = ..., engine: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., engine_notes: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ModelStatus(_message.Message):
+    __slots__ = ("name", "versions", "reason")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    versions: _containers.RepeatedCompositeFieldContainer[VersionStatus]
+    reason: str
+    def __init__(self, name: _Optional[str] = ..., versions: _Optional[_Iterable[_Union[VersionStatus, _Mapping]]] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class ModelMetadataRequest(_message.Message):
+    __slots__ = ("name", "version", "version_label")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    VERSION_LABEL_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: int
+    version_label: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., version_label: _Optional[str] = ...) -> None: ...
+
+class TensorMetadata(_message.Message):
+    __slots__ = ("name", "data_type", "shape")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DATA_TYPE_FIELD_NUMBER: _ClassVar[int]
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    data_type: _tensor_pb2.DataType
+    shape: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, name: _Optional[str] = ..., data_type: _Optional[_Union[_tensor_pb2.DataType, str]] = ..., shape: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class ModelMetadataResponse(_message.Message):
+    __slots__ = ("name", "version", "versions", "engine", "max_batch_size", "inputs", "outputs", "streaming_only", "config")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_FIELD_NUMBER: _ClassVar[int]
+    MAX_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    STREAMING_ONLY_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: int
+    versions: _containers.RepeatedCompositeFieldContainer[VersionStatus]
+    engine: str
+    max_batch_size: int
+    inputs: _containers.RepeatedCompositeFieldContainer[TensorMetadata]
+    outputs: _containers.RepeatedCompositeFieldContainer[TensorMetadata]
+    streaming_only: bool
+    config: _model_config_pb2.ModelConfig
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., versions: _Optional[_Iterable[_Union[VersionStatus, _Mapping]]] = ..., engine: _Optional[str] = ..., max_batch_size: _Optional[int] = ..., inputs: _Optional[_Iterable[_Union[TensorMetadata, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[TensorMetadata, _Mapping]]] = ..., streaming_only: _Optional[bool] = ..., config: _Optional[_Union[_model_config_pb2.ModelConfig, _Mapping]] = ...) -> None: ...
+
+class ListModelsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListModelsResponse(_message.Message):
+    __slots__ = ("models",)
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    models: _containers.RepeatedCompositeFieldContainer[ModelStatus]
+    def __init__(self, models: _Optional[_Iterable[_Union[ModelStatus, _Mapping]]] = ...) -> None: ...
+
+class ServerMetadataRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ServerMetadataResponse(_message.Message):
+    __slots__ = ("name", "version", "engines", "extensions", "uptime_seconds")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    ENGINES_FIELD_NUMBER: _ClassVar[int]
+    EXTENSIONS_FIELD_NUMBER: _ClassVar[int]
+    UPTIME_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: str
+    engines: _containers.RepeatedScalarFieldContainer[str]
+    extensions: _containers.RepeatedScalarFieldContainer[str]
+    uptime_seconds: float
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., engines: _Optional[_Iterable[str]] = ..., extensions: _Optional[_Iterable[str]] = ..., uptime_seconds: _Optional[float] = ...) -> None: ...

@@ -1,0 +1,1 @@
+"""Inference engines behind one protocol; backends are imported lazily by name."""

@@ -1,0 +1,162 @@
+"""The Engine protocol, the load specification, and lazy backend lookup.
+
+An engine is anything with ``infer`` and ``close``: a Protocol, not a class tree. Backends register
+by name in ``BACKENDS`` and are imported only when a model asks for them, so a server without torch
+or TensorRT installed still serves ONNX models (and says why the others are unavailable).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from inferd.tensors import numpy_dtype
+
+Arrays = Mapping[str, np.ndarray]
+
+
+@dataclass(frozen=True, slots=True)
+class TensorSig:
+    """One input or output: name, inferd dtype name ("FP32") and dims (-1 = dynamic)."""
+
+    name: str
+    dtype: str
+    dims: tuple[int, ...]
+
+    def accepts_shape(self, shape: tuple[int, ...]) -> bool:
+        return len(shape) == len(self.dims) and all(d in (-1, s) for d, s in zip(self.dims, shape, strict=True))
+
+    def example_shape(self, batch: int = 1) -> tuple[int, ...]:
+        """A concrete shape for synthetic inputs: dynamic dims become ``batch`` (first) or 1."""
+        return tuple((batch if i == 0 else 1) if d == -1 else d for i, d in enumerate(self.dims))
+
+
+@dataclass(frozen=True, slots=True)
+class Signature:
+    inputs: tuple[TensorSig, ...]
+    outputs: tuple[TensorSig, ...]
+
+    def input(self, name: str) -> TensorSig | None:
+        return next((t for t in self.inputs if t.name == name), None)
+
+    def output(self, name: str) -> TensorSig | None:
+        return next((t for t in self.outputs if t.name == name), None)
+
+
+@dataclass(frozen=True, slots=True)
+class LoadSpec:
+    """Everything a backend needs to load one model version."""
+
+    model_name: str
+    version: int
+    artifact: Path
+    signature: Signature
+    max_batch_size: int = 0
+    parameters: Mapping[str, str] = field(default_factory=dict)
+    device: str = "cpu"
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """A loaded model version. ``infer`` blocks; the server calls it off the event loop."""
+
+    backend: str
+
+    def infer(self, inputs: Arrays) -> dict[str, np.ndarray]: ...
+
+    def close(self) -> None: ...
+
+
+class EngineError(Exception):
+    """A model version that cannot be loaded or run by a backend; the message says why."""
+
+
+class BackendUnavailable(EngineError):
+    """The backend's runtime library is not installed here."""
+
+
+@dataclass(frozen=True, slots=True)
+class Backend:
+    name: str
+    module: str
+    artifact: str  # file name inside the version folder
+    requires: str  # the import that must succeed
+    install_hint: str
+
+
+BACKENDS: dict[str, Backend] = {
+    b.name: b
+    for b in (
+        Backend("onnxruntime", "engines.ort", "model.onnx", "onnxruntime", "pip install 'inferd[onnxruntime]'"),
+        Backend("torch", "engines.pt", "model.pt", "torch", "pip install 'inferd[torch]'"),
+        Backend("python", "engines.python", "model.py", "numpy", "numpy is always installed"),
+        Backend("tensorrt", "engines.trt", "model.plan", "tensorrt", "install TensorRT on a host with an NVIDIA GPU"),
+    )
+}
+
+#: Backend chosen by artefact when a config names none, in this order.
+ARTIFACT_ORDER = ("model.plan", "model.onnx", "model.pt", "model.py")
+
+
+def backend_available(name: str) -> bool:
+    backend = BACKENDS.get(name)
+    return backend is not None and importlib.util.find_spec(backend.requires) is not None
+
+
+def available_backends() -> list[str]:
+    return [name for name in BACKENDS if backend_available(name)]
+
+
+def backend_for_artifact(version_dir: Path) -> str | None:
+    for artifact in ARTIFACT_ORDER:
+        if (version_dir / artifact).is_file():
+            return next(b.name for b in BACKENDS.values() if b.artifact == artifact)
+    return None
+
+
+def load_engine(backend_name: str, spec: LoadSpec) -> Engine:
+    """Import the backend lazily and load one version; raises EngineError with the reason."""
+    backend = BACKENDS.get(backend_name)
+    if backend is None:
+        raise EngineError(f"unknown engine '{backend_name}' (known: {', '.join(BACKENDS)})")
+    if importlib.util.find_spec(backend.requires) is None:
+        raise BackendUnavailable(f"engine '{backend_name}' needs the '{backend.requires}' package: {backend.install_hint}")
+    module = importlib.import_module(backend.module)
+    engine: Engine = module.load(spec)
+    return engine
+
+
+def zero_inputs(signature: Signature, batch: int = 1) -> dict[str, np.ndarray]:
+    """Synthetic all-zero inputs for a signature (warm-up and load-time checks)."""
+    out: dict[str, np.ndarray] = {}
+    for sig in signature.inputs:
+        shape = sig.example_shape(batch)
+        if sig.dtype == "BYTES":
+            arr = np.empty(shape, dtype=object)
+            arr.fill(b"")
+            out[sig.name] = arr
+        else:
+            out[sig.name] = np.zeros(shape, dtype=numpy_dtype(sig.dtype))
+    return out
+
+
+def check_outputs(signature: Signature, outputs: Mapping[str, Any], *, batch: int | None = None) -> None:
+    """Raise EngineError when outputs do not match the declared signature (names, dtypes, ranks)."""
+    for sig in signature.outputs:
+        if sig.name not in outputs:
+            raise EngineError(f"output '{sig.name}' declared in config.pbtxt is not produced (got {sorted(outputs)})")
+        array = np.asarray(outputs[sig.name])
+        if sig.dtype != "BYTES" and array.dtype != numpy_dtype(sig.dtype):
+            raise EngineError(f"output '{sig.name}' is {array.dtype} but config.pbtxt declares {sig.dtype}")
+        if len(array.shape) != len(sig.dims) or not all(
+            d in (-1, s) for d, s in zip(sig.dims, array.shape, strict=True)
+        ):
+            raise EngineError(f"output '{sig.name}' has shape {list(array.shape)}; config.pbtxt declares {list(sig.dims)}")
+        if batch is not None and sig.dims and sig.dims[0] == -1 and array.shape[0] != batch:
+            raise EngineError(f"output '{sig.name}' has {array.shape[0]} rows for a batch of {batch}")
