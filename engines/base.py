@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -160,3 +160,22 @@ def check_outputs(signature: Signature, outputs: Mapping[str, Any], *, batch: in
             raise EngineError(f"output '{sig.name}' has shape {list(array.shape)}; config.pbtxt declares {list(sig.dims)}")
         if batch is not None and sig.dims and sig.dims[0] == -1 and array.shape[0] != batch:
             raise EngineError(f"output '{sig.name}' has {array.shape[0]} rows for a batch of {batch}")
+
+
+def dry_run(infer: Callable[[Arrays], Mapping[str, Any]], spec: LoadSpec) -> None:
+    """Run ``infer`` once on zero inputs and check the outputs, so a mismatch fails the load, not a request.
+
+    Two rows when the model batches: a model that silently drops or merges the batch dim fails here.
+    """
+    batch = 2 if spec.max_batch_size > 1 else 1
+    inputs = zero_inputs(spec.signature, batch)
+    try:
+        outputs = infer(inputs)
+    except Exception as exc:
+        fed = ", ".join(f"'{t.name}' {t.dtype} {list(inputs[t.name].shape)}" for t in spec.signature.inputs)
+        kind = "" if isinstance(exc, EngineError) else f"{type(exc).__name__}: "
+        raise EngineError(
+            f"model {spec.model_name} v{spec.version}: a dry run with zero inputs as config.pbtxt declares them "
+            f"({fed}) failed: {kind}{exc}"
+        ) from exc
+    check_outputs(spec.signature, outputs, batch=batch if spec.max_batch_size > 0 else None)

@@ -23,6 +23,10 @@ DTYPE_NAMES: dict[int, str] = {
     if value != tensor_pb2.DATA_TYPE_UNSPECIFIED
 }
 DTYPE_BY_NAME: dict[str, int] = {name: value for value, name in DTYPE_NAMES.items()}
+# The same, typed as the enum for assigning to Tensor.data_type.
+_DATA_TYPES: dict[str, tensor_pb2.DataType] = {
+    name: getattr(tensor_pb2, f"DATA_TYPE_{name}") for name in DTYPE_BY_NAME
+}
 
 #: numpy dtype for each fixed-width data type (little-endian). BYTES maps to object arrays of bytes.
 NUMPY_DTYPES: dict[str, np.dtype[Any]] = {
@@ -109,7 +113,9 @@ def decode_bytes_elements(name: str, raw: bytes, count: int) -> list[bytes]:
     view = memoryview(raw)
     for _ in range(count):
         if offset + 4 > len(raw):
-            raise TensorError(name, f"raw_contents holds fewer than the {count} BYTES elements its shape needs")
+            raise TensorError(
+                name, f"raw_contents holds fewer than the {count} BYTES elements its shape needs"
+            )
         (length,) = struct.unpack_from("<I", raw, offset)
         offset += 4
         if offset + length > len(raw):
@@ -117,7 +123,9 @@ def decode_bytes_elements(name: str, raw: bytes, count: int) -> list[bytes]:
         items.append(bytes(view[offset : offset + length]))
         offset += length
     if offset != len(raw):
-        raise TensorError(name, f"raw_contents has {len(raw) - offset} bytes after the {count} BYTES elements")
+        raise TensorError(
+            name, f"raw_contents has {len(raw) - offset} bytes after the {count} BYTES elements"
+        )
     return items
 
 
@@ -139,7 +147,9 @@ def to_numpy(tensor: tensor_pb2.Tensor) -> np.ndarray:
     if dtype_name == "BF16":
         raise TensorError(name, "BF16 tensors are not supported by the numpy codec")
     if present and present != [typed_field]:
-        raise TensorError(name, f"data type {dtype_name} is carried in {typed_field}, not {', '.join(present)}")
+        raise TensorError(
+            name, f"data type {dtype_name} is carried in {typed_field}, not {', '.join(present)}"
+        )
     dtype = NUMPY_DTYPES[dtype_name]
     if dtype_name == "BYTES":
         items = decode_bytes_elements(name, raw, count) if raw else list(tensor.bytes_contents)
@@ -167,9 +177,20 @@ def to_numpy(tensor: tensor_pb2.Tensor) -> np.ndarray:
 
 def from_numpy(name: str, array: Any, *, raw: bool = True) -> tensor_pb2.Tensor:
     """Encode an array as a Tensor, as raw bytes (default) or in its typed field."""
+    return fill_tensor(tensor_pb2.Tensor(), name, array, raw=raw)
+
+
+def fill_tensor(tensor: tensor_pb2.Tensor, name: str, array: Any, *, raw: bool = True) -> tensor_pb2.Tensor:
+    """Encode an array into an existing, empty Tensor such as ``request.inputs.add()``.
+
+    Appending a finished Tensor to a repeated field copies the whole message (raw bytes included);
+    filling the element in place does not.
+    """
     array = np.asarray(array)
     dtype_name = dtype_name_of(array)
-    tensor = tensor_pb2.Tensor(name=name, data_type=DTYPE_BY_NAME[dtype_name], shape=array.shape)
+    tensor.name = name
+    tensor.data_type = _DATA_TYPES[dtype_name]
+    tensor.shape.extend(array.shape)
     if dtype_name == "BYTES":
         flat = array.reshape(-1).tolist()
         if raw:
@@ -178,8 +199,8 @@ def from_numpy(name: str, array: Any, *, raw: bool = True) -> tensor_pb2.Tensor:
             tensor.bytes_contents.extend(x.encode() if isinstance(x, str) else bytes(x) for x in flat)
         return tensor
     if raw:
-        little = array.astype(array.dtype.newbyteorder("<"), copy=False)
-        tensor.raw_contents = np.ascontiguousarray(little).tobytes()
+        # tobytes() writes C order whatever the layout, so this is one copy even for strided views.
+        tensor.raw_contents = array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
     else:
         getattr(tensor, TYPED_FIELDS[dtype_name]).extend(array.reshape(-1).tolist())
     return tensor

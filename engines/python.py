@@ -1,0 +1,136 @@
+"""Python backend: a class in ``model.py`` for custom pre/post-processing.
+
+The class (``Model`` unless the ``python_class`` parameter names another) is built as ``cls()`` or
+``cls(spec)`` when its ``__init__`` takes an argument; an optional ``load()`` runs next. It must have
+``infer(inputs: dict[str, np.ndarray]) -> dict[str, array-like]``; ``close()`` is optional, and an
+``infer_stream`` method is kept reachable for the streaming engine.
+
+Thread-safety: user code is not assumed thread-safe, so calls are serialised with a lock unless the
+class sets ``thread_safe = True``. Exceptions raised by the user's ``infer`` propagate unchanged
+(the server logs their traceback); only load problems become ``EngineError``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import inspect
+import re
+import sys
+import threading
+from collections.abc import Callable, Mapping
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from engines.base import Arrays, EngineError, LoadSpec, dry_run
+
+
+def module_name_for(spec: LoadSpec) -> str:
+    """A unique, importable module name per (model, version), so two versions never share globals."""
+    safe = re.sub(r"\W", "_", spec.model_name)
+    digest = hashlib.sha1(spec.model_name.encode()).hexdigest()[:8]  # "a-b" and "a_b" stay distinct
+    return f"_inferd_model_{safe}_{digest}_v{spec.version}"
+
+
+def _import(spec: LoadSpec) -> ModuleType:
+    where = f"model {spec.model_name} v{spec.version}: model.py"
+    name = module_name_for(spec)
+    import_spec = importlib.util.spec_from_file_location(name, spec.artifact)
+    if import_spec is None or import_spec.loader is None:
+        raise EngineError(f"{where} cannot be imported from {spec.artifact}")
+    module = importlib.util.module_from_spec(import_spec)
+    sys.modules[name] = module  # dataclasses and typing look the module up while it executes
+    try:
+        import_spec.loader.exec_module(module)
+    except Exception as exc:
+        sys.modules.pop(name, None)
+        raise EngineError(f"{where} failed to import: {type(exc).__name__}: {exc}") from exc
+    return module
+
+
+def _takes_argument(cls: type) -> bool:
+    try:
+        parameters = inspect.signature(cls).parameters.values()
+    except (TypeError, ValueError):  # builtins without a signature take none we could pass
+        return False
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return any(p.kind in positional or p.kind is inspect.Parameter.VAR_POSITIONAL for p in parameters)
+
+
+class PythonEngine:
+    """Wraps one instance of the user's class; see the module docstring for the threading rule."""
+
+    backend = "python"
+
+    def __init__(self, spec: LoadSpec, model: Any, module: ModuleType) -> None:
+        self.spec = spec
+        self.model = model
+        self.infer_stream: Callable[..., Any] | None = getattr(model, "infer_stream", None)
+        self._module = module
+        self._infer: Callable[[Arrays], Any] = model.infer
+        self._lock: threading.Lock | None = None if getattr(model, "thread_safe", False) is True else threading.Lock()
+        self._output_names: tuple[str, ...] = tuple(s.name for s in spec.signature.outputs)
+        self._closed = False
+
+    def infer(self, inputs: Arrays) -> dict[str, np.ndarray]:
+        if self._closed:
+            raise EngineError(f"model {self.spec.model_name} v{self.spec.version} is closed")
+        if self._lock is None:
+            result = self._infer(inputs)
+        else:
+            with self._lock:
+                result = self._infer(inputs)
+        if not isinstance(result, Mapping):
+            raise EngineError(f"model.py infer() returned {type(result).__name__}; it must return a dict of outputs")
+        try:
+            return {name: np.asarray(result[name]) for name in self._output_names}
+        except KeyError as exc:
+            raise EngineError(f"model.py infer() did not return output {exc} (returned {sorted(result)})") from None
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        close = getattr(self.model, "close", None)
+        try:
+            if callable(close):
+                close()
+        finally:
+            name = module_name_for(self.spec)
+            if sys.modules.get(name) is self._module:
+                del sys.modules[name]
+
+
+def load(spec: LoadSpec) -> PythonEngine:
+    """Import ``model.py``, build its class, run ``load()`` and a dry run against the signature."""
+    where = f"model {spec.model_name} v{spec.version}: model.py"
+    if not spec.artifact.is_file():
+        raise EngineError(f"{where} does not exist at {spec.artifact}")
+    module = _import(spec)
+    class_name = spec.parameters.get("python_class", "Model")
+    cls = getattr(module, class_name, None)
+    if not isinstance(cls, type):
+        raise EngineError(
+            f"{where} defines no class '{class_name}' (name another with parameters {{ key: \"python_class\" ... }})"
+        )
+    if not callable(getattr(cls, "infer", None)):
+        raise EngineError(f"{where}: class {class_name} has no infer(inputs) method")
+    try:
+        model = cls(spec) if _takes_argument(cls) else cls()
+        hook = getattr(model, "load", None)
+        if callable(hook):
+            hook()
+    except Exception as exc:
+        sys.modules.pop(module_name_for(spec), None)
+        raise EngineError(f"{where}: creating {class_name} failed: {type(exc).__name__}: {exc}") from exc
+    engine = PythonEngine(spec, model, module)
+    try:
+        dry_run(engine.infer, spec)
+    except BaseException:
+        with contextlib.suppress(Exception):  # the dry-run error is the one worth reporting
+            engine.close()
+        raise
+    return engine

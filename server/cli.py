@@ -1,0 +1,243 @@
+"""The ``inferd`` command: serve models, and talk to a running server (predict, models, health)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+DEFAULT_ADDRESS = os.environ.get("INFERD_ADDRESS", "127.0.0.1:8001")
+
+EPILOG = """examples:
+  inferd serve --repository models --port 8001
+  inferd models
+  inferd predict mlp_ranker --input features=features.npy
+  inferd predict tokenizer --input 'text=["hello world"]'
+  inferd health --model mlp_ranker
+"""
+
+
+def _add_address(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--address", default=DEFAULT_ADDRESS, help="server HOST:PORT (default: $INFERD_ADDRESS or %(default)s)"
+    )
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the answer (default 30)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="inferd",
+        description="inferd: a gRPC inference server with dynamic batching and versioned model slots.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="serve a model repository over gRPC")
+    serve.add_argument("--repository", "-r", type=Path, required=True, help="model repository folder")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s; 0.0.0.0 for all)")
+    serve.add_argument("--port", "-p", type=int, default=8001, help="port to bind (default %(default)s; 0 = any)")
+    serve.add_argument(
+        "--max-receive-message-mb", type=int, default=64, help="largest request accepted, MiB (default %(default)s)"
+    )
+    serve.add_argument(
+        "--max-send-message-mb", type=int, default=64, help="largest response sent, MiB (default %(default)s)"
+    )
+    serve.add_argument(
+        "--reuse-port", action="store_true", help="share the port with other processes (SO_REUSEPORT)"
+    )
+    serve.add_argument(
+        "--drain-seconds",
+        type=float,
+        default=0.0,
+        help="on SIGTERM, report NOT_SERVING this long before closing the port (default %(default)s)",
+    )
+    serve.add_argument(
+        "--grace-seconds", type=float, default=10.0, help="time in-flight requests get to finish (default %(default)s)"
+    )
+    serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    serve.add_argument("--port-file", type=Path, help="write the bound port to this file once serving")
+
+    predict = sub.add_parser("predict", help="run one prediction and print the outputs as JSON")
+    predict.add_argument("model")
+    predict.add_argument(
+        "--input",
+        "-i",
+        action="append",
+        default=[],
+        metavar="NAME=FILE.npy|JSON",
+        help="an input tensor from a .npy file or a JSON array (repeat per input)",
+    )
+    predict.add_argument("--version", type=int, default=None, help="a specific version")
+    predict.add_argument("--label", default=None, help="a version label, e.g. stable")
+    predict.add_argument("--save", type=Path, help="also save each output as NAME.npy in this folder")
+    _add_address(predict)
+
+    models = sub.add_parser("models", help="list models, versions and their states")
+    _add_address(models)
+
+    health = sub.add_parser("health", help="grpc.health.v1 status of the server or a model (exit 0 = SERVING)")
+    health.add_argument("--model", help="a model name (checks service model/NAME)")
+    health.add_argument("--service", default="", help="a raw health service name")
+    _add_address(health)
+
+    metadata = sub.add_parser("metadata", help="print a model's signature and versions")
+    metadata.add_argument("model")
+    metadata.add_argument("--version", type=int, default=None)
+    _add_address(metadata)
+    return parser
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from server.app import InferdServer, ServerOptions, StartupError
+    from server.repository import RepositoryError
+
+    logging.basicConfig(
+        level=getattr(logging, args.log_level), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    options = ServerOptions(
+        repository=args.repository,
+        host=args.host,
+        port=args.port,
+        max_receive_message_mb=args.max_receive_message_mb,
+        max_send_message_mb=args.max_send_message_mb,
+        reuse_port=args.reuse_port,
+        drain_seconds=args.drain_seconds,
+        grace_seconds=args.grace_seconds,
+    )
+
+    async def run() -> int:
+        try:
+            server = InferdServer(options)
+            port = await server.start()
+        except (StartupError, RepositoryError) as exc:
+            print(f"inferd: {exc}", file=sys.stderr)
+            return 2
+        if args.port_file:
+            args.port_file.write_text(str(port))
+        loop = asyncio.get_running_loop()
+        stopping: list[asyncio.Task[None]] = []
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, lambda: stopping.append(loop.create_task(server.stop())) if not stopping else None)
+        await server.wait_stopped()
+        return 0
+
+    return asyncio.run(run())
+
+
+def _parse_input(spec: str, dtypes: dict[str, str]) -> tuple[str, np.ndarray]:
+    from inferd.tensors import numpy_dtype
+
+    name, sep, value = spec.partition("=")
+    if not sep or not name:
+        raise SystemExit(f"inferd: --input needs NAME=FILE.npy or NAME=JSON, got '{spec}'")
+    if name not in dtypes:
+        raise SystemExit(f"inferd: the model has no input '{name}' (inputs: {', '.join(dtypes)})")
+    path = Path(value)
+    if value.endswith(".npy") and path.is_file():
+        return name, np.load(path, allow_pickle=False)
+    try:
+        data = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise SystemExit(f"inferd: input '{name}' is neither an existing .npy file nor JSON: {exc}") from None
+    if dtypes[name] == "BYTES":
+        array = np.array(data, dtype=object)
+        flat = [x.encode() if isinstance(x, str) else x for x in array.reshape(-1)]
+        return name, np.array(flat, dtype=object).reshape(array.shape)
+    return name, np.asarray(data, dtype=numpy_dtype(dtypes[name]))
+
+
+def _jsonable(array: np.ndarray) -> Any:
+    if array.dtype == object:
+        return [x.decode("utf-8", "replace") if isinstance(x, bytes) else x for x in array.reshape(-1)]
+    return array.tolist()
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from inferd import Client
+    from inferd.tensors import DTYPE_NAMES
+
+    with Client(args.address, timeout=args.timeout) as client:
+        meta = client.metadata(args.model, version=args.version)
+        dtypes = {t.name: DTYPE_NAMES[t.data_type] for t in meta.inputs}
+        inputs = dict(_parse_input(spec, dtypes) for spec in args.input)
+        result = client.predict_response(args.model, inputs, version=args.version, label=args.label)
+    out = {
+        "model": result.model,
+        "version": result.version,
+        "id": result.id,
+        "outputs": {
+            name: {"shape": list(a.shape), "dtype": str(a.dtype), "data": _jsonable(a)}
+            for name, a in result.outputs.items()
+        },
+    }
+    print(json.dumps(out))
+    if args.save:
+        args.save.mkdir(parents=True, exist_ok=True)
+        for name, array in result.outputs.items():
+            np.save(args.save / f"{name}.npy", array, allow_pickle=False)
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    from inferd import Client
+    from inferd.v1 import inference_pb2
+
+    with Client(args.address, timeout=args.timeout) as client:
+        models = client.list_models()
+    rows = [("MODEL", "VERSION", "STATE", "ENGINE", "LABELS", "REASON")]
+    for model in models:
+        if not model.versions:
+            rows.append((model.name, "-", "FAILED" if model.reason else "-", "-", "-", model.reason))
+        for v in model.versions:
+            state = inference_pb2.VersionState.Name(v.state).removeprefix("VERSION_STATE_")
+            reason = v.reason or "; ".join(v.engine_notes)
+            rows.append((model.name, str(v.version), state, v.engine or "-", ",".join(v.labels) or "-", reason))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row[:5], widths, strict=True)) + "  " + row[5])
+    return 0
+
+
+def _health(args: argparse.Namespace) -> int:
+    from inferd import Client
+
+    service = f"model/{args.model}" if args.model else args.service
+    with Client(args.address, timeout=args.timeout) as client:
+        status = client.health(service)
+    print(status)
+    return 0 if status == "SERVING" else 1
+
+
+def _metadata(args: argparse.Namespace) -> int:
+    from google.protobuf import json_format
+
+    from inferd import Client
+
+    with Client(args.address, timeout=args.timeout) as client:
+        meta = client.metadata(args.model, version=args.version)
+    print(json_format.MessageToJson(meta))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "serve":
+        return _serve(args)
+    from inferd.errors import InferdError
+
+    commands = {"predict": _predict, "models": _models, "health": _health, "metadata": _metadata}
+    try:
+        return commands[args.command](args)
+    except InferdError as exc:
+        print(f"inferd: {exc}", file=sys.stderr)
+        return 1

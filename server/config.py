@@ -1,0 +1,210 @@
+"""Reading and validating config.pbtxt into a ModelSpec.
+
+The file is protobuf text format of inferd.v1.ModelConfig: one schema for files, the API and every
+language. Errors name the file and, for syntax errors, the line and column.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from google.protobuf import text_format
+
+from engines.base import BACKENDS, Signature, TensorSig
+from inferd.tensors import DTYPE_NAMES
+from inferd.v1 import model_config_pb2
+
+CONFIG_FILE = "config.pbtxt"
+
+
+class ConfigError(Exception):
+    """A config.pbtxt that cannot be used; the message names the file (and line when known)."""
+
+
+@dataclass(frozen=True, slots=True)
+class VersionPolicy:
+    kind: Literal["latest", "all", "specific"] = "latest"
+    num_versions: int = 1
+    versions: tuple[int, ...] = ()
+
+    def select(self, available: list[int]) -> list[int]:
+        """The versions to load, highest first."""
+        ordered = sorted(available, reverse=True)
+        if self.kind == "all":
+            return ordered
+        if self.kind == "specific":
+            return [v for v in ordered if v in self.versions]
+        return ordered[: self.num_versions]
+
+
+@dataclass(frozen=True, slots=True)
+class BatchingSpec:
+    max_queue_delay_us: int = 0
+    preferred_batch_sizes: tuple[int, ...] = ()
+    max_queue_size: int = 0
+    default_timeout_us: int = 0
+    priority_levels: int = 0
+    default_priority_level: int = 0
+    always_wait_for_window: bool = False
+    hold_until_queued: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    """A validated model configuration (plain data; the protobuf is kept for metadata replies)."""
+
+    name: str
+    signature: Signature
+    max_batch_size: int
+    engines: tuple[str, ...]
+    version_policy: VersionPolicy
+    parameters: Mapping[str, str]
+    instance_count: int
+    batching: BatchingSpec | None
+    chunk_rows: int
+    version_labels: Mapping[str, int]
+    proto: model_config_pb2.ModelConfig = field(compare=False, repr=False)
+
+
+def parse_config_text(text: str, source: str) -> model_config_pb2.ModelConfig:
+    """Parse text format; a syntax error names ``source`` and the line."""
+    config = model_config_pb2.ModelConfig()
+    try:
+        text_format.Parse(text, config)
+    except text_format.ParseError as exc:
+        line, column = exc.GetLine(), exc.GetColumn()
+        detail = str(exc)
+        prefix = f"{line}:{column} : "
+        if detail.startswith(prefix):
+            detail = detail[len(prefix) :]
+        where = f"{source}:{line}:{column}" if line else source
+        raise ConfigError(f"{where}: {detail}") from None
+    return config
+
+
+def load_config(path: Path, *, model_name: str | None = None) -> ModelSpec:
+    """Read and validate ``path`` (a config.pbtxt)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    return spec_from_proto(parse_config_text(text, str(path)), str(path), model_name=model_name)
+
+
+def _tensor_sigs(specs: list[model_config_pb2.TensorSpec], kind: str, source: str, batched: bool) -> tuple[TensorSig, ...]:
+    sigs: list[TensorSig] = []
+    seen: set[str] = set()
+    for spec in specs:
+        if not spec.name:
+            raise ConfigError(f"{source}: an {kind} has no name")
+        if spec.name in seen:
+            raise ConfigError(f"{source}: {kind} '{spec.name}' is declared twice")
+        seen.add(spec.name)
+        dtype = DTYPE_NAMES.get(spec.data_type)
+        if dtype is None:
+            raise ConfigError(f"{source}: {kind} '{spec.name}' has no data_type (e.g. DATA_TYPE_FP32)")
+        dims = tuple(int(d) for d in spec.dims)
+        if not dims:
+            raise ConfigError(f"{source}: {kind} '{spec.name}' has no dims (use e.g. dims: [-1, 256])")
+        if any(d == 0 or d < -1 for d in dims):
+            raise ConfigError(f"{source}: {kind} '{spec.name}' dims {list(dims)}: each must be positive or -1")
+        if batched and dims[0] != -1:
+            raise ConfigError(
+                f"{source}: {kind} '{spec.name}' dims {list(dims)}: with max_batch_size > 0 the first "
+                "dimension is the batch dimension and must be -1"
+            )
+        sigs.append(TensorSig(spec.name, dtype, dims))
+    return tuple(sigs)
+
+
+def _version_policy(config: model_config_pb2.ModelConfig, source: str) -> VersionPolicy:
+    which = config.version_policy.WhichOneof("policy")
+    if which is None:
+        return VersionPolicy()
+    if which == "all":
+        return VersionPolicy(kind="all")
+    if which == "specific":
+        versions = tuple(int(v) for v in config.version_policy.specific.versions)
+        if not versions or any(v <= 0 for v in versions):
+            raise ConfigError(f"{source}: version_policy.specific needs one or more positive versions")
+        return VersionPolicy(kind="specific", versions=versions)
+    count = int(config.version_policy.latest.num_versions) or 1
+    return VersionPolicy(kind="latest", num_versions=count)
+
+
+def _batching(config: model_config_pb2.ModelConfig, source: str) -> BatchingSpec | None:
+    if not config.HasField("dynamic_batching"):
+        return None
+    db = config.dynamic_batching
+    if config.max_batch_size <= 0:
+        raise ConfigError(f"{source}: dynamic_batching needs max_batch_size > 0")
+    preferred = tuple(int(s) for s in db.preferred_batch_sizes)
+    for size in preferred:
+        if not 0 < size <= config.max_batch_size:
+            raise ConfigError(
+                f"{source}: preferred_batch_sizes {list(preferred)}: each must be in 1..max_batch_size "
+                f"({config.max_batch_size})"
+            )
+    if db.priority_levels and db.default_priority_level > db.priority_levels:
+        raise ConfigError(f"{source}: default_priority_level exceeds priority_levels ({db.priority_levels})")
+    return BatchingSpec(
+        max_queue_delay_us=int(db.max_queue_delay_microseconds),
+        preferred_batch_sizes=tuple(sorted(preferred)),
+        max_queue_size=int(db.max_queue_size),
+        default_timeout_us=int(db.default_timeout_microseconds),
+        priority_levels=int(db.priority_levels),
+        default_priority_level=int(db.default_priority_level) or (1 if db.priority_levels else 0),
+        always_wait_for_window=bool(db.always_wait_for_window),
+        hold_until_queued=int(db.hold_until_queued),
+    )
+
+
+def spec_from_proto(
+    config: model_config_pb2.ModelConfig, source: str, *, model_name: str | None = None
+) -> ModelSpec:
+    """Validate a parsed ModelConfig; ``model_name`` (the folder name) wins and must match a set name."""
+    name = model_name or config.name
+    if not name:
+        raise ConfigError(f"{source}: the model has no name")
+    if config.name and model_name and config.name != model_name:
+        raise ConfigError(f"{source}: name '{config.name}' differs from its folder name '{model_name}'")
+    if config.max_batch_size < 0:
+        raise ConfigError(f"{source}: max_batch_size must be >= 0")
+    batched = config.max_batch_size > 0
+    inputs = _tensor_sigs(list(config.input), "input", source, batched)
+    outputs = _tensor_sigs(list(config.output), "output", source, batched)
+    if not inputs:
+        raise ConfigError(f"{source}: the model declares no input")
+    if not outputs:
+        raise ConfigError(f"{source}: the model declares no output")
+    engines = tuple(config.engine_preference) or ((config.engine,) if config.engine else ())
+    for engine in engines:
+        if engine not in BACKENDS:
+            raise ConfigError(f"{source}: unknown engine '{engine}' (known: {', '.join(BACKENDS)})")
+    labels = dict(config.version_labels)
+    for label, version in labels.items():
+        if version <= 0:
+            raise ConfigError(f"{source}: version label '{label}' must point at a positive version")
+    if config.streaming.chunk_rows < 0:
+        raise ConfigError(f"{source}: streaming.chunk_rows must be >= 0")
+    normalised = model_config_pb2.ModelConfig()
+    normalised.CopyFrom(config)
+    normalised.name = name
+    return ModelSpec(
+        name=name,
+        signature=Signature(inputs, outputs),
+        max_batch_size=int(config.max_batch_size),
+        engines=engines,
+        version_policy=_version_policy(config, source),
+        parameters=dict(config.parameters),
+        instance_count=max(1, int(config.instance_count)),
+        batching=_batching(config, source),
+        chunk_rows=int(config.streaming.chunk_rows),
+        version_labels=labels,
+        proto=normalised,
+    )

@@ -1,0 +1,107 @@
+"""Model name → loaded versions and labels; decides which slot serves a request.
+
+Each model's routing table is an immutable ``ModelEntry`` replaced by one reference swap, so the hot
+path takes no lock and never sees a half-updated model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+
+from server.config import ModelSpec
+from server.errors import NotFound, Unavailable
+from server.slot import Slot
+
+HealthListener = Callable[[str, bool], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelEntry:
+    """A model's routing table at one instant."""
+
+    name: str
+    spec: ModelSpec | None
+    slots: Mapping[int, Slot] = field(default_factory=dict)
+    #: Why the model as a whole cannot be served (e.g. a bad config.pbtxt).
+    error: str | None = None
+
+    def ready_versions(self) -> list[int]:
+        return sorted((v for v, s in self.slots.items() if s.ready), reverse=True)
+
+    @property
+    def serving(self) -> bool:
+        return any(s.ready for s in self.slots.values())
+
+    def labels_of(self, version: int) -> list[str]:
+        if self.spec is None:
+            return []
+        return sorted(label for label, v in self.spec.version_labels.items() if v == version)
+
+
+class Registry:
+    def __init__(self, on_health_change: HealthListener | None = None) -> None:
+        self._models: dict[str, ModelEntry] = {}
+        self._on_health_change = on_health_change
+
+    def models(self) -> list[ModelEntry]:
+        return [self._models[name] for name in sorted(self._models)]
+
+    def get(self, name: str) -> ModelEntry | None:
+        return self._models.get(name)
+
+    async def publish(self, entry: ModelEntry) -> None:
+        """Swap in a model's new routing table and tell health when its serving state changed."""
+        previous = self._models.get(entry.name)
+        self._models[entry.name] = entry
+        was = previous.serving if previous else None
+        if self._on_health_change is not None and was != entry.serving:
+            await self._on_health_change(entry.name, entry.serving)
+
+    async def remove(self, name: str) -> ModelEntry | None:
+        entry = self._models.pop(name, None)
+        if entry is not None and self._on_health_change is not None:
+            await self._on_health_change(name, False)
+        return entry
+
+    def entry(self, name: str) -> ModelEntry:
+        entry = self._models.get(name)
+        if entry is None:
+            known = ", ".join(sorted(self._models)) or "none"
+            raise NotFound(f"model '{name}' not found (models: {known})")
+        return entry
+
+    def route(self, name: str, version: int | None = None, label: str | None = None) -> Slot:
+        """The READY slot for a request: an explicit version, else a label, else the default."""
+        entry = self.entry(name)
+        if entry.error is not None:
+            raise Unavailable(f"model '{name}' is not available: {entry.error}")
+        if version:
+            slot = entry.slots.get(version)
+            if slot is None:
+                have = ", ".join(str(v) for v in sorted(entry.slots)) or "none"
+                raise NotFound(f"model '{name}' version {version} not found (versions: {have})")
+            if not slot.ready:
+                detail = f": {slot.reason}" if slot.reason else ""
+                raise Unavailable(f"model '{name}' version {version} is {slot.state.value}{detail}")
+            return slot
+        labels = entry.spec.version_labels if entry.spec else {}
+        if label:
+            if label not in labels:
+                have = ", ".join(sorted(labels)) or "none"
+                raise NotFound(f"model '{name}' has no version label '{label}' (labels: {have})")
+            return self.route(name, labels[label])
+        stable = labels.get("stable")
+        if stable is not None:
+            slot = entry.slots.get(stable)
+            if slot is not None and slot.ready:
+                return slot
+        ready = entry.ready_versions()
+        if not ready:
+            states = "; ".join(
+                f"version {v}: {s.state.value}{' (' + s.reason + ')' if s.reason else ''}"
+                for v, s in sorted(entry.slots.items())
+            )
+            raise Unavailable(f"model '{name}' has no READY version ({states or 'no versions'})")
+        return entry.slots[ready[0]]
+

@@ -1,0 +1,226 @@
+"""inferd.v1.InferenceService: Predict, PredictStream, ModelMetadata, ListModels, ServerMetadata.
+
+Predict and PredictStream take the request as bytes and serialise their replies themselves, so that
+the size limits can be enforced with messages that name the limit and the flag that sets it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import TypeVar
+
+import grpc
+import numpy as np
+from google.protobuf.message import DecodeError
+
+from inferd.tensors import DTYPE_BY_NAME
+from inferd.v1 import inference_pb2
+from server.codec import decode_request, encode_outputs, encode_response
+from server.errors import InvalidArgument, NotFound, ResourceExhausted, ServingError
+from server.interceptors import current_request_id
+from server.registry import ModelEntry, Registry
+from server.slot import Slot
+from server.types import InferRequest, SlotState
+
+SERVICE_NAME = "inferd.v1.InferenceService"
+_Req = TypeVar("_Req", inference_pb2.PredictRequest, inference_pb2.PredictStreamRequest)
+_MiB = 1024 * 1024
+
+STATE_TO_PROTO = {
+    SlotState.LOADING: inference_pb2.VERSION_STATE_LOADING,
+    SlotState.WARMING: inference_pb2.VERSION_STATE_WARMING,
+    SlotState.READY: inference_pb2.VERSION_STATE_READY,
+    SlotState.DRAINING: inference_pb2.VERSION_STATE_DRAINING,
+    SlotState.UNLOADED: inference_pb2.VERSION_STATE_UNLOADED,
+    SlotState.FAILED: inference_pb2.VERSION_STATE_FAILED,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class MessageLimits:
+    """Our own request/response limits; gRPC's transport limits are set above them (see app.py)."""
+
+    max_receive_bytes: int = 64 * _MiB
+    max_send_bytes: int = 64 * _MiB
+
+
+@dataclass(frozen=True, slots=True)
+class ServerInfo:
+    name: str
+    version: str
+    engines: tuple[str, ...]
+    extensions: tuple[str, ...]
+    started: float
+
+
+def version_status(entry: ModelEntry, slot: Slot) -> inference_pb2.VersionStatus:
+    return inference_pb2.VersionStatus(
+        version=slot.version,
+        state=STATE_TO_PROTO[slot.state],
+        reason=slot.reason,
+        engine=slot.backend,
+        labels=entry.labels_of(slot.version),
+        engine_notes=slot.engine_notes,
+    )
+
+
+def model_status(entry: ModelEntry) -> inference_pb2.ModelStatus:
+    return inference_pb2.ModelStatus(
+        name=entry.name,
+        reason=entry.error or "",
+        versions=[version_status(entry, entry.slots[v]) for v in sorted(entry.slots)],
+    )
+
+
+def _slice_rows(inputs: Mapping[str, np.ndarray], start: int, stop: int) -> dict[str, np.ndarray]:
+    return {name: array[start:stop] for name, array in inputs.items()}
+
+
+def _parse(cls: type[_Req], data: bytes) -> _Req:
+    try:
+        return cls.FromString(data)
+    except DecodeError:
+        raise InvalidArgument(f"the request is not a valid {cls.DESCRIPTOR.full_name}") from None
+
+
+class InferenceServicer:
+    def __init__(self, registry: Registry, limits: MessageLimits, info: ServerInfo) -> None:
+        self._registry = registry
+        self._limits = limits
+        self._info = info
+
+    def _check_request_size(self, data: bytes) -> None:
+        if len(data) > self._limits.max_receive_bytes:
+            raise ResourceExhausted(
+                f"request of {len(data)} bytes exceeds the {self._limits.max_receive_bytes // _MiB} MiB limit "
+                "set by --max-receive-message-mb"
+            )
+
+    def _serialise(self, message: inference_pb2.PredictResponse | inference_pb2.PredictStreamResponse) -> bytes:
+        data: bytes = message.SerializeToString()
+        if len(data) > self._limits.max_send_bytes:
+            raise ResourceExhausted(
+                f"response of {len(data)} bytes exceeds the {self._limits.max_send_bytes // _MiB} MiB limit "
+                "set by --max-send-message-mb; ask for fewer rows or use PredictStream with chunk_rows"
+            )
+        return data
+
+    def _decode(
+        self, message: inference_pb2.PredictRequest | inference_pb2.PredictStreamRequest, context: grpc.aio.ServicerContext
+    ) -> InferRequest:
+        request = decode_request(message, context.time_remaining())
+        current_request_id.set(request.id)
+        return request
+
+    async def predict(self, data: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        self._check_request_size(data)
+        request = self._decode(_parse(inference_pb2.PredictRequest, data), context)
+        slot = self._registry.route(request.model, request.version, request.label)
+        slot.validator.validate(request.inputs, request.requested_outputs)
+        outputs = await slot.infer(request.inputs, request.deadline)
+        response = encode_response(request, slot.version, outputs, slot.validator.output_names)
+        return self._serialise(response)
+
+    async def predict_stream(self, data: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+        """Chunked outputs of an ordinary model: ``chunk_rows`` rows per message, final=true on the last."""
+        self._check_request_size(data)
+        request = self._decode(_parse(inference_pb2.PredictStreamRequest, data), context)
+        slot = self._registry.route(request.model, request.version, request.label)
+        rows = slot.validator.validate(request.inputs, request.requested_outputs, enforce_max_batch=False)
+        spec = slot.spec
+        chunk = request.chunk_rows or spec.chunk_rows or spec.max_batch_size or rows
+        if spec.max_batch_size > 0:
+            chunk = min(chunk, spec.max_batch_size)
+        else:
+            if request.chunk_rows:
+                raise InvalidArgument(f"model '{request.model}' has no batch dimension, so chunk_rows cannot apply")
+            chunk = rows
+        typed = request.output_encoding == "typed"
+        starts = range(0, rows, chunk)
+        for index, start in enumerate(starts):
+            part = _slice_rows(request.inputs, start, start + chunk) if spec.max_batch_size > 0 else request.inputs
+            outputs = await slot.infer(part, request.deadline)
+            message = inference_pb2.PredictStreamResponse(
+                model_name=request.model,
+                model_version=slot.version,
+                id=request.id,
+                sequence_index=index,
+                final=index == len(starts) - 1,
+                outputs=encode_outputs(outputs, request.requested_outputs, slot.validator.output_names, typed=typed),
+            )
+            yield self._serialise(message)
+
+    async def model_metadata(
+        self, request: inference_pb2.ModelMetadataRequest, context: grpc.aio.ServicerContext
+    ) -> inference_pb2.ModelMetadataResponse:
+        entry = self._registry.entry(request.name)
+        if request.version and request.version not in entry.slots:
+            have = ", ".join(str(v) for v in sorted(entry.slots)) or "none"
+            raise NotFound(f"model '{request.name}' version {request.version} not found (versions: {have})")
+        response = inference_pb2.ModelMetadataResponse(
+            name=entry.name, versions=[version_status(entry, entry.slots[v]) for v in sorted(entry.slots)]
+        )
+        if entry.spec is None:
+            return response
+        spec = entry.spec
+        slot: Slot | None
+        if request.version:
+            slot = entry.slots[request.version]
+        else:
+            try:
+                slot = self._registry.route(entry.name, None, request.version_label or None)
+            except ServingError:
+                slot = None  # no READY version: describe the config alone
+        response.version = slot.version if slot else 0
+        response.engine = slot.backend if slot else ""
+        response.max_batch_size = spec.max_batch_size
+        response.config.CopyFrom(spec.proto)
+        for sig in spec.signature.inputs:
+            response.inputs.add(name=sig.name, data_type=DTYPE_BY_NAME[sig.dtype], shape=sig.dims)
+        for sig in spec.signature.outputs:
+            response.outputs.add(name=sig.name, data_type=DTYPE_BY_NAME[sig.dtype], shape=sig.dims)
+        return response
+
+    async def list_models(
+        self, request: inference_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
+    ) -> inference_pb2.ListModelsResponse:
+        return inference_pb2.ListModelsResponse(models=[model_status(e) for e in self._registry.models()])
+
+    async def server_metadata(
+        self, request: inference_pb2.ServerMetadataRequest, context: grpc.aio.ServicerContext
+    ) -> inference_pb2.ServerMetadataResponse:
+        info = self._info
+        return inference_pb2.ServerMetadataResponse(
+            name=info.name,
+            version=info.version,
+            engines=info.engines,
+            extensions=info.extensions,
+            uptime_seconds=time.monotonic() - info.started,
+        )
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        """The service's method handlers (Predict and PredictStream take and return bytes)."""
+        return grpc.method_handlers_generic_handler(
+            SERVICE_NAME,
+            {
+                "Predict": grpc.unary_unary_rpc_method_handler(self.predict),
+                "PredictStream": grpc.unary_stream_rpc_method_handler(self.predict_stream),
+                "ModelMetadata": grpc.unary_unary_rpc_method_handler(
+                    self.model_metadata,
+                    request_deserializer=inference_pb2.ModelMetadataRequest.FromString,
+                    response_serializer=inference_pb2.ModelMetadataResponse.SerializeToString,
+                ),
+                "ListModels": grpc.unary_unary_rpc_method_handler(
+                    self.list_models,
+                    request_deserializer=inference_pb2.ListModelsRequest.FromString,
+                    response_serializer=inference_pb2.ListModelsResponse.SerializeToString,
+                ),
+                "ServerMetadata": grpc.unary_unary_rpc_method_handler(
+                    self.server_metadata,
+                    request_deserializer=inference_pb2.ServerMetadataRequest.FromString,
+                    response_serializer=inference_pb2.ServerMetadataResponse.SerializeToString,
+                ),
+            },
+        )

@@ -1,0 +1,152 @@
+"""One loaded model version: its engine, the executor that runs it, its state and in-flight count.
+
+Lifecycle: LOADING → WARMING → READY → DRAINING → UNLOADED, or FAILED with the reason. Engine choice
+walks the configured preference list; why an engine was skipped is kept in ``engine_notes``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from engines.base import (
+    BACKENDS,
+    Engine,
+    EngineError,
+    LoadSpec,
+    backend_for_artifact,
+    check_outputs,
+    load_engine,
+    zero_inputs,
+)
+from server.config import ModelSpec
+from server.errors import DeadlineExceeded, Unavailable
+from server.types import SlotState
+from server.validation import InputValidator
+
+log = logging.getLogger("inferd.slot")
+
+
+class Slot:
+    def __init__(self, spec: ModelSpec, version: int, version_dir: Path, device: str = "cpu") -> None:
+        self.spec = spec
+        self.model = spec.name
+        self.version = version
+        self.version_dir = version_dir
+        self.device = device
+        self.state = SlotState.LOADING
+        self.reason = ""
+        self.backend = ""
+        self.engine_notes: list[str] = []
+        self.engine: Engine | None = None
+        self.in_flight = 0
+        self.validator = InputValidator(spec)
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._executor = ThreadPoolExecutor(
+            max_workers=spec.instance_count, thread_name_prefix=f"{spec.name}-v{version}"
+        )
+
+    def __repr__(self) -> str:
+        return f"Slot({self.model!r}, v{self.version}, {self.state.value})"
+
+    @property
+    def ready(self) -> bool:
+        return self.state is SlotState.READY
+
+    def _candidates(self) -> list[str]:
+        if self.spec.engines:
+            return list(self.spec.engines)
+        found = backend_for_artifact(self.version_dir)
+        return [found] if found else []
+
+    def _load_blocking(self) -> Engine:
+        candidates = self._candidates()
+        if not candidates:
+            artefacts = ", ".join(b.artifact for b in BACKENDS.values())
+            raise EngineError(f"no model artefact in {self.version_dir} (expected one of {artefacts})")
+        for name in candidates:
+            artifact = self.version_dir / BACKENDS[name].artifact
+            if not artifact.is_file():
+                self.engine_notes.append(f"{name}: no {artifact.name} in version {self.version}")
+                continue
+            spec = LoadSpec(
+                model_name=self.model,
+                version=self.version,
+                artifact=artifact,
+                signature=self.spec.signature,
+                max_batch_size=self.spec.max_batch_size,
+                parameters=self.spec.parameters,
+                device=self.device,
+            )
+            try:
+                engine = load_engine(name, spec)
+            except EngineError as exc:
+                self.engine_notes.append(f"{name}: {exc}")
+                log.warning("model %s version %s: engine %s skipped: %s", self.model, self.version, name, exc)
+                continue
+            self.backend = name
+            return engine
+        raise EngineError("; ".join(self.engine_notes) or "no engine could load the model")
+
+    def _warm_blocking(self, engine: Engine) -> None:
+        """One synthetic request so lazy allocation happens before traffic (full warm-up policy: config)."""
+        batch = 1 if self.spec.max_batch_size > 0 else None
+        outputs = engine.infer(zero_inputs(self.spec.signature, batch or 1))
+        check_outputs(self.spec.signature, outputs, batch=batch)
+
+    async def load(self) -> None:
+        """Load and warm the engine off the event loop; ends READY or FAILED (never raises)."""
+        loop = asyncio.get_running_loop()
+        started = time.monotonic()
+        try:
+            engine = await loop.run_in_executor(self._executor, self._load_blocking)
+            self.state = SlotState.WARMING
+            await loop.run_in_executor(self._executor, self._warm_blocking, engine)
+        except Exception as exc:  # a broken model must never take the server down
+            self.state = SlotState.FAILED
+            self.reason = str(exc) or type(exc).__name__
+            log.error("model %s version %s FAILED: %s", self.model, self.version, self.reason)
+            return
+        self.engine = engine
+        self.state = SlotState.READY
+        log.info(
+            "model %s version %s READY on %s in %.2fs", self.model, self.version, self.backend, time.monotonic() - started
+        )
+
+    async def infer(self, inputs: Mapping[str, np.ndarray], deadline: float | None) -> dict[str, np.ndarray]:
+        """Run one request; an expired request never reaches the engine."""
+        engine = self.engine
+        if engine is None or self.state not in (SlotState.READY, SlotState.DRAINING):
+            raise Unavailable(f"model '{self.model}' version {self.version} is {self.state.value}")
+        if deadline is not None and time.monotonic() >= deadline:
+            raise DeadlineExceeded(f"deadline expired before model '{self.model}' ran")
+        self.in_flight += 1
+        self._idle.clear()
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, engine.infer, inputs)
+        finally:
+            self.in_flight -= 1
+            if self.in_flight == 0:
+                self._idle.set()
+
+    async def drain_and_close(self, reason: str = "unloaded") -> None:
+        """Stop taking work, let in-flight requests finish, then release the engine."""
+        if self.state in (SlotState.READY, SlotState.WARMING):
+            self.state = SlotState.DRAINING
+        await self._idle.wait()
+        engine, self.engine = self.engine, None
+        loop = asyncio.get_running_loop()
+        if engine is not None:
+            await loop.run_in_executor(self._executor, engine.close)
+        self._executor.shutdown(wait=False)
+        if self.state is not SlotState.FAILED:
+            self.state = SlotState.UNLOADED
+            self.reason = reason
+

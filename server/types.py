@@ -1,0 +1,50 @@
+"""Plain data passed between the layers: no protobuf below the codec."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+
+import numpy as np
+
+ParamValue = bool | int | float | str
+
+
+class SlotState(str, Enum):
+    """A model version's lifecycle: LOADING → WARMING → READY → DRAINING → UNLOADED, or FAILED."""
+
+    LOADING = "LOADING"
+    WARMING = "WARMING"
+    READY = "READY"
+    DRAINING = "DRAINING"
+    UNLOADED = "UNLOADED"
+    FAILED = "FAILED"
+
+
+@dataclass(frozen=True, slots=True)
+class InferRequest:
+    """A decoded, not yet validated prediction request."""
+
+    model: str
+    inputs: Mapping[str, np.ndarray]
+    id: str
+    version: int | None = None
+    label: str | None = None
+    requested_outputs: tuple[str, ...] = ()
+    parameters: Mapping[str, ParamValue] = field(default_factory=dict)
+    #: Absolute time.monotonic() after which the answer is useless; None = no deadline.
+    deadline: float | None = None
+    #: "raw" or "typed": how outputs are encoded in the response.
+    output_encoding: str = "raw"
+    routing_key: str = ""
+    chunk_rows: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class InferResult:
+    """Outputs of one request and the version that produced them."""
+
+    model: str
+    version: int
+    outputs: Mapping[str, np.ndarray]

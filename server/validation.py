@@ -1,0 +1,91 @@
+"""Checks decoded inputs against a model's signature, with messages that name the tensor.
+
+Built once per model version so the per-request work is a few dict lookups and tuple compares.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from engines.base import TensorSig
+from inferd.tensors import NUMPY_DTYPES, dtype_name_of
+from server.config import ModelSpec
+from server.errors import InvalidArgument
+
+
+#: numpy dtype string ("<f4") → inferd dtype name, for a one-lookup dtype check.
+_DTYPE_NAME: dict[str, str] = {dt.str: name for name, dt in NUMPY_DTYPES.items() if name != "BYTES"}
+
+
+def _fmt(dims: Sequence[int]) -> str:
+    return "[" + ", ".join(str(d) for d in dims) + "]"
+
+
+class InputValidator:
+    def __init__(self, spec: ModelSpec) -> None:
+        self.model = spec.name
+        self.batched = spec.max_batch_size > 0
+        self.max_batch_size = spec.max_batch_size
+        self._inputs: dict[str, TensorSig] = {sig.name: sig for sig in spec.signature.inputs}
+        self._outputs = tuple(sig.name for sig in spec.signature.outputs)
+        self.output_names = self._outputs
+        self._output_set = frozenset(self._outputs)
+
+    def validate(
+        self, inputs: Mapping[str, np.ndarray], requested_outputs: Sequence[str], *, enforce_max_batch: bool = True
+    ) -> int:
+        """Raise InvalidArgument on any mismatch; return the batch size in rows (1 for unbatched models)."""
+        if len(inputs) != len(self._inputs) or any(name not in self._inputs for name in inputs):
+            self._explain_names(inputs)
+        rows = -1
+        first = ""
+        for name, sig in self._inputs.items():
+            array = inputs[name]
+            dtype = dtype_name_of(array) if array.dtype.kind in "OSU" else _DTYPE_NAME.get(array.dtype.str)
+            if dtype != sig.dtype:
+                raise InvalidArgument(
+                    f"input '{name}' of model '{self.model}': expected {sig.dtype}, received {dtype}"
+                )
+            shape = array.shape
+            if not sig.accepts_shape(shape):
+                raise InvalidArgument(
+                    f"input '{name}' of model '{self.model}': expected shape {_fmt(sig.dims)}, received {_fmt(shape)}"
+                )
+            if self.batched:
+                if rows == -1:
+                    rows, first = shape[0], name
+                elif shape[0] != rows:
+                    raise InvalidArgument(
+                        f"inputs of model '{self.model}' disagree on the batch size: "
+                        f"'{first}' has {rows} rows, '{name}' has {shape[0]}"
+                    )
+        if self.batched:
+            if rows == 0:
+                raise InvalidArgument(f"input '{first}' of model '{self.model}': the batch has 0 rows")
+            if enforce_max_batch and rows > self.max_batch_size:
+                raise InvalidArgument(
+                    f"input '{first}' of model '{self.model}': {rows} rows exceed max_batch_size "
+                    f"{self.max_batch_size} (split the request or use PredictStream)"
+                )
+        for out in requested_outputs:
+            if out not in self._output_set:
+                raise InvalidArgument(
+                    f"requested output '{out}' is not an output of model '{self.model}' "
+                    f"(outputs: {', '.join(self._outputs)})"
+                )
+        return rows if self.batched else 1
+
+    def _explain_names(self, inputs: Mapping[str, np.ndarray]) -> None:
+        for name in inputs:
+            if name not in self._inputs:
+                raise InvalidArgument(
+                    f"input '{name}' is not an input of model '{self.model}' (inputs: {', '.join(self._inputs)})"
+                )
+        for name, sig in self._inputs.items():
+            if name not in inputs:
+                raise InvalidArgument(
+                    f"input '{name}' ({sig.dtype} {_fmt(sig.dims)}) of model '{self.model}' is missing"
+                )
+

@@ -1,0 +1,106 @@
+"""grpc.health.v1 per server and per model; ListModels/ModelMetadata report failures with reasons."""
+
+from __future__ import annotations
+
+import queue
+import threading
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from inferd.v1 import inference_pb2
+from tests.integration.conftest import build_small_repository
+from tests.support import ServerThread
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def _check(address: str, service: str) -> int:
+    with grpc.insecure_channel(address) as channel:
+        reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+    return int(reply.status)
+
+
+@pytest.mark.parametrize("service", ["", "inferd.v1.InferenceService", "model/scale", "model/flaky"])
+def test_server_service_and_ready_models_are_serving(small_server: ServerThread, service: str):
+    assert _check(small_server.address, service) == SERVING
+
+
+@pytest.mark.parametrize("service", ["model/broken", "model/badconfig"])
+def test_failed_models_are_not_serving(small_server: ServerThread, service: str):
+    assert _check(small_server.address, service) == NOT_SERVING
+
+
+def test_unknown_health_service_is_not_found(small_server: ServerThread):
+    with pytest.raises(grpc.RpcError) as info:
+        _check(small_server.address, "model/nosuchmodel")
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_list_models_reports_failed_versions_and_bad_configs_with_reasons(stub):
+    models = {m.name: m for m in stub.ListModels(inference_pb2.ListModelsRequest(), timeout=5).models}
+    assert set(models) == {"scale", "flaky", "broken", "badconfig", "wide", "identity"}
+    scale = models["scale"].versions[0]
+    assert scale.state == inference_pb2.VERSION_STATE_READY
+    assert scale.engine == "python"
+    assert list(scale.labels) == ["stable"]
+    broken = models["broken"].versions[0]
+    assert broken.state == inference_pb2.VERSION_STATE_FAILED
+    assert "boom at import" in broken.reason
+    bad = models["badconfig"]
+    assert not bad.versions
+    assert "badconfig/config.pbtxt:2:" in bad.reason and "data_typo" in bad.reason
+
+
+def test_model_metadata_describes_signature_and_serving_version(stub):
+    meta = stub.ModelMetadata(inference_pb2.ModelMetadataRequest(name="scale"), timeout=5)
+    assert meta.version == 1 and meta.engine == "python" and meta.max_batch_size == 8
+    assert [(t.name, list(t.shape)) for t in meta.inputs] == [("x", [-1, 4])]
+    assert [(t.name, list(t.shape)) for t in meta.outputs] == [("y", [-1, 4])]
+    assert meta.config.name == "scale"
+
+
+def test_model_metadata_of_unknown_version_is_not_found(stub):
+    with pytest.raises(grpc.RpcError) as info:
+        stub.ModelMetadata(inference_pb2.ModelMetadataRequest(name="scale", version=9), timeout=5)
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "model 'scale' version 9 not found" in info.value.details()
+
+
+def test_server_metadata_lists_importable_engines(stub):
+    meta = stub.ServerMetadata(inference_pb2.ServerMetadataRequest(), timeout=5)
+    assert meta.name == "inferd"
+    assert "python" in meta.engines
+    assert "health" in meta.extensions and "reflection" in meta.extensions
+
+
+def test_watch_streams_serving_then_not_serving_when_the_server_drains(tmp_path):
+    root = build_small_repository(tmp_path)
+    server = ServerThread(root).start()
+    seen: queue.Queue[int] = queue.Queue()
+    first = threading.Event()
+    channel = grpc.insecure_channel(server.address)
+    try:
+        watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service="model/scale"))
+
+        def read() -> None:
+            try:
+                for reply in watch:
+                    seen.put(int(reply.status))
+                    first.set()
+            except grpc.RpcError:
+                pass  # cancelled at the end of the test
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        assert first.wait(10)
+        assert seen.get(timeout=5) == SERVING
+        assert server.server is not None
+        server.call(server.server.health.shutdown())
+        assert seen.get(timeout=10) == NOT_SERVING
+        watch.cancel()
+    finally:
+        channel.close()
+        server.stop()
