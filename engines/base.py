@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
-
 from inferd.tensors import numpy_dtype
 
 Arrays = Mapping[str, np.ndarray]
@@ -30,7 +29,9 @@ class TensorSig:
     dims: tuple[int, ...]
 
     def accepts_shape(self, shape: tuple[int, ...]) -> bool:
-        return len(shape) == len(self.dims) and all(d in (-1, s) for d, s in zip(self.dims, shape, strict=True))
+        return len(shape) == len(self.dims) and all(
+            d in (-1, s) for d, s in zip(self.dims, shape, strict=True)
+        )
 
     def example_shape(self, batch: int = 1) -> tuple[int, ...]:
         """A concrete shape for synthetic inputs: dynamic dims become ``batch`` (first) or 1."""
@@ -93,10 +94,18 @@ class Backend:
 BACKENDS: dict[str, Backend] = {
     b.name: b
     for b in (
-        Backend("onnxruntime", "engines.ort", "model.onnx", "onnxruntime", "pip install 'inferd[onnxruntime]'"),
+        Backend(
+            "onnxruntime", "engines.ort", "model.onnx", "onnxruntime", "pip install 'inferd[onnxruntime]'"
+        ),
         Backend("torch", "engines.pt", "model.pt", "torch", "pip install 'inferd[torch]'"),
         Backend("python", "engines.python", "model.py", "numpy", "numpy is always installed"),
-        Backend("tensorrt", "engines.trt", "model.plan", "tensorrt", "install TensorRT on a host with an NVIDIA GPU"),
+        Backend(
+            "tensorrt",
+            "engines.trt",
+            "model.plan",
+            "tensorrt",
+            "install TensorRT on a host with an NVIDIA GPU",
+        ),
     )
 }
 
@@ -126,7 +135,9 @@ def load_engine(backend_name: str, spec: LoadSpec) -> Engine:
     if backend is None:
         raise EngineError(f"unknown engine '{backend_name}' (known: {', '.join(BACKENDS)})")
     if importlib.util.find_spec(backend.requires) is None:
-        raise BackendUnavailable(f"engine '{backend_name}' needs the '{backend.requires}' package: {backend.install_hint}")
+        raise BackendUnavailable(
+            f"engine '{backend_name}' needs the '{backend.requires}' package: {backend.install_hint}"
+        )
     module = importlib.import_module(backend.module)
     engine: Engine = module.load(spec)
     return engine
@@ -150,14 +161,18 @@ def check_outputs(signature: Signature, outputs: Mapping[str, Any], *, batch: in
     """Raise EngineError when outputs do not match the declared signature (names, dtypes, ranks)."""
     for sig in signature.outputs:
         if sig.name not in outputs:
-            raise EngineError(f"output '{sig.name}' declared in config.pbtxt is not produced (got {sorted(outputs)})")
+            raise EngineError(
+                f"output '{sig.name}' declared in config.pbtxt is not produced (got {sorted(outputs)})"
+            )
         array = np.asarray(outputs[sig.name])
         if sig.dtype != "BYTES" and array.dtype != numpy_dtype(sig.dtype):
             raise EngineError(f"output '{sig.name}' is {array.dtype} but config.pbtxt declares {sig.dtype}")
         if len(array.shape) != len(sig.dims) or not all(
             d in (-1, s) for d, s in zip(sig.dims, array.shape, strict=True)
         ):
-            raise EngineError(f"output '{sig.name}' has shape {list(array.shape)}; config.pbtxt declares {list(sig.dims)}")
+            raise EngineError(
+                f"output '{sig.name}' has shape {list(array.shape)}; config.pbtxt declares {list(sig.dims)}"
+            )
         if batch is not None and sig.dims and sig.dims[0] == -1 and array.shape[0] != batch:
             raise EngineError(f"output '{sig.name}' has {array.shape[0]} rows for a batch of {batch}")
 
@@ -173,9 +188,20 @@ def dry_run(infer: Callable[[Arrays], Mapping[str, Any]], spec: LoadSpec) -> Non
         outputs = infer(inputs)
     except Exception as exc:
         fed = ", ".join(f"'{t.name}' {t.dtype} {list(inputs[t.name].shape)}" for t in spec.signature.inputs)
-        kind = "" if isinstance(exc, EngineError) else f"{type(exc).__name__}: "
         raise EngineError(
-            f"model {spec.model_name} v{spec.version}: a dry run with zero inputs as config.pbtxt declares them "
-            f"({fed}) failed: {kind}{exc}"
+            f"model {spec.model_name} v{spec.version}: a dry run with zero inputs as config.pbtxt "
+            f"declares them ({fed}) failed: {_error_summary(exc)}"
         ) from exc
     check_outputs(spec.signature, outputs, batch=batch if spec.max_batch_size > 0 else None)
+
+
+def _error_summary(exc: BaseException) -> str:
+    """One line for a load-failure message; the full error stays chained for the log.
+
+    TorchScript errors carry two tracebacks in their text, and their last line is the actual error.
+    """
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    if len(lines) > 1:
+        return lines[-1].strip()
+    text = lines[0] if lines else ""
+    return text if isinstance(exc, EngineError) else f"{type(exc).__name__}: {text}"

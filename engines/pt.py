@@ -25,9 +25,13 @@ def _device(spec: LoadSpec) -> torch.device:
     try:
         device = torch.device(spec.device or "cpu")
     except RuntimeError as exc:
-        raise EngineError(f"model {spec.model_name}: device '{spec.device}' is not a torch device: {exc}") from None
+        raise EngineError(
+            f"model {spec.model_name}: device '{spec.device}' is not a torch device: {exc}"
+        ) from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise BackendUnavailable(f"model {spec.model_name} asks for device '{spec.device}' but torch sees no CUDA GPU")
+        raise BackendUnavailable(
+            f"model {spec.model_name} asks for device '{spec.device}' but torch sees no CUDA GPU"
+        )
     return device
 
 
@@ -48,7 +52,7 @@ def _to_numpy(name: str, value: Any) -> np.ndarray:
 def _check_arity(spec: LoadSpec, module: torch.jit.ScriptModule) -> None:
     """Compare ``forward``'s parameters with the declared inputs (names may differ; the count may not)."""
     try:
-        arguments = list(module.forward.schema.arguments)[1:]  # drop self
+        arguments = list(module.forward.schema.arguments)[1:]  # type: ignore[attr-defined]  # drop self
     except AttributeError:  # no schema to read: the dry run still checks the model
         return
     required = [a for a in arguments if not a.has_default_value()]
@@ -56,8 +60,9 @@ def _check_arity(spec: LoadSpec, module: torch.jit.ScriptModule) -> None:
     if not len(required) <= len(declared) <= len(arguments):
         params = ", ".join(a.name for a in arguments)
         raise EngineError(
-            f"model.pt forward({params}) takes {len(required)}..{len(arguments)} inputs but config.pbtxt "
-            f"declares {len(declared)} ({', '.join(declared)}); inputs are passed positionally in config order"
+            f"model.pt forward({params}) takes {len(required)}..{len(arguments)} inputs but "
+            f"config.pbtxt declares {len(declared)} ({', '.join(declared)}); "
+            "inputs are passed positionally in config order"
         )
 
 
@@ -95,20 +100,27 @@ class TorchEngine:
         names = self._output_names
         if isinstance(result, torch.Tensor):
             if len(names) != 1:
-                raise EngineError(f"the model returned one tensor but config.pbtxt declares outputs {list(names)}")
+                raise EngineError(
+                    f"the model returned one tensor but config.pbtxt declares outputs {list(names)}"
+                )
             return {names[0]: _to_numpy(names[0], result)}
         if isinstance(result, Mapping):
             missing = [n for n in names if n not in result]
             if missing:
-                raise EngineError(f"outputs {missing} declared in config.pbtxt are not in the model's dict {sorted(result)}")
+                raise EngineError(
+                    f"outputs {missing} declared in config.pbtxt are not in the model's dict {sorted(result)}"
+                )
             return {n: _to_numpy(n, result[n]) for n in names}
         if isinstance(result, Sequence):
             if len(result) != len(names):
                 raise EngineError(
-                    f"the model returned {len(result)} values but config.pbtxt declares {len(names)} outputs {list(names)}"
+                    f"the model returned {len(result)} values but config.pbtxt declares "
+                    f"{len(names)} outputs {list(names)}"
                 )
             return {n: _to_numpy(n, v) for n, v in zip(names, result, strict=True)}
-        raise EngineError(f"the model returned {type(result).__name__}; expected a tensor, tuple/list or dict")
+        raise EngineError(
+            f"the model returned {type(result).__name__}; expected a tensor, tuple/list or dict"
+        )
 
     def close(self) -> None:
         self._module = None
@@ -133,7 +145,8 @@ def load(spec: LoadSpec) -> TorchEngine:
     except Exception as exc:
         raise EngineError(
             f"model {spec.model_name} v{spec.version}: model.pt is not a loadable TorchScript archive "
-            f"(save it with torch.jit.script/trace + torch.jit.save; pickled modules are refused): {_first_line(exc)}"
+            "(save it with torch.jit.script/trace + torch.jit.save; pickled modules are refused): "
+            f"{_first_line(exc)}"
         ) from exc
     module.eval()
     _check_arity(spec, module)

@@ -71,7 +71,9 @@ class PythonEngine:
         self.infer_stream: Callable[..., Any] | None = getattr(model, "infer_stream", None)
         self._module = module
         self._infer: Callable[[Arrays], Any] = model.infer
-        self._lock: threading.Lock | None = None if getattr(model, "thread_safe", False) is True else threading.Lock()
+        self._lock: threading.Lock | None = (
+            None if getattr(model, "thread_safe", False) is True else threading.Lock()
+        )
         self._output_names: tuple[str, ...] = tuple(s.name for s in spec.signature.outputs)
         self._closed = False
 
@@ -84,11 +86,15 @@ class PythonEngine:
             with self._lock:
                 result = self._infer(inputs)
         if not isinstance(result, Mapping):
-            raise EngineError(f"model.py infer() returned {type(result).__name__}; it must return a dict of outputs")
+            raise EngineError(
+                f"model.py infer() returned {type(result).__name__}; it must return a dict of outputs"
+            )
         try:
             return {name: np.asarray(result[name]) for name in self._output_names}
         except KeyError as exc:
-            raise EngineError(f"model.py infer() did not return output {exc} (returned {sorted(result)})") from None
+            raise EngineError(
+                f"model.py infer() did not return output {exc} (returned {sorted(result)})"
+            ) from None
 
     def close(self) -> None:
         if self._closed:
@@ -114,7 +120,8 @@ def load(spec: LoadSpec) -> PythonEngine:
     cls = getattr(module, class_name, None)
     if not isinstance(cls, type):
         raise EngineError(
-            f"{where} defines no class '{class_name}' (name another with parameters {{ key: \"python_class\" ... }})"
+            f"{where} defines no class '{class_name}' "
+            '(name another with parameters { key: "python_class" value: "..." })'
         )
     if not callable(getattr(cls, "infer", None)):
         raise EngineError(f"{where}: class {class_name} has no infer(inputs) method")

@@ -54,7 +54,10 @@ class GraphBuilder:
     ) -> onnx.ModelProto:
         graph = helper.make_graph(self.nodes, name, inputs, outputs, self.initializers)
         model = helper.make_model(
-            graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION, producer_name="inferd-examples"
+            graph,
+            opset_imports=[helper.make_opsetid("", OPSET)],
+            ir_version=IR_VERSION,
+            producer_name="inferd-examples",
         )
         onnx.checker.check_model(model, full_check=True)
         return model
@@ -102,7 +105,9 @@ def _attention(g: GraphBuilder, x: str, mask_bias: str, d_model: int, heads: int
     merge = g.const("merge_heads", np.array([0, 0, d_model], dtype=np.int64))
 
     def project(name: str, perm: list[int]) -> str:
-        return g.op("Transpose", g.op("Reshape", g.linear(x, d_model, d_model, f"{hint}_{name}"), split), perm=perm)
+        return g.op(
+            "Transpose", g.op("Reshape", g.linear(x, d_model, d_model, f"{hint}_{name}"), split), perm=perm
+        )
 
     q = project("q", [0, 2, 1, 3])  # [B, H, S, Dh]
     k = project("k", [0, 2, 3, 1])  # [B, H, Dh, S]
@@ -124,7 +129,7 @@ def text_encoder(
     classes: int = 8,
     seed: int = 0,
 ) -> onnx.ModelProto:
-    """input_ids INT64 [batch, 128] -> pre-LN transformer encoder -> masked mean pool -> logits FP32 [batch, 8].
+    """input_ids INT64 [batch, 128] -> pre-LN encoder -> masked mean pool -> logits FP32 [batch, 8].
 
     Id 0 is padding (masked in attention and pooling), matching the ``tokenizer`` example.
     """
@@ -136,12 +141,18 @@ def text_encoder(
     pad = g.op("Equal", "input_ids", g.const("pad_id", np.array(0, dtype=np.int64)))  # [B, S]
     pad_f = g.op("Cast", pad, to=TensorProto.FLOAT)
     neg = g.const("mask_value", np.array(-1e4, dtype=np.float32))
-    mask_bias = g.op("Unsqueeze", g.op("Mul", pad_f, neg), g.const("axes_1_2", np.array([1, 2], dtype=np.int64)))
+    mask_bias = g.op(
+        "Unsqueeze", g.op("Mul", pad_f, neg), g.const("axes_1_2", np.array([1, 2], dtype=np.int64))
+    )
     keep = g.op("Cast", g.op("Not", pad), to=TensorProto.FLOAT)  # [B, S]
 
     for layer in range(layers):
         hint = f"layer{layer}"
-        x = g.op("Add", x, _attention(g, _layer_norm(g, x, d_model, f"{hint}_ln1"), mask_bias, d_model, heads, hint))
+        x = g.op(
+            "Add",
+            x,
+            _attention(g, _layer_norm(g, x, d_model, f"{hint}_ln1"), mask_bias, d_model, heads, hint),
+        )
         hidden = _gelu(g, g.linear(_layer_norm(g, x, d_model, f"{hint}_ln2"), d_model, ffn, f"{hint}_ffn1"))
         x = g.op("Add", x, g.linear(hidden, ffn, d_model, f"{hint}_ffn2"))
     x = _layer_norm(g, x, d_model, "final_ln")
@@ -149,7 +160,9 @@ def text_encoder(
     axis1 = g.const("axis_1", np.array([1], dtype=np.int64))
     axis2 = g.const("axis_2", np.array([2], dtype=np.int64))
     summed = g.op("ReduceSum", g.op("Mul", x, g.op("Unsqueeze", keep, axis2)), axis1, keepdims=0)  # [B, D]
-    count = g.op("Max", g.op("ReduceSum", keep, axis1, keepdims=1), g.const("one_f", np.array(1.0, np.float32)))
+    count = g.op(
+        "Max", g.op("ReduceSum", keep, axis1, keepdims=1), g.const("one_f", np.array(1.0, np.float32))
+    )
     pooled = g.op("Div", summed, count)
     head_w = g.weight("classifier_w", (d_model, classes), 1.0 / math.sqrt(d_model))
     head_b = g.const("classifier_b", np.zeros(classes, dtype=np.float32))

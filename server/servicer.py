@@ -6,6 +6,7 @@ the size limits can be enforced with messages that name the limit and the flag t
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -74,6 +75,26 @@ def model_status(entry: ModelEntry) -> inference_pb2.ModelStatus:
     )
 
 
+def version_statistics(slot: Slot) -> inference_pb2.VersionStatistics:
+    stats = slot.stats
+    return inference_pb2.VersionStatistics(
+        name=slot.model,
+        version=slot.version,
+        success_count=stats.success,
+        failure_count=dict(stats.failed),
+        inference_count=stats.rows,
+        execution_count=stats.batches,
+        batch_sizes=[
+            inference_pb2.BatchSizeCount(batch_size=size, count=count) for size, count in sorted(stats.batch_sizes.items())
+        ],
+        queue_time_ns=stats.queue_ns,
+        compute_time_ns=stats.compute_ns,
+        expired_before_run=stats.expired_before_run,
+        cancelled_before_run=stats.cancelled_before_run,
+        queue_depth=slot.batcher.queued if slot.batcher else 0,
+    )
+
+
 def _slice_rows(inputs: Mapping[str, np.ndarray], start: int, stop: int) -> dict[str, np.ndarray]:
     return {name: array[start:stop] for name, array in inputs.items()}
 
@@ -118,10 +139,22 @@ class InferenceServicer:
         self._check_request_size(data)
         request = self._decode(_parse(inference_pb2.PredictRequest, data), context)
         slot = self._registry.route(request.model, request.version, request.label)
-        slot.validator.validate(request.inputs, request.requested_outputs)
-        outputs = await slot.infer(request.inputs, request.deadline)
-        response = encode_response(request, slot.version, outputs, slot.validator.output_names)
-        return self._serialise(response)
+        stats = slot.stats
+        try:
+            rows = slot.validator.validate(request.inputs, request.requested_outputs)
+            outputs = await slot.infer(request.inputs, request.deadline, rows, request.parameters)
+            data = self._serialise(encode_response(request, slot.version, outputs, slot.validator.output_names))
+        except ServingError as exc:
+            stats.failed[exc.code.name] += 1
+            raise
+        except asyncio.CancelledError:
+            stats.failed["CANCELLED"] += 1
+            raise
+        except Exception:
+            stats.failed["INTERNAL"] += 1
+            raise
+        stats.success += 1
+        return data
 
     async def predict_stream(self, data: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
         """Chunked outputs of an ordinary model: ``chunk_rows`` rows per message, final=true on the last."""
@@ -141,7 +174,7 @@ class InferenceServicer:
         starts = range(0, rows, chunk)
         for index, start in enumerate(starts):
             part = _slice_rows(request.inputs, start, start + chunk) if spec.max_batch_size > 0 else request.inputs
-            outputs = await slot.infer(part, request.deadline)
+            outputs = await slot.infer(part, request.deadline, min(chunk, rows - start), request.parameters)
             message = inference_pb2.PredictStreamResponse(
                 model_name=request.model,
                 model_version=slot.version,
@@ -200,6 +233,20 @@ class InferenceServicer:
             uptime_seconds=time.monotonic() - info.started,
         )
 
+    async def model_statistics(
+        self, request: inference_pb2.ModelStatisticsRequest, context: grpc.aio.ServicerContext
+    ) -> inference_pb2.ModelStatisticsResponse:
+        entries = [self._registry.entry(request.name)] if request.name else self._registry.models()
+        response = inference_pb2.ModelStatisticsResponse()
+        for entry in entries:
+            if request.version and request.version not in entry.slots:
+                raise NotFound(f"model '{entry.name}' version {request.version} not found")
+            for version, slot in sorted(entry.slots.items()):
+                if request.version and version != request.version:
+                    continue
+                response.statistics.append(version_statistics(slot))
+        return response
+
     def handler(self) -> grpc.GenericRpcHandler:
         """The service's method handlers (Predict and PredictStream take and return bytes)."""
         return grpc.method_handlers_generic_handler(
@@ -221,6 +268,11 @@ class InferenceServicer:
                     self.server_metadata,
                     request_deserializer=inference_pb2.ServerMetadataRequest.FromString,
                     response_serializer=inference_pb2.ServerMetadataResponse.SerializeToString,
+                ),
+                "ModelStatistics": grpc.unary_unary_rpc_method_handler(
+                    self.model_statistics,
+                    request_deserializer=inference_pb2.ModelStatisticsRequest.FromString,
+                    response_serializer=inference_pb2.ModelStatisticsResponse.SerializeToString,
                 ),
             },
         )

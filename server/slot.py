@@ -25,9 +25,11 @@ from engines.base import (
     load_engine,
     zero_inputs,
 )
+from server.batching import Batcher
 from server.config import ModelSpec
 from server.errors import DeadlineExceeded, Unavailable
-from server.types import SlotState
+from server.stats import VersionStats
+from server.types import ParamValue, SlotState
 from server.validation import InputValidator
 
 log = logging.getLogger("inferd.slot")
@@ -47,6 +49,8 @@ class Slot:
         self.engine: Engine | None = None
         self.in_flight = 0
         self.validator = InputValidator(spec)
+        self.stats = VersionStats()
+        self.batcher: Batcher | None = None
         self._idle = asyncio.Event()
         self._idle.set()
         self._executor = ThreadPoolExecutor(
@@ -115,22 +119,46 @@ class Slot:
             log.error("model %s version %s FAILED: %s", self.model, self.version, self.reason)
             return
         self.engine = engine
+        if self.spec.batching is not None:
+            self.batcher = Batcher(
+                self.model, self.spec.batching, self.spec.max_batch_size, self.spec.instance_count, self._run, self.stats
+            )
         self.state = SlotState.READY
         log.info(
             "model %s version %s READY on %s in %.2fs", self.model, self.version, self.backend, time.monotonic() - started
         )
 
-    async def infer(self, inputs: Mapping[str, np.ndarray], deadline: float | None) -> dict[str, np.ndarray]:
-        """Run one request; an expired request never reaches the engine."""
+    async def _run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         engine = self.engine
-        if engine is None or self.state not in (SlotState.READY, SlotState.DRAINING):
+        if engine is None:
             raise Unavailable(f"model '{self.model}' version {self.version} is {self.state.value}")
-        if deadline is not None and time.monotonic() >= deadline:
-            raise DeadlineExceeded(f"deadline expired before model '{self.model}' ran")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, engine.infer, inputs)
+
+    async def infer(
+        self,
+        inputs: Mapping[str, np.ndarray],
+        deadline: float | None,
+        rows: int = 1,
+        parameters: Mapping[str, ParamValue] | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Run one request, through the batcher when the model has one; expired work never runs."""
+        if self.state not in (SlotState.READY, SlotState.DRAINING):
+            raise Unavailable(f"model '{self.model}' version {self.version} is {self.state.value}")
         self.in_flight += 1
         self._idle.clear()
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, engine.infer, inputs)
+            batcher = self.batcher
+            if batcher is not None:
+                priority = batcher.priority_of(parameters) if parameters else batcher.priority_of({})
+                return await batcher.submit(inputs, rows, deadline, priority)
+            if deadline is not None and time.monotonic() >= deadline:
+                self.stats.expired_before_run += 1
+                raise DeadlineExceeded(f"deadline expired before model '{self.model}' ran")
+            t0 = time.perf_counter_ns()
+            try:
+                return await self._run(inputs)
+            finally:
+                self.stats.record_batch(rows, time.perf_counter_ns() - t0)
         finally:
             self.in_flight -= 1
             if self.in_flight == 0:
@@ -141,6 +169,8 @@ class Slot:
         if self.state in (SlotState.READY, SlotState.WARMING):
             self.state = SlotState.DRAINING
         await self._idle.wait()
+        if self.batcher is not None:
+            await self.batcher.close()
         engine, self.engine = self.engine, None
         loop = asyncio.get_running_loop()
         if engine is not None:

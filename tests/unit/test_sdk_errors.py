@@ -9,7 +9,6 @@ from concurrent import futures
 import grpc
 import grpc.aio
 import pytest
-
 from inferd import errors, health
 from inferd.errors import InferdError, from_rpc_error
 
@@ -107,9 +106,8 @@ def test_request_id_is_parsed_from_the_message(address: str) -> None:
 
 def test_local_deadline_is_deadline_exceeded() -> None:
     # Nothing listens on this port; a wait_for_ready call can only run out of time.
-    with grpc.insecure_channel("127.0.0.1:1") as channel:
-        with pytest.raises(grpc.RpcError) as info:
-            channel.unary_unary(ABORT)(b"", timeout=0.05, wait_for_ready=True)
+    with grpc.insecure_channel("127.0.0.1:1") as channel, pytest.raises(grpc.RpcError) as info:
+        channel.unary_unary(ABORT)(b"", timeout=0.05, wait_for_ready=True)
     error = from_rpc_error(info.value)
     assert isinstance(error, errors.DeadlineExceeded)
 
@@ -169,7 +167,14 @@ def test_health_codec_matches_grpc_health_checking() -> None:
     for service in ["", "model/x", "inferd.v1.InferenceService"]:
         ours = health.encode_request(service)
         assert ours == health_pb2.HealthCheckRequest(service=service).SerializeToString()
-        assert health.decode_request(health_pb2.HealthCheckRequest(service=service).SerializeToString()) == service
+        assert (
+            health.decode_request(health_pb2.HealthCheckRequest(service=service).SerializeToString())
+            == service
+        )
     for number, name in health.STATUS_NAMES.items():
-        assert health.encode_response(name) == health_pb2.HealthCheckResponse(status=number).SerializeToString()
-        assert health.decode_response(health_pb2.HealthCheckResponse(status=number).SerializeToString()) == name
+        assert (
+            health.encode_response(name) == health_pb2.HealthCheckResponse(status=number).SerializeToString()
+        )
+        assert (
+            health.decode_response(health_pb2.HealthCheckResponse(status=number).SerializeToString()) == name
+        )

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
-
 from inferd.predictions import build_predict_request, build_stream_request, get_parameters
 from inferd.tensors import DTYPE_NAMES, NUMPY_DTYPES, TensorError, fill_tensor, from_numpy, to_numpy
 from inferd.v1 import inference_pb2, tensor_pb2
@@ -18,6 +19,7 @@ def sample(dtype_name: str, rows: int = 3) -> np.ndarray:
         array[:] = (items * rows)[: rows * 2]
         return array.reshape(rows, 2)
     dtype = NUMPY_DTYPES[dtype_name]
+    values: list[Any]
     if dtype_name == "BOOL":
         values = [True, False, True, True, False, False]
     elif dtype.kind in "iu":
@@ -139,7 +141,7 @@ def test_predict_request_carries_every_option() -> None:
         label="canary",
         outputs=["y"],
         request_id="req-1",
-        parameters={"flag": True, "n": 3, "x": 0.5, "s": "hi", "np": np.int32(9)},
+        parameters={"flag": True, "n": 3, "x": 0.5, "s": "hi", "np": np.int32(9)},  # type: ignore[dict-item]
         routing_key="user-7",
     )
     assert (request.model_name, request.model_version, request.version_label) == ("m", 4, "canary")

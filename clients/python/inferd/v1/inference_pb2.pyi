@@ -227,3 +227,60 @@ class ServerMetadataResponse(_message.Message):
     extensions: _containers.RepeatedScalarFieldContainer[str]
     uptime_seconds: float
     def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., engines: _Optional[_Iterable[str]] = ..., extensions: _Optional[_Iterable[str]] = ..., uptime_seconds: _Optional[float] = ...) -> None: ...
+
+class ModelStatisticsRequest(_message.Message):
+    __slots__ = ("name", "version")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: int
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
+
+class BatchSizeCount(_message.Message):
+    __slots__ = ("batch_size", "count")
+    BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    batch_size: int
+    count: int
+    def __init__(self, batch_size: _Optional[int] = ..., count: _Optional[int] = ...) -> None: ...
+
+class VersionStatistics(_message.Message):
+    __slots__ = ("name", "version", "success_count", "failure_count", "inference_count", "execution_count", "batch_sizes", "queue_time_ns", "compute_time_ns", "expired_before_run", "cancelled_before_run", "queue_depth")
+    class FailureCountEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    SUCCESS_COUNT_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    INFERENCE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    EXECUTION_COUNT_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SIZES_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_TIME_NS_FIELD_NUMBER: _ClassVar[int]
+    COMPUTE_TIME_NS_FIELD_NUMBER: _ClassVar[int]
+    EXPIRED_BEFORE_RUN_FIELD_NUMBER: _ClassVar[int]
+    CANCELLED_BEFORE_RUN_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_DEPTH_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: int
+    success_count: int
+    failure_count: _containers.ScalarMap[str, int]
+    inference_count: int
+    execution_count: int
+    batch_sizes: _containers.RepeatedCompositeFieldContainer[BatchSizeCount]
+    queue_time_ns: int
+    compute_time_ns: int
+    expired_before_run: int
+    cancelled_before_run: int
+    queue_depth: int
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., success_count: _Optional[int] = ..., failure_count: _Optional[_Mapping[str, int]] = ..., inference_count: _Optional[int] = ..., execution_count: _Optional[int] = ..., batch_sizes: _Optional[_Iterable[_Union[BatchSizeCount, _Mapping]]] = ..., queue_time_ns: _Optional[int] = ..., compute_time_ns: _Optional[int] = ..., expired_before_run: _Optional[int] = ..., cancelled_before_run: _Optional[int] = ..., queue_depth: _Optional[int] = ...) -> None: ...
+
+class ModelStatisticsResponse(_message.Message):
+    __slots__ = ("statistics",)
+    STATISTICS_FIELD_NUMBER: _ClassVar[int]
+    statistics: _containers.RepeatedCompositeFieldContainer[VersionStatistics]
+    def __init__(self, statistics: _Optional[_Iterable[_Union[VersionStatistics, _Mapping]]] = ...) -> None: ...

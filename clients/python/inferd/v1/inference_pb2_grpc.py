@@ -60,6 +60,11 @@ class InferenceServiceStub:
                 request_serializer=inferd_dot_v1_dot_inference__pb2.ServerMetadataRequest.SerializeToString,
                 response_deserializer=inferd_dot_v1_dot_inference__pb2.ServerMetadataResponse.FromString,
                 _registered_method=True)
+        self.ModelStatistics = channel.unary_unary(
+                '/inferd.v1.InferenceService/ModelStatistics',
+                request_serializer=inferd_dot_v1_dot_inference__pb2.ModelStatisticsRequest.SerializeToString,
+                response_deserializer=inferd_dot_v1_dot_inference__pb2.ModelStatisticsResponse.FromString,
+                _registered_method=True)
 
 
 class InferenceServiceServicer:
@@ -102,6 +107,13 @@ class InferenceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ModelStatistics(self, request, context):
+        """ModelStatistics returns per-version counters: requests, batches, batch sizes, queue and compute time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_InferenceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -129,6 +141,11 @@ def add_InferenceServiceServicer_to_server(servicer, server):
                     servicer.ServerMetadata,
                     request_deserializer=inferd_dot_v1_dot_inference__pb2.ServerMetadataRequest.FromString,
                     response_serializer=inferd_dot_v1_dot_inference__pb2.ServerMetadataResponse.SerializeToString,
+            ),
+            'ModelStatistics': grpc.unary_unary_rpc_method_handler(
+                    servicer.ModelStatistics,
+                    request_deserializer=inferd_dot_v1_dot_inference__pb2.ModelStatisticsRequest.FromString,
+                    response_serializer=inferd_dot_v1_dot_inference__pb2.ModelStatisticsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -267,6 +284,33 @@ class InferenceService:
             '/inferd.v1.InferenceService/ServerMetadata',
             inferd_dot_v1_dot_inference__pb2.ServerMetadataRequest.SerializeToString,
             inferd_dot_v1_dot_inference__pb2.ServerMetadataResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ModelStatistics(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inferd.v1.InferenceService/ModelStatistics',
+            inferd_dot_v1_dot_inference__pb2.ModelStatisticsRequest.SerializeToString,
+            inferd_dot_v1_dot_inference__pb2.ModelStatisticsResponse.FromString,
             options,
             channel_credentials,
             insecure,
