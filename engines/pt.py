@@ -59,8 +59,11 @@ def _check_arity(spec: LoadSpec, module: torch.jit.ScriptModule) -> None:
     declared = [s.name for s in spec.signature.inputs]
     if not len(required) <= len(declared) <= len(arguments):
         params = ", ".join(a.name for a in arguments)
+        takes = (
+            f"{len(required)}" if len(required) == len(arguments) else f"{len(required)} to {len(arguments)}"
+        )
         raise EngineError(
-            f"model.pt forward({params}) takes {len(required)}..{len(arguments)} inputs but "
+            f"model.pt forward({params}) takes {takes} inputs but "
             f"config.pbtxt declares {len(declared)} ({', '.join(declared)}); "
             "inputs are passed positionally in config order"
         )

@@ -311,8 +311,9 @@ def test_wait_until_ready_gives_up_with_the_last_status(client: Client) -> None:
 def test_wait_until_ready_without_a_server() -> None:
     with Client("127.0.0.1:1") as c, pytest.raises(errors.DeadlineExceeded, match="not SERVING after"):
         c.wait_until_ready(0.3)
-    with Client("127.0.0.1:1") as c, pytest.raises(errors.Unavailable):
+    with Client("127.0.0.1:1") as c, pytest.raises(errors.Unavailable) as info:
         c.health()
+    assert info.value.__suppress_context__
 
 
 def test_a_given_channel_is_left_open(address: str) -> None:

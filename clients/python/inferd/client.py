@@ -110,7 +110,7 @@ def _health_error(err: grpc.RpcError) -> HealthStatus:
     error = from_rpc_error(err)
     if error.code == grpc.StatusCode.NOT_FOUND:
         return "SERVICE_UNKNOWN"
-    raise error
+    raise error from None
 
 
 class Client(_Base):

@@ -1,0 +1,262 @@
+"""``make bench``: batching off vs on, against the gRPC floor and the in-process compute floor.
+
+The server and the load generator are pinned to different cores (when there are two). Each point is
+a closed loop at fixed concurrency for a fixed time; errors are read from the server's counters.
+Results go to bench/results/<scenario>.md and .json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+
+from bench.h2load import LoadResult, run_h2load
+from examples.build import build_repository
+from inferd.tensors import from_numpy
+from inferd.v1 import inference_pb2, inference_pb2_grpc
+
+RESULTS = Path(__file__).parent / "results"
+PREDICT_PATH = "/inferd.v1.InferenceService/Predict"
+SERVER_CPU, CLIENT_CPU = (0, 1) if (os.cpu_count() or 1) >= 2 else (None, None)
+
+MODELS = {
+    # bench name: (example model, input name, batching on?)
+    "mlp_off": ("mlp_ranker", "features", False),
+    "mlp_on": ("mlp_ranker", "features", True),
+    "encoder_off": ("text_encoder", "input_ids", False),
+    "encoder_on": ("text_encoder", "input_ids", True),
+}
+
+
+def example_input(model: str, rows: int = 1) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    if model == "text_encoder":
+        return rng.integers(1, 1024, size=(rows, 128), dtype=np.int64)
+    return rng.random((rows, 256), dtype=np.float32)
+
+
+def build_bench_repository(root: Path) -> None:
+    """Copies of the examples with batching off and on (the only difference between the pairs)."""
+    source = root / "_examples"
+    build_repository(source)
+    for name, (example, _input, batching) in MODELS.items():
+        target = root / name
+        shutil.copytree(source / example, target)
+        lines = [
+            line
+            for line in (target / "config.pbtxt").read_text().splitlines()
+            if not line.startswith(("name:", "dynamic_batching"))
+        ]
+        if batching:
+            lines.append("dynamic_batching { max_queue_delay_microseconds: 2000 }")
+        (target / "config.pbtxt").write_text("\n".join(lines) + "\n")
+    shutil.rmtree(source)
+
+
+def _pinned(command: list[str], cpu: int | None) -> list[str]:
+    return ["taskset", "-c", str(cpu), *command] if cpu is not None and shutil.which("taskset") else command
+
+
+def _wait_serving(address: str, timeout: float = 120) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    end = time.monotonic() + timeout
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < end:
+            try:
+                reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=2)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.1)
+    raise RuntimeError(f"server at {address} did not become SERVING")
+
+
+@contextmanager
+def running(command: list[str], address: str, health: bool = True) -> Iterator[subprocess.Popen[bytes]]:
+    process = subprocess.Popen(_pinned(command, SERVER_CPU), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        if health:
+            _wait_serving(address)
+        else:
+            _wait_port(address)
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def _wait_port(address: str, timeout: float = 30) -> None:
+    grpc.channel_ready_future(grpc.insecure_channel(address)).result(timeout=timeout)
+
+
+def _stats(address: str, model: str) -> inference_pb2.VersionStatistics:
+    with grpc.insecure_channel(address) as channel:
+        stub = inference_pb2_grpc.InferenceServiceStub(channel)
+        reply = stub.ModelStatistics(inference_pb2.ModelStatisticsRequest(name=model), timeout=10)
+    return reply.statistics[0]
+
+
+def compute_floor(root: Path, model: str, input_name: str, seconds: float) -> dict[str, float]:
+    """The engine called in-process on one core: requests/s at batch 1, rows/s at batch 32."""
+    from engines.base import LoadSpec, load_engine
+    from server.config import load_config
+
+    spec = load_config(root / model / "config.pbtxt", model_name=model)
+    backend = spec.engines[0]
+    artifact = next(p for p in (root / model / "1").iterdir() if p.name.startswith("model."))
+    engine = load_engine(
+        backend, LoadSpec(model, 1, artifact, spec.signature, spec.max_batch_size, spec.parameters)
+    )
+    out: dict[str, float] = {}
+    for rows in (1, 32):
+        x = {input_name: example_input(MODELS[model][0], rows)}
+        engine.infer(x)
+        calls, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            engine.infer(x)
+            calls += 1
+        elapsed = time.perf_counter() - started
+        out[f"calls_per_s_batch{rows}"] = calls / elapsed
+        out[f"rows_per_s_batch{rows}"] = calls * rows / elapsed
+    engine.close()
+    return out
+
+
+def scenario_batching(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    repo = work / "repo"
+    build_bench_repository(repo)
+    concurrencies = [int(c) for c in args.concurrency.split(",")]
+    results: dict[str, Any] = {"floor": {}, "inferd": {}, "compute_floor": {}}
+    mlp_message = inference_pb2.PredictRequest(
+        model_name="mlp_off", inputs=[from_numpy("features", example_input("mlp_ranker"))]
+    ).SerializeToString()
+    port = args.port
+    address = f"127.0.0.1:{port}"
+    url = f"http://{address}{PREDICT_PATH}"
+    with running([sys.executable, "-m", "bench.floor_server", "--port", str(port)], address, health=False):
+        for c in concurrencies:
+            r = run_h2load(url, mlp_message, concurrency=c, seconds=args.seconds, warmup=args.warmup, cpu=CLIENT_CPU)
+            results["floor"][c] = asdict(r)
+            print(f"floor          c={c:<3} {r.req_per_s:8.0f} req/s  p50 {r.p50_ms:.2f} ms  p99 {r.p99_ms:.2f} ms")
+    command = [sys.executable, "-m", "server", "serve", "--repository", str(repo), "--port", str(port)]
+    command += ["--log-level", "WARNING"]
+    with running(command, address):
+        for name, (example, input_name, _batching) in MODELS.items():
+            if args.models and not any(name.startswith(m) for m in args.models.split(",")):
+                continue
+            message = inference_pb2.PredictRequest(
+                model_name=name, inputs=[from_numpy(input_name, example_input(example))]
+            ).SerializeToString()
+            results["inferd"][name] = {}
+            for c in concurrencies:
+                before = _stats(address, name)
+                r = run_h2load(url, message, concurrency=c, seconds=args.seconds, warmup=args.warmup, cpu=CLIENT_CPU)
+                after = _stats(address, name)
+                point = _point(r, before, after)
+                results["inferd"][name][c] = point
+                print(
+                    f"{name:<14} c={c:<3} {r.req_per_s:8.0f} req/s  p50 {r.p50_ms:.2f} ms  p99 {r.p99_ms:.2f} ms"
+                    f"  calls/req {point['engine_calls_per_request']:.3f}  errors {point['errors']}"
+                )
+    for name in ("mlp_off", "encoder_off"):
+        example, input_name, _ = MODELS[name]
+        if not args.models or any(name.startswith(m) for m in args.models.split(",")):
+            results["compute_floor"][example] = compute_floor(repo, name, input_name, min(args.seconds, 3))
+    return results
+
+
+def _point(r: LoadResult, before: inference_pb2.VersionStatistics, after: inference_pb2.VersionStatistics) -> dict[str, Any]:
+    ok = after.success_count - before.success_count
+    failed = sum(after.failure_count.values()) - sum(before.failure_count.values())
+    calls = after.execution_count - before.execution_count
+    answered = max(1, ok + failed)
+    return {
+        **asdict(r),
+        "errors": failed + r.http_failures,
+        "engine_calls_per_request": calls / answered,
+        "rows_per_s": r.req_per_s,  # one row per request in these scenarios
+        "mean_batch_rows": (after.inference_count - before.inference_count) / max(1, calls),
+    }
+
+
+def write_report(name: str, results: dict[str, Any], args: argparse.Namespace) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cpus, {platform.python_implementation()} {platform.python_version()}",
+        "server_cpu": SERVER_CPU,
+        "client_cpu": CLIENT_CPU,
+        "seconds_per_point": args.seconds,
+    }
+    (RESULTS / f"{name}.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2))
+    lines = [f"# {name} benchmark", "", f"{meta['date']} · {meta['machine']} · server on cpu {SERVER_CPU}, "
+             f"load (h2load) on cpu {CLIENT_CPU} · {args.seconds}s per point after {args.warmup}s warm-up", ""]
+    floor = results.get("floor", {})
+    compute = results.get("compute_floor", {})
+    lines += ["| target | conc | req/s | ×gRPC floor | p50 ms | p90 ms | p99 ms | errors | engine calls/req | rows/batch |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    for c, r in floor.items():
+        lines.append(f"| grpc floor | {c} | {r['req_per_s']:.0f} | 1.00 | {r['p50_ms']:.2f} | {r['p90_ms']:.2f} | "
+                     f"{r['p99_ms']:.2f} | {r['http_failures']} | - | - |")
+    for model, points in results.get("inferd", {}).items():
+        for c, r in points.items():
+            ratio = r["req_per_s"] / floor[c]["req_per_s"] if c in floor else float("nan")
+            lines.append(f"| {model} | {c} | {r['req_per_s']:.0f} | {ratio:.2f} | {r['p50_ms']:.2f} | "
+                         f"{r['p90_ms']:.2f} | {r['p99_ms']:.2f} | {r['errors']} | "
+                         f"{r['engine_calls_per_request']:.3f} | {r['mean_batch_rows']:.1f} |")
+    if compute:
+        lines += ["", "Compute floor (engine called in-process, one thread):", "",
+                  "| model | calls/s at batch 1 | rows/s at batch 32 |", "|---|---|---|"]
+        for model, r in compute.items():
+            lines.append(f"| {model} | {r['calls_per_s_batch1']:.0f} | {r['rows_per_s_batch32']:.0f} |")
+        lines += ["", "inferd rows/s as a share of the compute floor's rows/s at batch 32:", ""]
+        for model, points in results.get("inferd", {}).items():
+            example = MODELS[model][0]
+            if example in compute:
+                best = max(p["rows_per_s"] for p in points.values())
+                lines.append(f"- {model}: best {best:.0f} rows/s = {best / compute[example]['rows_per_s_batch32']:.2f}× "
+                             f"the in-process batch-32 rate")
+    path = RESULTS / f"{name}.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--scenario", default="batching", choices=["batching"])
+    parser.add_argument("--concurrency", default="1,8,32")
+    parser.add_argument("--models", default="", help="comma list of prefixes (mlp, encoder); default all")
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--port", type=int, default=18001)
+    parser.add_argument("--repository", type=Path, help="unused; the bench builds its own copies")
+    args = parser.parse_args()
+    work = Path(".cache/bench")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    results = scenario_batching(args, work)
+    print(f"wrote {write_report(args.scenario, results, args)}")
+
+
+if __name__ == "__main__":
+    main()
