@@ -8,6 +8,8 @@ PORT ?= 8001
 MODELS ?= models
 PROTO_OUT := clients/python
 PROTOS := $(wildcard protos/inferd/v1/*.proto)
+# Tests run grpcurl and the inferd command: the venv's bin folder goes first on PATH.
+TEST_ENV := PATH=$(abspath $(VENV))/bin:$$PATH
 
 .PHONY: help venv proto proto-check examples run test test-unit test-integration test-e2e test-gpu lint typecheck ci bench clean
 
@@ -42,10 +44,19 @@ run: $(MODELS)/.built  ## serve the example models on $(HOST):$(PORT)
 	$(VENV)/bin/inferd serve --repository $(MODELS) --host $(HOST) --port $(PORT)
 
 test: $(VENV)/.installed  ## run the whole test suite (GPU tests skip without a GPU)
-	$(PY) -m pytest -q
+	$(TEST_ENV) $(PY) -m pytest -q
+
+test-unit: $(VENV)/.installed  ## run only the unit tests
+	$(TEST_ENV) $(PY) -m pytest -q tests/unit
+
+test-integration: $(VENV)/.installed  ## run only the integration tests (in-process server)
+	$(TEST_ENV) $(PY) -m pytest -q tests/integration
+
+test-e2e: $(VENV)/.installed  ## run only the end-to-end tests (subprocess server, grpcurl, the inferd command)
+	$(TEST_ENV) $(PY) -m pytest -q -m e2e tests/e2e
 
 test-gpu: $(VENV)/.installed  ## run only the GPU tests
-	$(PY) -m pytest -q -m gpu tests/gpu
+	$(TEST_ENV) $(PY) -m pytest -q -m gpu tests/gpu
 
 lint: $(VENV)/.installed  ## ruff
 	$(VENV)/bin/ruff check .

@@ -1,10 +1,11 @@
 """Dynamic batching for one model version: deadline-aware, cancellable, bounded, prioritised.
 
-Policy. By default a request is dispatched at once when an engine instance is idle, so a lone request
-never waits for a window; batches form from the requests that arrive while every instance is busy.
-``always_wait_for_window`` instead holds the oldest request up to ``max_queue_delay`` for a fuller batch
-unless a preferred size (or max_batch_size) is reached first. ``hold_until_queued`` is a test hook that
-keeps the queue closed until that many requests wait.
+Policy. A request is dispatched at once when an engine instance is idle and the window policy
+(server/batch_policy.py) sees no gain in waiting, so a lone request does not sit out a window; batches
+form from the requests that arrive while every instance is busy, or while the adaptive policy holds
+the queue because recent windows filled. ``always_wait_for_window`` holds the oldest request up to
+``max_queue_delay`` unless a preferred size (or max_batch_size) is reached first. ``hold_until_queued``
+is a test hook that keeps the queue closed until that many requests wait.
 
 Correctness first: a batch only joins requests with equal non-batch dimensions and dtypes; cancelled
 and expired requests are dropped before the engine runs; each future is resolved exactly once; an
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from server.batch_policy import PolicyKind, WindowPolicy
 from server.config import BatchingSpec
 from server.errors import DeadlineExceeded, InvalidArgument, ResourceExhausted, Unavailable
 from server.stats import VersionStats
@@ -67,7 +69,9 @@ class Batcher:
         self._queues: list[deque[Pending]] = [deque() for _ in range(self._levels)]
         self.queued = 0
         self._delay = spec.max_queue_delay_us / 1e6
-        self._largest_preferred = max(spec.preferred_batch_sizes, default=0)
+        kind: PolicyKind = "always" if spec.always_wait_for_window else "adaptive"
+        self._policy = WindowPolicy(kind, self._delay, max_batch_size, spec.preferred_batch_sizes)
+        self._window_expired = False
         self._window_timer: asyncio.TimerHandle | None = None
         self._running: set[asyncio.Task[None]] = set()
         self._hold_open = False
@@ -104,6 +108,7 @@ class Batcher:
         if deadline is not None:
             pending.timer = loop.call_at(loop.time() + (deadline - now), self._expire, pending)
         pending.future.add_done_callback(lambda _f, p=pending: self._forget(p))
+        self._policy.note_arrival(now)
         self._queues[priority].append(pending)
         self.queued += 1
         self._dispatch()
@@ -161,6 +166,10 @@ class Batcher:
             batch = self._take_batch(head.key)
             if not batch:
                 continue
+            self._policy.observe(sum(p.rows for p in batch), time.monotonic(), self._window_expired)
+            if self._window_timer is not None:
+                self._window_timer.cancel()
+                self._window_timer = None
             self._idle_instances -= 1
             task = asyncio.get_running_loop().create_task(self._execute(batch))
             self._running.add(task)
@@ -169,20 +178,16 @@ class Batcher:
             self._hold_open = False
 
     def _should_wait(self, head: Pending) -> bool:
-        """Whether to hold the queue for a fuller batch (only with always_wait_for_window)."""
-        if not self.spec.always_wait_for_window or self._delay <= 0 or self.spec.hold_until_queued:
+        """Ask the window policy whether to hold the queue; arm one timer for when the window ends."""
+        if self.spec.hold_until_queued:
             return False
-        rows = self._queued_rows(head.key)
-        if rows >= self.max_batch_size or (self._largest_preferred and rows >= self._largest_preferred):
-            return False
-        if rows in self.spec.preferred_batch_sizes:
-            return False
-        remaining = head.enqueued + self._delay - time.monotonic()
-        if remaining <= 0:
+        now = time.monotonic()
+        wait = self._policy.decide(self._queued_rows(head.key), head.enqueued, now)
+        if wait <= 0:
+            self._window_expired = head.enqueued + self._delay <= now
             return False
         if self._window_timer is None:
-            loop = asyncio.get_running_loop()
-            self._window_timer = loop.call_later(remaining, self._window_elapsed)
+            self._window_timer = asyncio.get_running_loop().call_later(wait, self._window_elapsed)
         return True
 
     def _window_elapsed(self) -> None:

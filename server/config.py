@@ -18,6 +18,7 @@ from inferd.tensors import DTYPE_NAMES
 from inferd.v1 import model_config_pb2
 
 CONFIG_FILE = "config.pbtxt"
+EXECUTION_MODES = ("auto", "thread", "inline")
 
 
 class ConfigError(Exception):
@@ -66,6 +67,7 @@ class ModelSpec:
     batching: BatchingSpec | None
     chunk_rows: int
     version_labels: Mapping[str, int]
+    execution: str
     proto: model_config_pb2.ModelConfig = field(compare=False, repr=False)
 
 
@@ -192,6 +194,9 @@ def spec_from_proto(
             raise ConfigError(f"{source}: version label '{label}' must point at a positive version")
     if config.streaming.chunk_rows < 0:
         raise ConfigError(f"{source}: streaming.chunk_rows must be >= 0")
+    execution = config.execution or "auto"
+    if execution not in EXECUTION_MODES:
+        raise ConfigError(f"{source}: execution '{execution}' must be one of {', '.join(EXECUTION_MODES)}")
     normalised = model_config_pb2.ModelConfig()
     normalised.CopyFrom(config)
     normalised.name = name
@@ -206,5 +211,6 @@ def spec_from_proto(
         batching=_batching(config, source),
         chunk_rows=int(config.streaming.chunk_rows),
         version_labels=labels,
+        execution=execution,
         proto=normalised,
     )

@@ -34,6 +34,10 @@ from server.validation import InputValidator
 
 log = logging.getLogger("inferd.slot")
 
+#: "auto" execution runs engine calls on the event loop while they average under this (a thread hop
+#: costs more than the call itself for tiny models; longer calls would stall other requests).
+INLINE_BELOW_NS = 100_000
+
 
 class Slot:
     def __init__(self, spec: ModelSpec, version: int, version_dir: Path, device: str = "cpu") -> None:
@@ -50,6 +54,8 @@ class Slot:
         self.in_flight = 0
         self.validator = InputValidator(spec)
         self.stats = VersionStats()
+        #: moving average of engine call time; "auto" execution runs calls inline while it stays small
+        self._compute_ewma_ns = float(INLINE_BELOW_NS)
         self.batcher: Batcher | None = None
         self._idle = asyncio.Event()
         self._idle.set()
@@ -112,7 +118,9 @@ class Slot:
         try:
             engine = await loop.run_in_executor(self._executor, self._load_blocking)
             self.state = SlotState.WARMING
+            t0 = time.perf_counter_ns()
             await loop.run_in_executor(self._executor, self._warm_blocking, engine)
+            self._compute_ewma_ns = float(time.perf_counter_ns() - t0)
         except Exception as exc:  # a broken model must never take the server down
             self.state = SlotState.FAILED
             self.reason = str(exc) or type(exc).__name__
@@ -128,11 +136,22 @@ class Slot:
             "model %s version %s READY on %s in %.2fs", self.model, self.version, self.backend, time.monotonic() - started
         )
 
+    def _inline(self) -> bool:
+        mode = self.spec.execution
+        return mode == "inline" or (mode == "auto" and self._compute_ewma_ns < INLINE_BELOW_NS)
+
     async def _run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One engine call: inline on the loop for tiny models (no thread hop), else on an executor thread."""
         engine = self.engine
         if engine is None:
             raise Unavailable(f"model '{self.model}' version {self.version} is {self.state.value}")
-        return await asyncio.get_running_loop().run_in_executor(self._executor, engine.infer, inputs)
+        started = time.perf_counter_ns()
+        if self._inline():
+            outputs = engine.infer(inputs)
+        else:
+            outputs = await asyncio.get_running_loop().run_in_executor(self._executor, engine.infer, inputs)
+        self._compute_ewma_ns += (time.perf_counter_ns() - started - self._compute_ewma_ns) * 0.1
+        return outputs
 
     async def infer(
         self,

@@ -1,4 +1,4 @@
-"""The commands the README (and clients/grpcurl/README.md) tell people to run, run for real.
+"""The commands the README (and clients/grpcurl/README.md, docs/*.md) tell people to run, run for real.
 
 Every line that starts with ``grpcurl`` in a ```sh block is run against a subprocess server with
 ``127.0.0.1:8001`` replaced by its real address; so are the ``inferd`` lines and the Python SDK
@@ -24,7 +24,11 @@ from tests.e2e.server_process import REPO_ROOT, ServerProcess, tool_env
 pytestmark = pytest.mark.e2e
 
 README_ADDRESS = "127.0.0.1:8001"
-DOCUMENTS = (REPO_ROOT / "README.md", REPO_ROOT / "clients" / "grpcurl" / "README.md")
+DOCUMENTS = (
+    REPO_ROOT / "README.md",
+    REPO_ROOT / "clients" / "grpcurl" / "README.md",
+    *sorted((REPO_ROOT / "docs").glob("*.md")),
+)
 COMMAND_TIMEOUT_S = 120
 
 #: model -> (output name, output dims after the batch dimension), as the README's table states.

@@ -106,7 +106,7 @@ class Streaming(_message.Message):
     def __init__(self, chunk_rows: _Optional[int] = ..., max_active_streams: _Optional[int] = ...) -> None: ...
 
 class ModelConfig(_message.Message):
-    __slots__ = ("name", "engine", "engine_preference", "max_batch_size", "input", "output", "version_policy", "dynamic_batching", "version_labels", "traffic", "shadow", "warmup", "streaming", "instance_count", "parameters")
+    __slots__ = ("name", "engine", "engine_preference", "max_batch_size", "input", "output", "version_policy", "dynamic_batching", "version_labels", "traffic", "shadow", "warmup", "streaming", "instance_count", "parameters", "execution")
     class VersionLabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -136,6 +136,7 @@ class ModelConfig(_message.Message):
     STREAMING_FIELD_NUMBER: _ClassVar[int]
     INSTANCE_COUNT_FIELD_NUMBER: _ClassVar[int]
     PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    EXECUTION_FIELD_NUMBER: _ClassVar[int]
     name: str
     engine: str
     engine_preference: _containers.RepeatedScalarFieldContainer[str]
@@ -151,4 +152,5 @@ class ModelConfig(_message.Message):
     streaming: Streaming
     instance_count: int
     parameters: _containers.ScalarMap[str, str]
-    def __init__(self, name: _Optional[str] = ..., engine: _Optional[str] = ..., engine_preference: _Optional[_Iterable[str]] = ..., max_batch_size: _Optional[int] = ..., input: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., output: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., version_policy: _Optional[_Union[VersionPolicy, _Mapping]] = ..., dynamic_batching: _Optional[_Union[DynamicBatching, _Mapping]] = ..., version_labels: _Optional[_Mapping[str, int]] = ..., traffic: _Optional[_Iterable[_Union[TrafficWeight, _Mapping]]] = ..., shadow: _Optional[_Union[ShadowPolicy, _Mapping]] = ..., warmup: _Optional[_Iterable[_Union[ModelWarmup, _Mapping]]] = ..., streaming: _Optional[_Union[Streaming, _Mapping]] = ..., instance_count: _Optional[int] = ..., parameters: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    execution: str
+    def __init__(self, name: _Optional[str] = ..., engine: _Optional[str] = ..., engine_preference: _Optional[_Iterable[str]] = ..., max_batch_size: _Optional[int] = ..., input: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., output: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., version_policy: _Optional[_Union[VersionPolicy, _Mapping]] = ..., dynamic_batching: _Optional[_Union[DynamicBatching, _Mapping]] = ..., version_labels: _Optional[_Mapping[str, int]] = ..., traffic: _Optional[_Iterable[_Union[TrafficWeight, _Mapping]]] = ..., shadow: _Optional[_Union[ShadowPolicy, _Mapping]] = ..., warmup: _Optional[_Iterable[_Union[ModelWarmup, _Mapping]]] = ..., streaming: _Optional[_Union[Streaming, _Mapping]] = ..., instance_count: _Optional[int] = ..., parameters: _Optional[_Mapping[str, str]] = ..., execution: _Optional[str] = ...) -> None: ...
