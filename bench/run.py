@@ -23,11 +23,11 @@ from typing import Any
 
 import grpc
 import numpy as np
+from inferd.tensors import from_numpy
+from inferd.v1 import inference_pb2, inference_pb2_grpc
 
 from bench.h2load import LoadResult, run_h2load
 from examples.build import build_repository
-from inferd.tensors import from_numpy
-from inferd.v1 import inference_pb2, inference_pb2_grpc
 
 RESULTS = Path(__file__).parent / "results"
 PREDICT_PATH = "/inferd.v1.InferenceService/Predict"
@@ -124,9 +124,7 @@ def compute_floor(root: Path, model: str, input_name: str, seconds: float) -> di
     spec = load_config(root / model / "config.pbtxt", model_name=model)
     backend = spec.engines[0]
     artifact = next(p for p in (root / model / "1").iterdir() if p.name.startswith("model."))
-    engine = load_engine(
-        backend, LoadSpec(model, 1, artifact, spec.signature, spec.max_batch_size, spec.parameters)
-    )
+    engine = load_engine(backend, LoadSpec(model, 1, artifact, spec.signature, spec.max_batch_size, spec.parameters))
     out: dict[str, float] = {}
     for rows in (1, 32):
         x = {input_name: example_input(MODELS[model][0], rows)}
@@ -185,7 +183,9 @@ def scenario_batching(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     return results
 
 
-def _point(r: LoadResult, before: inference_pb2.VersionStatistics, after: inference_pb2.VersionStatistics) -> dict[str, Any]:
+def _point(
+    r: LoadResult, before: inference_pb2.VersionStatistics, after: inference_pb2.VersionStatistics
+) -> dict[str, Any]:
     ok = after.success_count - before.success_count
     failed = sum(after.failure_count.values()) - sum(before.failure_count.values())
     # h2load resets the streams still open when its time is up: those are CANCELLED, not errors
@@ -207,30 +207,46 @@ def write_report(name: str, results: dict[str, Any], args: argparse.Namespace) -
     RESULTS.mkdir(parents=True, exist_ok=True)
     meta = {
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cpus, {platform.python_implementation()} {platform.python_version()}",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cpus, Python {platform.python_version()}",
         "server_cpu": SERVER_CPU,
         "client_cpu": CLIENT_CPU,
         "seconds_per_point": args.seconds,
     }
     (RESULTS / f"{name}.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2))
-    lines = [f"# {name} benchmark", "", f"{meta['date']} · {meta['machine']} · server on cpu {SERVER_CPU}, "
-             f"load (h2load) on cpu {CLIENT_CPU} · {args.seconds}s per point after {args.warmup}s warm-up", ""]
+    lines = [
+        f"# {name} benchmark",
+        "",
+        f"{meta['date']} · {meta['machine']} · server on cpu {SERVER_CPU}, "
+        f"load (h2load) on cpu {CLIENT_CPU} · {args.seconds}s per point after {args.warmup}s warm-up",
+        "",
+    ]
     floor = results.get("floor", {})
     compute = results.get("compute_floor", {})
-    lines += ["| target | conc | req/s | ×gRPC floor | p50 ms | p90 ms | p99 ms | errors | engine calls/req | rows/batch |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "| target | conc | req/s | ×gRPC floor | p50 ms | p90 ms | p99 ms | errors | engine calls/req | rows/batch |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for c, r in floor.items():
-        lines.append(f"| grpc floor | {c} | {r['req_per_s']:.0f} | 1.00 | {r['p50_ms']:.2f} | {r['p90_ms']:.2f} | "
-                     f"{r['p99_ms']:.2f} | {r['http_failures']} | - | - |")
+        lines.append(
+            f"| grpc floor | {c} | {r['req_per_s']:.0f} | 1.00 | {r['p50_ms']:.2f} | {r['p90_ms']:.2f} | "
+            f"{r['p99_ms']:.2f} | {r['http_failures']} | - | - |"
+        )
     for model, points in results.get("inferd", {}).items():
         for c, r in points.items():
             ratio = r["req_per_s"] / floor[c]["req_per_s"] if c in floor else float("nan")
-            lines.append(f"| {model} | {c} | {r['req_per_s']:.0f} | {ratio:.2f} | {r['p50_ms']:.2f} | "
-                         f"{r['p90_ms']:.2f} | {r['p99_ms']:.2f} | {r['errors']} | "
-                         f"{r['engine_calls_per_request']:.3f} | {r['mean_batch_rows']:.1f} |")
+            lines.append(
+                f"| {model} | {c} | {r['req_per_s']:.0f} | {ratio:.2f} | {r['p50_ms']:.2f} | "
+                f"{r['p90_ms']:.2f} | {r['p99_ms']:.2f} | {r['errors']} | "
+                f"{r['engine_calls_per_request']:.3f} | {r['mean_batch_rows']:.1f} |"
+            )
     if compute:
-        lines += ["", "Compute floor (engine called in-process, one thread):", "",
-                  "| model | calls/s at batch 1 | rows/s at batch 32 |", "|---|---|---|"]
+        lines += [
+            "",
+            "Compute floor (engine called in-process, one thread):",
+            "",
+            "| model | calls/s at batch 1 | rows/s at batch 32 |",
+            "|---|---|---|",
+        ]
         for model, r in compute.items():
             lines.append(f"| {model} | {r['calls_per_s_batch1']:.0f} | {r['rows_per_s_batch32']:.0f} |")
         lines += ["", "inferd rows/s as a share of the compute floor's rows/s at batch 32:", ""]
@@ -238,8 +254,10 @@ def write_report(name: str, results: dict[str, Any], args: argparse.Namespace) -
             example = MODELS[model][0]
             if example in compute:
                 best = max(p["rows_per_s"] for p in points.values())
-                lines.append(f"- {model}: best {best:.0f} rows/s = {best / compute[example]['rows_per_s_batch32']:.2f}× "
-                             f"the in-process batch-32 rate")
+                lines.append(
+                    f"- {model}: best {best:.0f} rows/s = {best / compute[example]['rows_per_s_batch32']:.2f}× "
+                    f"the in-process batch-32 rate"
+                )
     path = RESULTS / f"{name}.md"
     path.write_text("\n".join(lines) + "\n")
     return path

@@ -29,9 +29,7 @@ class TensorSig:
     dims: tuple[int, ...]
 
     def accepts_shape(self, shape: tuple[int, ...]) -> bool:
-        return len(shape) == len(self.dims) and all(
-            d in (-1, s) for d, s in zip(self.dims, shape, strict=True)
-        )
+        return len(shape) == len(self.dims) and all(d in (-1, s) for d, s in zip(self.dims, shape, strict=True))
 
     def example_shape(self, batch: int = 1) -> tuple[int, ...]:
         """A concrete shape for synthetic inputs: dynamic dims become ``batch`` (first) or 1."""
@@ -94,9 +92,7 @@ class Backend:
 BACKENDS: dict[str, Backend] = {
     b.name: b
     for b in (
-        Backend(
-            "onnxruntime", "engines.ort", "model.onnx", "onnxruntime", "pip install 'inferd[onnxruntime]'"
-        ),
+        Backend("onnxruntime", "engines.ort", "model.onnx", "onnxruntime", "pip install 'inferd[onnxruntime]'"),
         Backend("torch", "engines.pt", "model.pt", "torch", "pip install 'inferd[torch]'"),
         Backend("python", "engines.python", "model.py", "numpy", "numpy is always installed"),
         Backend(
@@ -161,9 +157,7 @@ def check_outputs(signature: Signature, outputs: Mapping[str, Any], *, batch: in
     """Raise EngineError when outputs do not match the declared signature (names, dtypes, ranks)."""
     for sig in signature.outputs:
         if sig.name not in outputs:
-            raise EngineError(
-                f"output '{sig.name}' declared in config.pbtxt is not produced (got {sorted(outputs)})"
-            )
+            raise EngineError(f"output '{sig.name}' declared in config.pbtxt is not produced (got {sorted(outputs)})")
         array = np.asarray(outputs[sig.name])
         if sig.dtype != "BYTES" and array.dtype != numpy_dtype(sig.dtype):
             raise EngineError(f"output '{sig.name}' is {array.dtype} but config.pbtxt declares {sig.dtype}")

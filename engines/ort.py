@@ -65,9 +65,7 @@ def choose_providers(spec: LoadSpec) -> list[str]:
     available = ort.get_available_providers()
     requested_raw = spec.parameters.get("providers", "")
     if requested_raw.strip():
-        requested = [
-            PROVIDER_ALIASES.get(p.strip().lower(), p.strip()) for p in requested_raw.split(",") if p.strip()
-        ]
+        requested = [PROVIDER_ALIASES.get(p.strip().lower(), p.strip()) for p in requested_raw.split(",") if p.strip()]
     elif spec.device.startswith("cuda"):
         requested = ["CUDAExecutionProvider", "CPUExecutionProvider"]
     else:
@@ -89,9 +87,7 @@ def _check_tensor(kind: str, sig: TensorSig, node: Any) -> None:
     """Compare one config tensor with the session's node arg; raise EngineError naming the tensor."""
     found_dtype = ORT_TYPES.get(node.type, node.type)
     if found_dtype != sig.dtype:
-        raise EngineError(
-            f"{kind} '{sig.name}': config.pbtxt declares {sig.dtype} but model.onnx has {found_dtype}"
-        )
+        raise EngineError(f"{kind} '{sig.name}': config.pbtxt declares {sig.dtype} but model.onnx has {found_dtype}")
     model_dims = [d if isinstance(d, int) and d >= 0 else -1 for d in (node.shape or [])]
     if len(model_dims) != len(sig.dims):
         raise EngineError(
@@ -144,12 +140,8 @@ class OrtEngine:
         self._session: ort.InferenceSession | None = session
         self._output_names: list[str] = [sig.name for sig in spec.signature.outputs]
         # ORT wants str elements for string tensors; the codec hands us bytes.
-        self._string_inputs: tuple[str, ...] = tuple(
-            s.name for s in spec.signature.inputs if s.dtype == "BYTES"
-        )
-        self._string_outputs: tuple[str, ...] = tuple(
-            s.name for s in spec.signature.outputs if s.dtype == "BYTES"
-        )
+        self._string_inputs: tuple[str, ...] = tuple(s.name for s in spec.signature.inputs if s.dtype == "BYTES")
+        self._string_outputs: tuple[str, ...] = tuple(s.name for s in spec.signature.outputs if s.dtype == "BYTES")
 
     def infer(self, inputs: Arrays) -> dict[str, np.ndarray]:
         session = self._session
@@ -205,9 +197,7 @@ def load(spec: LoadSpec, providers: Sequence[str] | None = None) -> OrtEngine:
         raise EngineError(f"model {spec.model_name} v{spec.version}: {spec.artifact} does not exist")
     chosen = list(providers) if providers is not None else choose_providers(spec)
     try:
-        session = ort.InferenceSession(
-            str(spec.artifact), sess_options=session_options(spec), providers=chosen
-        )
+        session = ort.InferenceSession(str(spec.artifact), sess_options=session_options(spec), providers=chosen)
     except Exception as exc:
         raise EngineError(
             f"model {spec.model_name} v{spec.version}: onnxruntime cannot load model.onnx: {exc}"

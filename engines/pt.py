@@ -25,13 +25,9 @@ def _device(spec: LoadSpec) -> torch.device:
     try:
         device = torch.device(spec.device or "cpu")
     except RuntimeError as exc:
-        raise EngineError(
-            f"model {spec.model_name}: device '{spec.device}' is not a torch device: {exc}"
-        ) from None
+        raise EngineError(f"model {spec.model_name}: device '{spec.device}' is not a torch device: {exc}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise BackendUnavailable(
-            f"model {spec.model_name} asks for device '{spec.device}' but torch sees no CUDA GPU"
-        )
+        raise BackendUnavailable(f"model {spec.model_name} asks for device '{spec.device}' but torch sees no CUDA GPU")
     return device
 
 
@@ -59,9 +55,7 @@ def _check_arity(spec: LoadSpec, module: torch.jit.ScriptModule) -> None:
     declared = [s.name for s in spec.signature.inputs]
     if not len(required) <= len(declared) <= len(arguments):
         params = ", ".join(a.name for a in arguments)
-        takes = (
-            f"{len(required)}" if len(required) == len(arguments) else f"{len(required)} to {len(arguments)}"
-        )
+        takes = f"{len(required)}" if len(required) == len(arguments) else f"{len(required)} to {len(arguments)}"
         raise EngineError(
             f"model.pt forward({params}) takes {takes} inputs but "
             f"config.pbtxt declares {len(declared)} ({', '.join(declared)}); "
@@ -103,9 +97,7 @@ class TorchEngine:
         names = self._output_names
         if isinstance(result, torch.Tensor):
             if len(names) != 1:
-                raise EngineError(
-                    f"the model returned one tensor but config.pbtxt declares outputs {list(names)}"
-                )
+                raise EngineError(f"the model returned one tensor but config.pbtxt declares outputs {list(names)}")
             return {names[0]: _to_numpy(names[0], result)}
         if isinstance(result, Mapping):
             missing = [n for n in names if n not in result]
@@ -121,9 +113,7 @@ class TorchEngine:
                     f"{len(names)} outputs {list(names)}"
                 )
             return {n: _to_numpy(n, v) for n, v in zip(names, result, strict=True)}
-        raise EngineError(
-            f"the model returned {type(result).__name__}; expected a tensor, tuple/list or dict"
-        )
+        raise EngineError(f"the model returned {type(result).__name__}; expected a tensor, tuple/list or dict")
 
     def close(self) -> None:
         self._module = None

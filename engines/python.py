@@ -71,9 +71,7 @@ class PythonEngine:
         self.infer_stream: Callable[..., Any] | None = getattr(model, "infer_stream", None)
         self._module = module
         self._infer: Callable[[Arrays], Any] = model.infer
-        self._lock: threading.Lock | None = (
-            None if getattr(model, "thread_safe", False) is True else threading.Lock()
-        )
+        self._lock: threading.Lock | None = None if getattr(model, "thread_safe", False) is True else threading.Lock()
         self._output_names: tuple[str, ...] = tuple(s.name for s in spec.signature.outputs)
         self._closed = False
 
@@ -86,15 +84,11 @@ class PythonEngine:
             with self._lock:
                 result = self._infer(inputs)
         if not isinstance(result, Mapping):
-            raise EngineError(
-                f"model.py infer() returned {type(result).__name__}; it must return a dict of outputs"
-            )
+            raise EngineError(f"model.py infer() returned {type(result).__name__}; it must return a dict of outputs")
         try:
             return {name: np.asarray(result[name]) for name in self._output_names}
         except KeyError as exc:
-            raise EngineError(
-                f"model.py infer() did not return output {exc} (returned {sorted(result)})"
-            ) from None
+            raise EngineError(f"model.py infer() did not return output {exc} (returned {sorted(result)})") from None
 
     def close(self) -> None:
         if self._closed:

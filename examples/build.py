@@ -164,9 +164,7 @@ def build_repository(root: Path, models: Sequence[str] | None = None) -> list[st
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m examples.build", description=__doc__.split("\n\n")[0])
     parser.add_argument("--output", "-o", type=Path, required=True, help="model repository folder to write")
-    parser.add_argument(
-        "--model", action="append", choices=sorted(EXAMPLES), help="build only this model (repeatable)"
-    )
+    parser.add_argument("--model", action="append", choices=sorted(EXAMPLES), help="build only this model (repeatable)")
     args = parser.parse_args(argv)
     started = time.monotonic()
     for name in build_repository(args.output, args.model):

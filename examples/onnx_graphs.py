@@ -105,9 +105,7 @@ def _attention(g: GraphBuilder, x: str, mask_bias: str, d_model: int, heads: int
     merge = g.const("merge_heads", np.array([0, 0, d_model], dtype=np.int64))
 
     def project(name: str, perm: list[int]) -> str:
-        return g.op(
-            "Transpose", g.op("Reshape", g.linear(x, d_model, d_model, f"{hint}_{name}"), split), perm=perm
-        )
+        return g.op("Transpose", g.op("Reshape", g.linear(x, d_model, d_model, f"{hint}_{name}"), split), perm=perm)
 
     q = project("q", [0, 2, 1, 3])  # [B, H, S, Dh]
     k = project("k", [0, 2, 3, 1])  # [B, H, Dh, S]
@@ -141,9 +139,7 @@ def text_encoder(
     pad = g.op("Equal", "input_ids", g.const("pad_id", np.array(0, dtype=np.int64)))  # [B, S]
     pad_f = g.op("Cast", pad, to=TensorProto.FLOAT)
     neg = g.const("mask_value", np.array(-1e4, dtype=np.float32))
-    mask_bias = g.op(
-        "Unsqueeze", g.op("Mul", pad_f, neg), g.const("axes_1_2", np.array([1, 2], dtype=np.int64))
-    )
+    mask_bias = g.op("Unsqueeze", g.op("Mul", pad_f, neg), g.const("axes_1_2", np.array([1, 2], dtype=np.int64)))
     keep = g.op("Cast", g.op("Not", pad), to=TensorProto.FLOAT)  # [B, S]
 
     for layer in range(layers):
@@ -160,9 +156,7 @@ def text_encoder(
     axis1 = g.const("axis_1", np.array([1], dtype=np.int64))
     axis2 = g.const("axis_2", np.array([2], dtype=np.int64))
     summed = g.op("ReduceSum", g.op("Mul", x, g.op("Unsqueeze", keep, axis2)), axis1, keepdims=0)  # [B, D]
-    count = g.op(
-        "Max", g.op("ReduceSum", keep, axis1, keepdims=1), g.const("one_f", np.array(1.0, np.float32))
-    )
+    count = g.op("Max", g.op("ReduceSum", keep, axis1, keepdims=1), g.const("one_f", np.array(1.0, np.float32)))
     pooled = g.op("Div", summed, count)
     head_w = g.weight("classifier_w", (d_model, classes), 1.0 / math.sqrt(d_model))
     head_b = g.const("classifier_b", np.zeros(classes, dtype=np.float32))

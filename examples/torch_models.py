@@ -35,8 +35,6 @@ def save_tabular_torch(path: Path, seed: int = 0) -> None:
         torch.random.set_rng_state(generator_state)  # leave the caller's random stream as it was
     with warnings.catch_warnings():
         # torch 2.13 marks TorchScript deprecated; it is still the format the torch engine loads safely.
-        warnings.filterwarnings(
-            "ignore", message=r".*torch\.jit\..* is deprecated", category=DeprecationWarning
-        )
+        warnings.filterwarnings("ignore", message=r".*torch\.jit\..* is deprecated", category=DeprecationWarning)
         scripted = torch.jit.script(module)
         torch.jit.save(scripted, str(path))

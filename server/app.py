@@ -85,9 +85,7 @@ class InferdServer:
         server = grpc.aio.server(interceptors=[ErrorStatusInterceptor()], options=grpc_options(self.options))
         server.add_generic_rpc_handlers((self.servicer.handler(),))
         self.health.add_to(server)
-        reflection.enable_server_reflection(
-            (SERVICE_NAME, "grpc.health.v1.Health", reflection.SERVICE_NAME), server
-        )
+        reflection.enable_server_reflection((SERVICE_NAME, "grpc.health.v1.Health", reflection.SERVICE_NAME), server)
         return server
 
     async def start(self) -> int:

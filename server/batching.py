@@ -15,6 +15,7 @@ engine error fails only its own batch.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
@@ -84,7 +85,8 @@ class Batcher:
             return max(0, self.spec.default_priority_level - 1)
         if isinstance(raw, bool) or not isinstance(raw, int) or not 1 <= raw <= self.spec.priority_levels:
             raise InvalidArgument(
-                f"parameter 'priority' for model '{self.model}' must be an integer from 1 to {self.spec.priority_levels}"
+                f"parameter 'priority' for model '{self.model}' must be an integer "
+                f"from 1 to {self.spec.priority_levels}"
             )
         return raw - 1
 
@@ -107,14 +109,14 @@ class Batcher:
         pending = Pending(inputs, rows, shape_key(inputs), loop.create_future(), deadline, now, priority)
         if deadline is not None:
             pending.timer = loop.call_at(loop.time() + (deadline - now), self._expire, pending)
-        pending.future.add_done_callback(lambda _f, p=pending: self._forget(p))
+        pending.future.add_done_callback(functools.partial(self._forget, pending))
         self._policy.note_arrival(now)
         self._queues[priority].append(pending)
         self.queued += 1
         self._dispatch()
         return await pending.future
 
-    def _forget(self, pending: Pending) -> None:
+    def _forget(self, pending: Pending, _future: object = None) -> None:
         """Runs when a future completes for any reason; a cancelled caller leaves the queue at once."""
         if pending.timer is not None:
             pending.timer.cancel()
@@ -139,9 +141,7 @@ class Batcher:
                 return  # already running: let it finish
             self.queued -= 1
             self._stats.expired_before_run += 1
-            pending.future.set_exception(
-                DeadlineExceeded(f"deadline expired while queued for model '{self.model}'")
-            )
+            pending.future.set_exception(DeadlineExceeded(f"deadline expired while queued for model '{self.model}'"))
 
     def _queued_rows(self, key: ShapeKey | None = None) -> int:
         return sum(p.rows for q in self._queues for p in q if key is None or p.key == key)

@@ -28,7 +28,9 @@ EPILOG = """examples:
 
 def _add_address(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--address", default=DEFAULT_ADDRESS, help="server HOST:PORT (default: $INFERD_ADDRESS or %(default)s)"
+        "--address",
+        default=DEFAULT_ADDRESS,
+        help="server HOST:PORT (default: $INFERD_ADDRESS or %(default)s)",
     )
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the answer (default 30)")
 
@@ -47,14 +49,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s; 0.0.0.0 for all)")
     serve.add_argument("--port", "-p", type=int, default=8001, help="port to bind (default %(default)s; 0 = any)")
     serve.add_argument(
-        "--max-receive-message-mb", type=int, default=64, help="largest request accepted, MiB (default %(default)s)"
+        "--max-receive-message-mb",
+        type=int,
+        default=64,
+        help="largest request accepted, MiB (default %(default)s)",
     )
     serve.add_argument(
         "--max-send-message-mb", type=int, default=64, help="largest response sent, MiB (default %(default)s)"
     )
-    serve.add_argument(
-        "--reuse-port", action="store_true", help="share the port with other processes (SO_REUSEPORT)"
-    )
+    serve.add_argument("--reuse-port", action="store_true", help="share the port with other processes (SO_REUSEPORT)")
     serve.add_argument(
         "--drain-seconds",
         type=float,
@@ -62,7 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="on SIGTERM, report NOT_SERVING this long before closing the port (default %(default)s)",
     )
     serve.add_argument(
-        "--grace-seconds", type=float, default=10.0, help="time in-flight requests get to finish (default %(default)s)"
+        "--grace-seconds",
+        type=float,
+        default=10.0,
+        help="time in-flight requests get to finish (default %(default)s)",
     )
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     serve.add_argument("--port-file", type=Path, help="write the bound port to this file once serving")
@@ -127,7 +133,9 @@ def _serve(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         stopping: list[asyncio.Task[None]] = []
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, lambda: stopping.append(loop.create_task(server.stop())) if not stopping else None)
+            loop.add_signal_handler(
+                sig, lambda: stopping.append(loop.create_task(server.stop())) if not stopping else None
+            )
         await server.wait_stopped()
         return 0
 
@@ -220,7 +228,6 @@ def _health(args: argparse.Namespace) -> int:
 
 def _metadata(args: argparse.Namespace) -> int:
     from google.protobuf import json_format
-
     from inferd import Client
 
     with Client(args.address, timeout=args.timeout) as client:

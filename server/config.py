@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Literal
 
 from google.protobuf import text_format
-
-from engines.base import BACKENDS, Signature, TensorSig
 from inferd.tensors import DTYPE_NAMES
 from inferd.v1 import model_config_pb2
+
+from engines.base import BACKENDS, Signature, TensorSig
 
 CONFIG_FILE = "config.pbtxt"
 EXECUTION_MODES = ("auto", "thread", "inline")
@@ -98,7 +98,9 @@ def load_config(path: Path, *, model_name: str | None = None) -> ModelSpec:
     return spec_from_proto(parse_config_text(text, str(path)), str(path), model_name=model_name)
 
 
-def _tensor_sigs(specs: list[model_config_pb2.TensorSpec], kind: str, source: str, batched: bool) -> tuple[TensorSig, ...]:
+def _tensor_sigs(
+    specs: list[model_config_pb2.TensorSpec], kind: str, source: str, batched: bool
+) -> tuple[TensorSig, ...]:
     sigs: list[TensorSig] = []
     seen: set[str] = set()
     for spec in specs:
@@ -166,9 +168,7 @@ def _batching(config: model_config_pb2.ModelConfig, source: str) -> BatchingSpec
     )
 
 
-def spec_from_proto(
-    config: model_config_pb2.ModelConfig, source: str, *, model_name: str | None = None
-) -> ModelSpec:
+def spec_from_proto(config: model_config_pb2.ModelConfig, source: str, *, model_name: str | None = None) -> ModelSpec:
     """Validate a parsed ModelConfig; ``model_name`` (the folder name) wins and must match a set name."""
     name = model_name or config.name
     if not name:

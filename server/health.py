@@ -20,7 +20,7 @@ def model_service(name: str) -> str:
 class Health:
     def __init__(self, server_services: tuple[str, ...]) -> None:
         self._servicer = health.aio.HealthServicer()
-        self._server_services = ("",) + server_services
+        self._server_services = ("", *server_services)
 
     def add_to(self, server: grpc.aio.Server) -> None:
         health_pb2_grpc.add_HealthServicer_to_server(self._servicer, server)

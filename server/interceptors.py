@@ -59,7 +59,7 @@ def _wrap_stream(
     return stream
 
 
-class ErrorStatusInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class ErrorStatusInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self) -> None:
         self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
 

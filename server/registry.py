@@ -104,4 +104,3 @@ class Registry:
             )
             raise Unavailable(f"model '{name}' has no READY version ({states or 'no versions'})")
         return entry.slots[ready[0]]
-

@@ -15,9 +15,9 @@ from typing import TypeVar
 import grpc
 import numpy as np
 from google.protobuf.message import DecodeError
-
 from inferd.tensors import DTYPE_BY_NAME
 from inferd.v1 import inference_pb2
+
 from server.codec import decode_request, encode_outputs, encode_response
 from server.errors import InvalidArgument, NotFound, ResourceExhausted, ServingError
 from server.interceptors import current_request_id
@@ -85,7 +85,8 @@ def version_statistics(slot: Slot) -> inference_pb2.VersionStatistics:
         inference_count=stats.rows,
         execution_count=stats.batches,
         batch_sizes=[
-            inference_pb2.BatchSizeCount(batch_size=size, count=count) for size, count in sorted(stats.batch_sizes.items())
+            inference_pb2.BatchSizeCount(batch_size=size, count=count)
+            for size, count in sorted(stats.batch_sizes.items())
         ],
         queue_time_ns=stats.queue_ns,
         compute_time_ns=stats.compute_ns,
@@ -129,7 +130,9 @@ class InferenceServicer:
         return data
 
     def _decode(
-        self, message: inference_pb2.PredictRequest | inference_pb2.PredictStreamRequest, context: grpc.aio.ServicerContext
+        self,
+        message: inference_pb2.PredictRequest | inference_pb2.PredictStreamRequest,
+        context: grpc.aio.ServicerContext,
     ) -> InferRequest:
         request = decode_request(message, context.time_remaining())
         current_request_id.set(request.id)

@@ -129,11 +129,20 @@ class Slot:
         self.engine = engine
         if self.spec.batching is not None:
             self.batcher = Batcher(
-                self.model, self.spec.batching, self.spec.max_batch_size, self.spec.instance_count, self._run, self.stats
+                self.model,
+                self.spec.batching,
+                self.spec.max_batch_size,
+                self.spec.instance_count,
+                self._run,
+                self.stats,
             )
         self.state = SlotState.READY
         log.info(
-            "model %s version %s READY on %s in %.2fs", self.model, self.version, self.backend, time.monotonic() - started
+            "model %s version %s READY on %s in %.2fs",
+            self.model,
+            self.version,
+            self.backend,
+            time.monotonic() - started,
         )
 
     def _inline(self) -> bool:
@@ -198,4 +207,3 @@ class Slot:
         if self.state is not SlotState.FAILED:
             self.state = SlotState.UNLOADED
             self.reason = reason
-

@@ -8,12 +8,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+from inferd.tensors import NUMPY_DTYPES, dtype_name_of
 
 from engines.base import TensorSig
-from inferd.tensors import NUMPY_DTYPES, dtype_name_of
 from server.config import ModelSpec
 from server.errors import InvalidArgument
-
 
 #: numpy dtype string ("<f4") → inferd dtype name, for a one-lookup dtype check.
 _DTYPE_NAME: dict[str, str] = {dt.str: name for name, dt in NUMPY_DTYPES.items() if name != "BYTES"}
@@ -34,7 +33,11 @@ class InputValidator:
         self._output_set = frozenset(self._outputs)
 
     def validate(
-        self, inputs: Mapping[str, np.ndarray], requested_outputs: Sequence[str], *, enforce_max_batch: bool = True
+        self,
+        inputs: Mapping[str, np.ndarray],
+        requested_outputs: Sequence[str],
+        *,
+        enforce_max_batch: bool = True,
     ) -> int:
         """Raise InvalidArgument on any mismatch; return the batch size in rows (1 for unbatched models)."""
         if len(inputs) != len(self._inputs) or any(name not in self._inputs for name in inputs):
@@ -45,9 +48,7 @@ class InputValidator:
             array = inputs[name]
             dtype = dtype_name_of(array) if array.dtype.kind in "OSU" else _DTYPE_NAME.get(array.dtype.str)
             if dtype != sig.dtype:
-                raise InvalidArgument(
-                    f"input '{name}' of model '{self.model}': expected {sig.dtype}, received {dtype}"
-                )
+                raise InvalidArgument(f"input '{name}' of model '{self.model}': expected {sig.dtype}, received {dtype}")
             shape = array.shape
             if not sig.accepts_shape(shape):
                 raise InvalidArgument(
@@ -88,4 +89,3 @@ class InputValidator:
                 raise InvalidArgument(
                     f"input '{name}' ({sig.dtype} {_fmt(sig.dims)}) of model '{self.model}' is missing"
                 )
-

@@ -21,9 +21,7 @@ def example_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def inferd_server(
-    example_repository: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ServerProcess]:
+def inferd_server(example_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     server = ServerProcess(example_repository, tmp_path_factory.mktemp("e2e-server")).wait_ready()
     yield server
     code = server.terminate()

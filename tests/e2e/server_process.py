@@ -46,9 +46,7 @@ def health_status(address: str, service: str = "", timeout: float = 5.0) -> int:
     """One grpc.health.v1 Check; returns the ServingStatus number."""
     with grpc.insecure_channel(address) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
-        reply = stub.Check(
-            health_pb2.HealthCheckRequest(service=service), timeout=timeout, wait_for_ready=True
-        )
+        reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout, wait_for_ready=True)
         return int(reply.status)
 
 

@@ -77,9 +77,7 @@ def commands(prefix: str) -> list[Any]:
 
 
 GRPCURL_LINES = commands("grpcurl ")
-CLI_LINES = [
-    p for p in commands("inferd ") if not p.values[0].startswith("inferd serve") or "--help" in p.values[0]
-]
+CLI_LINES = [p for p in commands("inferd ") if not p.values[0].startswith("inferd serve") or "--help" in p.values[0]]
 
 
 def test_the_readmes_have_grpcurl_commands_to_test() -> None:
@@ -112,7 +110,8 @@ def run_shell(line: str, server: ServerProcess, cwd: Path = REPO_ROOT) -> subpro
 def json_documents(text: str) -> list[Any]:
     """grpcurl prints one JSON document per message; a stream prints several in a row."""
     decoder = json.JSONDecoder()
-    documents, index = [], 0
+    documents: list[Any] = []
+    index = 0
     while True:
         while index < len(text) and text[index].isspace():
             index += 1
@@ -262,9 +261,7 @@ def cli_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     workdir = tmp_path_factory.mktemp("readme-cli")
     for param in commands("python "):
         line = param.values[0].replace("python ", shlex.quote(sys.executable) + " ", 1)
-        subprocess.run(
-            ["bash", "-c", line], cwd=workdir, env=tool_env(), check=True, timeout=COMMAND_TIMEOUT_S
-        )
+        subprocess.run(["bash", "-c", line], cwd=workdir, env=tool_env(), check=True, timeout=COMMAND_TIMEOUT_S)
     return workdir
 
 

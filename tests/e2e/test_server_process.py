@@ -31,9 +31,7 @@ ENGINES = {
 
 
 def run_cli(inferd_command: str, *args: str, cwd: Path = REPO_ROOT) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [inferd_command, *args], cwd=cwd, env=tool_env(), capture_output=True, text=True, timeout=120
-    )
+    return subprocess.run([inferd_command, *args], cwd=cwd, env=tool_env(), capture_output=True, text=True, timeout=120)
 
 
 def test_second_server_on_a_busy_port_exits_nonzero_naming_the_port(

@@ -7,9 +7,9 @@ import logging
 import grpc
 import numpy as np
 import pytest
-
 from inferd.tensors import from_numpy, to_numpy
 from inferd.v1 import inference_pb2, inference_pb2_grpc, tensor_pb2
+
 from tests.support import ServerThread
 
 
@@ -85,9 +85,7 @@ def test_wrong_shape_names_tensor_expected_and_received(stub):
 
 
 def test_raw_bytes_that_disagree_with_shape_are_invalid_argument(stub):
-    tensor = tensor_pb2.Tensor(
-        name="x", data_type=tensor_pb2.DATA_TYPE_FP32, shape=[2, 4], raw_contents=b"\x00" * 12
-    )
+    tensor = tensor_pb2.Tensor(name="x", data_type=tensor_pb2.DATA_TYPE_FP32, shape=[2, 4], raw_contents=b"\x00" * 12)
     err = _error(stub, inference_pb2.PredictRequest(model_name="scale", inputs=[tensor]))
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "tensor 'x'" in err.details()

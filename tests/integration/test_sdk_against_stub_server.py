@@ -46,9 +46,7 @@ class EchoServicer(inference_pb2_grpc.InferenceServiceServicer):
 
     async def _check(self, request: Any, context: grpc.aio.ServicerContext) -> dict[str, Any]:
         if request.model_name == "missing":
-            await context.abort(
-                grpc.StatusCode.NOT_FOUND, f"model 'missing' not found (request id {request.id})"
-            )
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"model 'missing' not found (request id {request.id})")
         params = get_parameters(request.parameters)
         if params.get("hold"):
             await self._hold(request.id)
@@ -233,13 +231,9 @@ def test_not_found_is_one_clean_exception(client: Client) -> None:
     assert info.value.__cause__ is None and info.value.__suppress_context__
 
 
-def test_timeout_is_deadline_exceeded_and_cancels_the_server_call(
-    client: Client, stub_server: StubServer
-) -> None:
+def test_timeout_is_deadline_exceeded_and_cancels_the_server_call(client: Client, stub_server: StubServer) -> None:
     with pytest.raises(errors.DeadlineExceeded):
-        client.predict(
-            "echo", {"x": [1.0]}, parameters={"hold": True}, request_id="sync-deadline", timeout=0.2
-        )
+        client.predict("echo", {"x": [1.0]}, parameters={"hold": True}, request_id="sync-deadline", timeout=0.2)
     assert stub_server.wait_cancelled("sync-deadline")
 
 
@@ -273,9 +267,7 @@ def test_breaking_off_a_stream_cancels_the_server_call(client: Client, stub_serv
 
 
 def test_closing_a_stream_cancels_the_server_call(client: Client, stub_server: StubServer) -> None:
-    stream = client.predict_stream(
-        "echo", inputs(), chunk_rows=5, parameters={"hold": True}, request_id="sync-close"
-    )
+    stream = client.predict_stream("echo", inputs(), chunk_rows=5, parameters={"hold": True}, request_id="sync-close")
     with contextlib.closing(stream):
         first = next(stream)
         assert first.outputs["x"].shape == (5, 2) and not first.final
@@ -347,9 +339,7 @@ async def test_async_errors(address: str, stub_server: StubServer) -> None:
             await c.predict("missing", {"x": [1.0]}, request_id="zz9")
         assert info.value.request_id == "zz9" and info.value.__suppress_context__
         with pytest.raises(errors.DeadlineExceeded):
-            await c.predict(
-                "echo", {"x": [1.0]}, parameters={"hold": True}, request_id="aio-deadline", timeout=0.2
-            )
+            await c.predict("echo", {"x": [1.0]}, parameters={"hold": True}, request_id="aio-deadline", timeout=0.2)
         assert await stub_server.await_cancelled("aio-deadline")
         with pytest.raises(errors.DeadlineExceeded, match="last: NOT_SERVING"):
             await c.wait_until_ready(0.3, service="model/cold")
@@ -366,13 +356,9 @@ async def test_async_stream_round_trip(address: str) -> None:
                 pass
 
 
-async def test_async_breaking_off_a_stream_cancels_the_server_call(
-    address: str, stub_server: StubServer
-) -> None:
+async def test_async_breaking_off_a_stream_cancels_the_server_call(address: str, stub_server: StubServer) -> None:
     async with AsyncClient(address) as c:
-        async for chunk in c.predict_stream(
-            "echo", inputs(), parameters={"hold": True}, request_id="aio-break"
-        ):
+        async for chunk in c.predict_stream("echo", inputs(), parameters={"hold": True}, request_id="aio-break"):
             assert chunk.sequence_index == 0
             break
         assert await stub_server.await_cancelled("aio-break")

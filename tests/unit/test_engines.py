@@ -68,16 +68,12 @@ def spec_for(repo: Path, model: str, **changes: Any) -> LoadSpec:
 
 def with_input(spec: LoadSpec, **changes: Any) -> LoadSpec:
     first = dataclasses.replace(spec.signature.inputs[0], **changes)
-    return dataclasses.replace(
-        spec, signature=Signature((first, *spec.signature.inputs[1:]), spec.signature.outputs)
-    )
+    return dataclasses.replace(spec, signature=Signature((first, *spec.signature.inputs[1:]), spec.signature.outputs))
 
 
 def with_output(spec: LoadSpec, **changes: Any) -> LoadSpec:
     first = dataclasses.replace(spec.signature.outputs[0], **changes)
-    return dataclasses.replace(
-        spec, signature=Signature(spec.signature.inputs, (first, *spec.signature.outputs[1:]))
-    )
+    return dataclasses.replace(spec, signature=Signature(spec.signature.inputs, (first, *spec.signature.outputs[1:])))
 
 
 def read_only(array: np.ndarray) -> np.ndarray:
@@ -117,9 +113,7 @@ def test_build_command_writes_the_repository(tmp_path: Path) -> None:
 
 def test_onnx_examples_are_reproducible_from_their_seed(tmp_path: Path, repo: Path) -> None:
     build_repository(tmp_path, ["mlp_ranker"])
-    assert (tmp_path / "mlp_ranker/1/model.onnx").read_bytes() == (
-        repo / "mlp_ranker/1/model.onnx"
-    ).read_bytes()
+    assert (tmp_path / "mlp_ranker/1/model.onnx").read_bytes() == (repo / "mlp_ranker/1/model.onnx").read_bytes()
 
 
 # --- onnxruntime --------------------------------------------------------------------------------------
@@ -214,9 +208,7 @@ def test_onnx_engine_passes_bytes_tensors_as_strings_and_returns_bytes(tmp_path:
     )
     path = tmp_path / "model.onnx"
     path.write_bytes(
-        helper.make_model(
-            graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9
-        ).SerializeToString()
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9).SerializeToString()
     )
     signature = Signature((TensorSig("text", "BYTES", (-1,)),), (TensorSig("same", "BYTES", (-1,)),))
     engine = ort_engine.load(LoadSpec("echo", 1, path, signature, max_batch_size=4))
@@ -284,9 +276,7 @@ def test_torch_engine_rejects_config_with_wrong_input_rank(repo: Path) -> None:
 def test_torch_engine_rejects_config_with_more_inputs_than_forward_takes(repo: Path) -> None:
     spec = spec_for(repo, "tabular_torch")
     extra = TensorSig("mask", "FP32", (-1, 16))
-    spec = dataclasses.replace(
-        spec, signature=Signature((*spec.signature.inputs, extra), spec.signature.outputs)
-    )
+    spec = dataclasses.replace(spec, signature=Signature((*spec.signature.inputs, extra), spec.signature.outputs))
     with pytest.raises(EngineError, match=r"forward\(features\).*features, mask"):
         pt_engine.load(spec)
 
@@ -581,7 +571,5 @@ def test_backends_are_imported_only_when_used() -> None:
         "import engines.ort\n"
         "assert 'torch' not in sys.modules\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60
-    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr

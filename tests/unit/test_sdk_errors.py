@@ -26,9 +26,7 @@ def _abort(request: bytes, context: grpc.ServicerContext) -> bytes:
 @pytest.fixture(scope="module")
 def address() -> Iterator[str]:
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    handler = grpc.method_handlers_generic_handler(
-        "test.Abort", {"Abort": grpc.unary_unary_rpc_method_handler(_abort)}
-    )
+    handler = grpc.method_handlers_generic_handler("test.Abort", {"Abort": grpc.unary_unary_rpc_method_handler(_abort)})
     server.add_generic_rpc_handlers((handler,))
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
@@ -167,14 +165,7 @@ def test_health_codec_matches_grpc_health_checking() -> None:
     for service in ["", "model/x", "inferd.v1.InferenceService"]:
         ours = health.encode_request(service)
         assert ours == health_pb2.HealthCheckRequest(service=service).SerializeToString()
-        assert (
-            health.decode_request(health_pb2.HealthCheckRequest(service=service).SerializeToString())
-            == service
-        )
+        assert health.decode_request(health_pb2.HealthCheckRequest(service=service).SerializeToString()) == service
     for number, name in health.STATUS_NAMES.items():
-        assert (
-            health.encode_response(name) == health_pb2.HealthCheckResponse(status=number).SerializeToString()
-        )
-        assert (
-            health.decode_response(health_pb2.HealthCheckResponse(status=number).SerializeToString()) == name
-        )
+        assert health.encode_response(name) == health_pb2.HealthCheckResponse(status=number).SerializeToString()
+        assert health.decode_response(health_pb2.HealthCheckResponse(status=number).SerializeToString()) == name

@@ -40,9 +40,7 @@ DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 MetadataLike = Mapping[str, str] | Sequence[tuple[str, str]]
 
 # While waiting for readiness these mean "not yet": no connection, attempt timed out, model not loaded.
-_NOT_YET = frozenset(
-    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.NOT_FOUND}
-)
+_NOT_YET = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.NOT_FOUND})
 _POLL_FIRST_S, _POLL_MAX_S = 0.02, 0.5
 
 
@@ -66,9 +64,7 @@ class _Base:
             self._metadata = tuple((key, value) for key, value in pairs) or None
 
     @staticmethod
-    def _channel_options(
-        max_message_bytes: int, options: Sequence[tuple[str, Any]] | None
-    ) -> list[tuple[str, Any]]:
+    def _channel_options(max_message_bytes: int, options: Sequence[tuple[str, Any]] | None) -> list[tuple[str, Any]]:
         merged = {
             "grpc.max_send_message_length": max_message_bytes,
             "grpc.max_receive_message_length": max_message_bytes,
@@ -99,9 +95,7 @@ class _Base:
         return DeadlineExceeded(f"{what} at {self.target} not SERVING after {timeout:g}s (last: {last})")
 
 
-def _metadata_request(
-    model: str, version: int | None, label: str | None
-) -> inference_pb2.ModelMetadataRequest:
+def _metadata_request(model: str, version: int | None, label: str | None) -> inference_pb2.ModelMetadataRequest:
     return inference_pb2.ModelMetadataRequest(name=model, version=version or 0, version_label=label or "")
 
 
@@ -167,9 +161,7 @@ class Client(_Base):
         routing_key: str | None = None,
     ) -> dict[str, np.ndarray]:
         """Run one prediction; returns outputs by name as read-only arrays (``.copy()`` to modify)."""
-        request = build_predict_request(
-            model, inputs, version, label, outputs, request_id, parameters, routing_key
-        )
+        request = build_predict_request(model, inputs, version, label, outputs, request_id, parameters, routing_key)
         try:
             response = self._predict(request, timeout=self._timeout(timeout), metadata=self._metadata)
         except grpc.RpcError as err:
@@ -190,9 +182,7 @@ class Client(_Base):
         routing_key: str | None = None,
     ) -> Prediction:
         """Like predict, but also says which model version served and echoes the request id."""
-        request = build_predict_request(
-            model, inputs, version, label, outputs, request_id, parameters, routing_key
-        )
+        request = build_predict_request(model, inputs, version, label, outputs, request_id, parameters, routing_key)
         try:
             response = self._predict(request, timeout=self._timeout(timeout), metadata=self._metadata)
         except grpc.RpcError as err:
@@ -253,9 +243,7 @@ class Client(_Base):
     def health(self, service: str = "", *, timeout: float | None = None) -> HealthStatus:
         """grpc.health.v1 status of the server ("") or a service; an unknown service is "SERVICE_UNKNOWN"."""
         try:
-            status: HealthStatus = self._health_check(
-                service, timeout=self._timeout(timeout), metadata=self._metadata
-            )
+            status: HealthStatus = self._health_check(service, timeout=self._timeout(timeout), metadata=self._metadata)
         except grpc.RpcError as err:
             return _health_error(err)
         return status
@@ -274,9 +262,7 @@ class Client(_Base):
         while (remaining := deadline - time.monotonic()) > 0:
             try:
                 # wait_for_ready: wait for the connection rather than fail fast while the server starts.
-                status = self._health_check(
-                    service, timeout=remaining, metadata=self._metadata, wait_for_ready=True
-                )
+                status = self._health_check(service, timeout=remaining, metadata=self._metadata, wait_for_ready=True)
             except grpc.RpcError as err:
                 error = from_rpc_error(err)
                 if error.code not in _NOT_YET:
@@ -350,9 +336,7 @@ class AsyncClient(_Base):
         routing_key: str | None = None,
     ) -> dict[str, np.ndarray]:
         """Run one prediction; returns outputs by name as read-only arrays (``.copy()`` to modify)."""
-        request = build_predict_request(
-            model, inputs, version, label, outputs, request_id, parameters, routing_key
-        )
+        request = build_predict_request(model, inputs, version, label, outputs, request_id, parameters, routing_key)
         try:
             response = await self._predict(request, timeout=self._timeout(timeout), metadata=self._metadata)
         except grpc.RpcError as err:
@@ -373,9 +357,7 @@ class AsyncClient(_Base):
         routing_key: str | None = None,
     ) -> Prediction:
         """Like predict, but also says which model version served and echoes the request id."""
-        request = build_predict_request(
-            model, inputs, version, label, outputs, request_id, parameters, routing_key
-        )
+        request = build_predict_request(model, inputs, version, label, outputs, request_id, parameters, routing_key)
         try:
             response = await self._predict(request, timeout=self._timeout(timeout), metadata=self._metadata)
         except grpc.RpcError as err:

@@ -24,9 +24,7 @@ DTYPE_NAMES: dict[int, str] = {
 }
 DTYPE_BY_NAME: dict[str, int] = {name: value for value, name in DTYPE_NAMES.items()}
 # The same, typed as the enum for assigning to Tensor.data_type.
-_DATA_TYPES: dict[str, tensor_pb2.DataType] = {
-    name: getattr(tensor_pb2, f"DATA_TYPE_{name}") for name in DTYPE_BY_NAME
-}
+_DATA_TYPES: dict[str, tensor_pb2.DataType] = {name: getattr(tensor_pb2, f"DATA_TYPE_{name}") for name in DTYPE_BY_NAME}
 
 #: numpy dtype for each fixed-width data type (little-endian). BYTES maps to object arrays of bytes.
 NUMPY_DTYPES: dict[str, np.dtype[Any]] = {
@@ -73,9 +71,7 @@ class TensorError(ValueError):
 
 
 # Fast path for dtype_name_of: one dict lookup instead of comparing against every dtype (~3 us).
-_NAMES_BY_DTYPE: dict[np.dtype[Any], str] = {
-    dtype: name for name, dtype in NUMPY_DTYPES.items() if name != "BYTES"
-}
+_NAMES_BY_DTYPE: dict[np.dtype[Any], str] = {dtype: name for name, dtype in NUMPY_DTYPES.items() if name != "BYTES"}
 
 
 def dtype_name_of(array: np.ndarray) -> str:
@@ -122,9 +118,7 @@ def decode_bytes_elements(name: str, raw: bytes, count: int) -> list[bytes]:
     view = memoryview(raw)
     for _ in range(count):
         if offset + 4 > len(raw):
-            raise TensorError(
-                name, f"raw_contents holds fewer than the {count} BYTES elements its shape needs"
-            )
+            raise TensorError(name, f"raw_contents holds fewer than the {count} BYTES elements its shape needs")
         (length,) = struct.unpack_from("<I", raw, offset)
         offset += 4
         if offset + length > len(raw):
@@ -132,9 +126,7 @@ def decode_bytes_elements(name: str, raw: bytes, count: int) -> list[bytes]:
         items.append(bytes(view[offset : offset + length]))
         offset += length
     if offset != len(raw):
-        raise TensorError(
-            name, f"raw_contents has {len(raw) - offset} bytes after the {count} BYTES elements"
-        )
+        raise TensorError(name, f"raw_contents has {len(raw) - offset} bytes after the {count} BYTES elements")
     return items
 
 
@@ -156,9 +148,7 @@ def to_numpy(tensor: tensor_pb2.Tensor) -> np.ndarray:
     if dtype_name == "BF16":
         raise TensorError(name, "BF16 tensors are not supported by the numpy codec")
     if present and present != [typed_field]:
-        raise TensorError(
-            name, f"data type {dtype_name} is carried in {typed_field}, not {', '.join(present)}"
-        )
+        raise TensorError(name, f"data type {dtype_name} is carried in {typed_field}, not {', '.join(present)}")
     dtype = NUMPY_DTYPES[dtype_name]
     if dtype_name == "BYTES":
         items = decode_bytes_elements(name, raw, count) if raw else list(tensor.bytes_contents)

@@ -1,0 +1,82 @@
+"""The window policy decides, from clock values alone, when holding a queue for a fuller batch pays."""
+
+from __future__ import annotations
+
+from server.batch_policy import EARLY_FILLS_TO_GROW, LONELY_WINDOWS_TO_STOP, WindowPolicy
+
+WINDOW = 0.002
+
+
+def adaptive() -> WindowPolicy:
+    policy = WindowPolicy("adaptive", WINDOW, max_rows=64, probe_interval=0.25)
+    for i in range(20):  # traffic with a 100 µs rhythm
+        policy.note_arrival(i * 1e-4)
+    return policy
+
+
+def test_eager_policy_never_waits():
+    policy = WindowPolicy("eager", WINDOW, max_rows=64)
+    assert policy.decide(rows=1, head_enqueued=0.0, now=0.0) == 0.0
+
+
+def test_zero_window_means_eager_whatever_the_kind():
+    assert WindowPolicy("always", 0.0, max_rows=64).kind == "eager"
+
+
+def test_always_policy_waits_out_the_window_unless_a_preferred_size_is_reached():
+    policy = WindowPolicy("always", WINDOW, max_rows=64, preferred=(4, 8))
+    assert policy.decide(rows=1, head_enqueued=0.0, now=0.0005) == WINDOW - 0.0005
+    assert policy.decide(rows=4, head_enqueued=0.0, now=0.0005) == 0.0
+    assert policy.decide(rows=3, head_enqueued=0.0, now=WINDOW) == 0.0
+
+
+def test_adaptive_policy_does_not_hold_before_the_first_probe_is_due():
+    policy = WindowPolicy("adaptive", WINDOW, max_rows=64, probe_interval=0.25)
+    policy.note_arrival(10.0)
+    assert policy.decide(rows=1, head_enqueued=10.0, now=10.0) == 0.0
+
+
+def test_a_probe_holds_only_a_few_arrival_gaps_not_the_whole_window():
+    policy = adaptive()
+    now = 1.0
+    wait = policy.decide(rows=1, head_enqueued=now, now=now)
+    assert 0 < wait < WINDOW / 2
+
+
+def test_a_lonely_probe_returns_to_eager_until_the_next_probe():
+    policy = adaptive()
+    policy.decide(rows=1, head_enqueued=1.0, now=1.0)
+    policy.decide(rows=1, head_enqueued=1.0, now=1.01)  # probe over
+    policy.observe(rows=1, now=1.01, window_expired=True)
+    assert not policy.windowing
+    assert policy.decide(rows=1, head_enqueued=1.02, now=1.02) == 0.0
+
+
+def test_a_probe_that_gathers_requests_turns_windowing_on_and_aims_for_that_size():
+    policy = adaptive()
+    policy.decide(rows=1, head_enqueued=1.0, now=1.0)
+    policy.observe(rows=6, now=1.002, window_expired=True)
+    assert policy.windowing and policy.expected_rows == 6
+    assert policy.decide(rows=5, head_enqueued=2.0, now=2.0) > 0
+    assert policy.decide(rows=6, head_enqueued=2.0, now=2.0) == 0.0
+
+
+def test_windowing_stops_after_several_lonely_windows_in_a_row():
+    policy = adaptive()
+    policy.decide(rows=1, head_enqueued=1.0, now=1.0)
+    policy.observe(rows=6, now=1.002, window_expired=True)
+    for i in range(LONELY_WINDOWS_TO_STOP):
+        assert policy.windowing
+        policy.decide(rows=1, head_enqueued=2.0 + i, now=2.0 + i)
+        policy.observe(rows=1, now=2.002 + i, window_expired=True)
+    assert not policy.windowing
+
+
+def test_expected_size_grows_after_a_run_of_early_fills():
+    policy = adaptive()
+    policy.decide(rows=1, head_enqueued=1.0, now=1.0)
+    policy.observe(rows=6, now=1.002, window_expired=True)
+    for i in range(EARLY_FILLS_TO_GROW):
+        policy.decide(rows=6, head_enqueued=2.0 + i, now=2.0 + i)
+        policy.observe(rows=6, now=2.0 + i, window_expired=False)
+    assert policy.expected_rows == 7
