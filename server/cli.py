@@ -23,6 +23,7 @@ EPILOG = """examples:
   inferd predict mlp_ranker --input features=features.npy
   inferd predict tokenizer --input 'text=["hello world"]'
   inferd health --model mlp_ranker
+  inferd stats mlp_ranker
 """
 
 
@@ -95,6 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
     health.add_argument("--model", help="a model name (checks service model/NAME)")
     health.add_argument("--service", default="", help="a raw health service name")
     _add_address(health)
+
+    stats = sub.add_parser("stats", help="per-version counters: requests, batches, batch sizes, queue/compute time")
+    stats.add_argument("model", nargs="?", default="", help="a model name (default: every model)")
+    stats.add_argument("--version", type=int, default=None)
+    stats.add_argument("--json", action="store_true", help="print the raw ModelStatistics reply as JSON")
+    _add_address(stats)
 
     metadata = sub.add_parser("metadata", help="print a model's signature and versions")
     metadata.add_argument("model")
@@ -226,6 +233,45 @@ def _health(args: argparse.Namespace) -> int:
     return 0 if status == "SERVING" else 1
 
 
+def _stats(args: argparse.Namespace) -> int:
+    from google.protobuf import json_format
+
+    from inferd import Client
+
+    with Client(args.address, timeout=args.timeout) as client:
+        statistics = client.statistics(args.model, args.version)
+    if args.json:
+        print(json.dumps([json_format.MessageToDict(s) for s in statistics], indent=2))
+        return 0
+    rows = [("MODEL", "VERSION", "OK", "FAILED", "BATCHES", "ROWS/BATCH", "QUEUE ms/req", "COMPUTE ms/batch")]
+    histograms = []
+    for s in statistics:
+        failed = sum(s.failure_count.values())
+        answered = max(1, s.success_count + failed)
+        batches = max(1, s.execution_count)
+        rows.append(
+            (
+                s.name,
+                str(s.version),
+                str(s.success_count),
+                str(failed) + (f" {dict(s.failure_count)}" if failed else ""),
+                str(s.execution_count),
+                f"{s.inference_count / batches:.1f}",
+                f"{s.queue_time_ns / answered / 1e6:.3f}",
+                f"{s.compute_time_ns / batches / 1e6:.3f}",
+            )
+        )
+        if s.batch_sizes:
+            sizes = " ".join(f"{b.batch_size}:{b.count}" for b in s.batch_sizes)
+            histograms.append(f"{s.name} v{s.version} batch sizes (rows:calls): {sizes}")
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    for line in histograms:
+        print(line)
+    return 0
+
+
 def _metadata(args: argparse.Namespace) -> int:
     from google.protobuf import json_format
     from inferd import Client
@@ -242,7 +288,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve(args)
     from inferd.errors import InferdError
 
-    commands = {"predict": _predict, "models": _models, "health": _health, "metadata": _metadata}
+    commands = {"predict": _predict, "models": _models, "health": _health, "metadata": _metadata, "stats": _stats}
     try:
         return commands[args.command](args)
     except InferdError as exc:

@@ -83,6 +83,7 @@ class _Base:
         self._model_metadata = stub.ModelMetadata
         self._list_models = stub.ListModels
         self._server_metadata = stub.ServerMetadata
+        self._model_statistics = stub.ModelStatistics
         # Hand-written so the SDK does not need grpcio-health-checking: the "request" is the service name.
         self._health_check = channel.unary_unary(
             _health.CHECK_METHOD,
@@ -239,6 +240,13 @@ class Client(_Base):
 
     def server_metadata(self, *, timeout: float | None = None) -> inference_pb2.ServerMetadataResponse:
         return self._unary(self._server_metadata, inference_pb2.ServerMetadataRequest(), timeout)
+
+    def statistics(
+        self, model: str = "", version: int | None = None, *, timeout: float | None = None
+    ) -> list[inference_pb2.VersionStatistics]:
+        """Per-version counters (requests, batches, batch sizes, queue and compute time); "" = every model."""
+        request = inference_pb2.ModelStatisticsRequest(name=model, version=version or 0)
+        return list(self._unary(self._model_statistics, request, timeout).statistics)
 
     def health(self, service: str = "", *, timeout: float | None = None) -> HealthStatus:
         """grpc.health.v1 status of the server ("") or a service; an unknown service is "SERVICE_UNKNOWN"."""
@@ -414,6 +422,13 @@ class AsyncClient(_Base):
 
     async def server_metadata(self, *, timeout: float | None = None) -> inference_pb2.ServerMetadataResponse:
         return await self._unary(self._server_metadata, inference_pb2.ServerMetadataRequest(), timeout)
+
+    async def statistics(
+        self, model: str = "", version: int | None = None, *, timeout: float | None = None
+    ) -> list[inference_pb2.VersionStatistics]:
+        """Per-version counters (requests, batches, batch sizes, queue and compute time); "" = every model."""
+        request = inference_pb2.ModelStatisticsRequest(name=model, version=version or 0)
+        return list((await self._unary(self._model_statistics, request, timeout)).statistics)
 
     async def health(self, service: str = "", *, timeout: float | None = None) -> HealthStatus:
         """grpc.health.v1 status of the server ("") or a service; an unknown service is "SERVICE_UNKNOWN"."""
