@@ -153,6 +153,26 @@ def zero_inputs(signature: Signature, batch: int = 1) -> dict[str, np.ndarray]:
     return out
 
 
+def random_inputs(signature: Signature, batch: int = 1, seed: int = 0) -> dict[str, np.ndarray]:
+    """Synthetic random inputs (warm-up): normal floats, small non-negative integers, short byte strings."""
+    rng = np.random.default_rng(seed)
+    out: dict[str, np.ndarray] = {}
+    for sig in signature.inputs:
+        shape = sig.example_shape(batch)
+        if sig.dtype == "BYTES":
+            flat = [bytes(rng.integers(97, 123, size=8, dtype=np.uint8)) for _ in range(int(np.prod(shape)))]
+            arr = np.empty(len(flat), dtype=object)
+            arr[:] = flat
+            out[sig.name] = arr.reshape(shape)
+        elif sig.dtype == "BOOL":
+            out[sig.name] = rng.integers(0, 2, size=shape).astype(bool)
+        elif sig.dtype.startswith(("INT", "UINT")):
+            out[sig.name] = rng.integers(0, 16, size=shape).astype(numpy_dtype(sig.dtype))
+        else:
+            out[sig.name] = rng.standard_normal(size=shape).astype(numpy_dtype(sig.dtype))
+    return out
+
+
 def check_outputs(signature: Signature, outputs: Mapping[str, Any], *, batch: int | None = None) -> None:
     """Raise EngineError when outputs do not match the declared signature (names, dtypes, ranks)."""
     for sig in signature.outputs:

@@ -14,15 +14,19 @@ from pathlib import Path
 
 import grpc
 from grpc_reflection.v1alpha import reflection
+from inferd.v1 import admin_pb2_grpc
 
 from engines.base import available_backends
 from server import __version__
+from server.admin import SERVICE_NAME as ADMIN_SERVICE_NAME
+from server.admin import ModelServicer
 from server.health import Health
 from server.interceptors import ErrorStatusInterceptor
-from server.registry import ModelEntry, Registry
-from server.repository import ModelSource, Repository
+from server.lifecycle import ModelManager
+from server.registry import Registry
+from server.repository import Repository
 from server.servicer import SERVICE_NAME, InferenceServicer, MessageLimits, ServerInfo
-from server.slot import Slot
+from server.shadow import ShadowMirror
 
 log = logging.getLogger("inferd")
 _MiB = 1024 * 1024
@@ -46,6 +50,10 @@ class ServerOptions:
     #: Seconds in-flight RPCs get to finish once the port is closing.
     grace_seconds: float = 10.0
     device: str = "cpu"
+    #: Serve inferd.v1.ModelService on this port, bound to 127.0.0.1, instead of the main port (0 = any).
+    admin_port: int | None = None
+    #: Seconds between repository scans for new, removed or changed models; None = no polling.
+    poll_interval: float | None = None
 
 
 def grpc_options(options: ServerOptions) -> list[tuple[str, int]]:
@@ -65,6 +73,8 @@ class InferdServer:
         self.repository = Repository(options.repository)
         self.health = Health((SERVICE_NAME,))
         self.registry = Registry(on_health_change=self.health.set_model)
+        self.manager = ModelManager(self.repository, self.registry, device=options.device)
+        self.shadow = ShadowMirror()
         self.limits = MessageLimits(
             max_receive_bytes=options.max_receive_message_mb * _MiB,
             max_send_bytes=options.max_send_message_mb * _MiB,
@@ -73,61 +83,64 @@ class InferdServer:
             name="inferd",
             version=__version__,
             engines=tuple(available_backends()),
-            extensions=("health", "reflection", "streaming", "chunked-outputs"),
+            extensions=("health", "reflection", "streaming", "chunked-outputs", "model-control", "statistics"),
             started=time.monotonic(),
         )
-        self.servicer = InferenceServicer(self.registry, self.limits, self.info)
+        self.servicer = InferenceServicer(self.registry, self.limits, self.info, self.shadow)
+        self.admin = ModelServicer(self.manager)
         self._server: grpc.aio.Server | None = None
+        self._admin_server: grpc.aio.Server | None = None
         self.port = 0
+        self.admin_port = 0
+        self._poller: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
 
-    def _build_grpc_server(self) -> grpc.aio.Server:
+    def _build_grpc_server(self, *, inference: bool, admin: bool) -> grpc.aio.Server:
         server = grpc.aio.server(interceptors=[ErrorStatusInterceptor()], options=grpc_options(self.options))
-        server.add_generic_rpc_handlers((self.servicer.handler(),))
+        services = [reflection.SERVICE_NAME, "grpc.health.v1.Health"]
+        if inference:
+            server.add_generic_rpc_handlers((self.servicer.handler(),))
+            services.append(SERVICE_NAME)
+        if admin:
+            admin_pb2_grpc.add_ModelServiceServicer_to_server(self.admin, server)
+            services.append(ADMIN_SERVICE_NAME)
         self.health.add_to(server)
-        reflection.enable_server_reflection((SERVICE_NAME, "grpc.health.v1.Health", reflection.SERVICE_NAME), server)
+        reflection.enable_server_reflection(services, server)
         return server
 
-    async def start(self) -> int:
-        """Bind, start answering (health NOT_SERVING), load the repository, then report SERVING."""
-        server = self._build_grpc_server()
-        address = f"{self.options.host}:{self.options.port}"
+    def _bind(self, server: grpc.aio.Server, address: str) -> int:
         try:
             port = server.add_insecure_port(address)
         except RuntimeError as exc:
             raise StartupError(f"cannot listen on {address}: {exc} (is another server using the port?)") from None
         if port == 0:
             raise StartupError(f"cannot listen on {address} (is another server using the port?)")
-        self._server, self.port = server, port
-        await self.health.set_server(False)
-        await server.start()
-        await self.load_repository()
-        await self.health.set_server(True)
-        log.info("inferd %s serving on %s:%d", __version__, self.options.host, port)
         return port
 
-    async def load_model(self, source: ModelSource) -> ModelEntry:
-        """Load the versions a model's policy selects; a failure is recorded, never raised."""
-        if source.spec is None:
-            entry = ModelEntry(source.name, None, {}, source.error)
-            log.error("model %s cannot be read: %s", source.name, source.error)
-            await self.registry.publish(entry)
-            return entry
-        slots = {
-            v: Slot(source.spec, v, source.versions[v], device=self.options.device) for v in source.versions_to_load()
-        }
-        error = None if slots else f"no version folder in {source.directory} matches the version policy"
-        await asyncio.gather(*(slot.load() for slot in slots.values()))
-        entry = ModelEntry(source.name, source.spec, slots, error)
-        await self.registry.publish(entry)
-        return entry
-
-    async def load_repository(self) -> None:
-        sources = self.repository.scan()
-        await asyncio.gather(*(self.load_model(source) for source in sources))
-        for entry in self.registry.models():
-            states = ", ".join(f"v{v}={s.state.value}" for v, s in sorted(entry.slots.items())) or entry.error
-            log.info("model %s: %s", entry.name, states)
+    async def start(self) -> int:
+        """Bind, start answering (health NOT_SERVING), load the repository, then report SERVING."""
+        separate_admin = self.options.admin_port is not None
+        server = self._build_grpc_server(inference=True, admin=not separate_admin)
+        self.port = self._bind(server, f"{self.options.host}:{self.options.port}")
+        self._server = server
+        if separate_admin:
+            admin = self._build_grpc_server(inference=False, admin=True)
+            self.admin_port = self._bind(admin, f"127.0.0.1:{self.options.admin_port}")
+            self._admin_server = admin
+        else:
+            self.admin_port = self.port
+        await self.health.set_server(False)
+        await server.start()
+        if self._admin_server is not None:
+            await self._admin_server.start()
+        await self.manager.load_all()
+        if self.options.poll_interval:
+            self._poller = asyncio.get_running_loop().create_task(self.manager.poll_forever(self.options.poll_interval))
+        await self.health.set_server(True)
+        log.info("inferd %s serving on %s:%d", __version__, self.options.host, self.port)
+        if separate_admin:
+            log.info("model control (inferd.v1.ModelService) on 127.0.0.1:%d", self.admin_port)
+        return self.port
 
     async def stop(self) -> None:
         """Graceful drain: NOT_SERVING, wait drain_seconds, stop accepting, finish in-flight, close engines."""
@@ -136,9 +149,14 @@ class InferdServer:
         await self.health.shutdown()
         if self.options.drain_seconds > 0:
             await asyncio.sleep(self.options.drain_seconds)
+        if self._poller is not None:
+            self._poller.cancel()
+            await asyncio.gather(self._poller, return_exceptions=True)
         await self._server.stop(self.options.grace_seconds)
-        for entry in self.registry.models():
-            await asyncio.gather(*(slot.drain_and_close("server stopped") for slot in entry.slots.values()))
+        if self._admin_server is not None:
+            await self._admin_server.stop(0)
+        await self.shadow.close()
+        await self.manager.close()
         self._server = None
         self._stopped.set()
 

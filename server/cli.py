@@ -235,7 +235,6 @@ def _health(args: argparse.Namespace) -> int:
 
 def _stats(args: argparse.Namespace) -> int:
     from google.protobuf import json_format
-
     from inferd import Client
 
     with Client(args.address, timeout=args.timeout) as client:

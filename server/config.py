@@ -54,6 +54,22 @@ class BatchingSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class ShadowSpec:
+    """Mirror ``fraction`` of the model's traffic to a label's or a version's slot."""
+
+    fraction: float
+    label: str = ""
+    version: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class WarmupSpec:
+    kind: Literal["zero", "random"] = "zero"
+    batch_sizes: tuple[int, ...] = (1,)
+    count: int = 1
+
+
+@dataclass(frozen=True, slots=True)
 class ModelSpec:
     """A validated model configuration (plain data; the protobuf is kept for metadata replies)."""
 
@@ -68,7 +84,10 @@ class ModelSpec:
     chunk_rows: int
     version_labels: Mapping[str, int]
     execution: str
-    proto: model_config_pb2.ModelConfig = field(compare=False, repr=False)
+    traffic: tuple[tuple[str, int], ...] = ()
+    shadow: ShadowSpec | None = None
+    warmup: tuple[WarmupSpec, ...] = ()
+    proto: model_config_pb2.ModelConfig = field(default_factory=model_config_pb2.ModelConfig, compare=False, repr=False)
 
 
 def parse_config_text(text: str, source: str) -> model_config_pb2.ModelConfig:
@@ -168,6 +187,46 @@ def _batching(config: model_config_pb2.ModelConfig, source: str) -> BatchingSpec
     )
 
 
+def _traffic(
+    weights: list[model_config_pb2.TrafficWeight], labels: Mapping[str, int], source: str
+) -> tuple[tuple[str, int], ...]:
+    out: list[tuple[str, int]] = []
+    for weight in weights:
+        if weight.label not in labels:
+            raise ConfigError(f"{source}: traffic label '{weight.label}' is not in version_labels")
+        if weight.weight > 0:
+            out.append((weight.label, int(weight.weight)))
+    if weights and not out:
+        raise ConfigError(f"{source}: traffic weights are all zero")
+    return tuple(out)
+
+
+def _shadow(config: model_config_pb2.ModelConfig, labels: Mapping[str, int], source: str) -> ShadowSpec | None:
+    if not config.HasField("shadow"):
+        return None
+    shadow = config.shadow
+    if not 0 < shadow.fraction <= 1:
+        raise ConfigError(f"{source}: shadow.fraction must be in (0, 1], got {shadow.fraction}")
+    if bool(shadow.label) == bool(shadow.version):
+        raise ConfigError(f"{source}: shadow needs exactly one of label or version")
+    if shadow.label and shadow.label not in labels:
+        raise ConfigError(f"{source}: shadow label '{shadow.label}' is not in version_labels")
+    return ShadowSpec(fraction=float(shadow.fraction), label=shadow.label, version=int(shadow.version))
+
+
+def _warmup(config: model_config_pb2.ModelConfig, source: str) -> tuple[WarmupSpec, ...]:
+    out: list[WarmupSpec] = []
+    for warm in config.warmup:
+        sizes = tuple(int(b) for b in warm.batch_sizes) or (1,)
+        if config.max_batch_size > 0 and any(not 0 < b <= config.max_batch_size for b in sizes):
+            raise ConfigError(f"{source}: warmup batch_sizes {list(sizes)} must be in 1..max_batch_size")
+        kind: Literal["zero", "random"] = (
+            "random" if warm.input_kind == model_config_pb2.ModelWarmup.INPUT_KIND_RANDOM else "zero"
+        )
+        out.append(WarmupSpec(kind=kind, batch_sizes=sizes, count=max(1, int(warm.count))))
+    return tuple(out)
+
+
 def spec_from_proto(config: model_config_pb2.ModelConfig, source: str, *, model_name: str | None = None) -> ModelSpec:
     """Validate a parsed ModelConfig; ``model_name`` (the folder name) wins and must match a set name."""
     name = model_name or config.name
@@ -194,6 +253,9 @@ def spec_from_proto(config: model_config_pb2.ModelConfig, source: str, *, model_
             raise ConfigError(f"{source}: version label '{label}' must point at a positive version")
     if config.streaming.chunk_rows < 0:
         raise ConfigError(f"{source}: streaming.chunk_rows must be >= 0")
+    traffic = _traffic(list(config.traffic), labels, source)
+    shadow = _shadow(config, labels, source)
+    warmup = _warmup(config, source)
     execution = config.execution or "auto"
     if execution not in EXECUTION_MODES:
         raise ConfigError(f"{source}: execution '{execution}' must be one of {', '.join(EXECUTION_MODES)}")
@@ -212,5 +274,8 @@ def spec_from_proto(config: model_config_pb2.ModelConfig, source: str, *, model_
         chunk_rows=int(config.streaming.chunk_rows),
         version_labels=labels,
         execution=execution,
+        traffic=traffic,
+        shadow=shadow,
+        warmup=warmup,
         proto=normalised,
     )

@@ -1,4 +1,4 @@
-"""Model name → loaded versions and labels; decides which slot serves a request.
+"""Model name → loaded versions, labels and traffic policy; decides which slot serves a request.
 
 Each model's routing table is an immutable ``ModelEntry`` replaced by one reference swap, so the hot
 path takes no lock and never sees a half-updated model.
@@ -7,10 +7,11 @@ path takes no lock and never sees a half-updated model.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from server.config import ModelSpec
+from server.config import ModelSpec, ShadowSpec
 from server.errors import NotFound, Unavailable
+from server.routing import TrafficSplit, should_mirror
 from server.slot import Slot
 
 HealthListener = Callable[[str, bool], Awaitable[None]]
@@ -25,6 +26,43 @@ class ModelEntry:
     slots: Mapping[int, Slot] = field(default_factory=dict)
     #: Why the model as a whole cannot be served (e.g. a bad config.pbtxt).
     error: str | None = None
+    #: Label → version (from the config, or replaced by SetTraffic).
+    labels: Mapping[str, int] = field(default_factory=dict)
+    #: (label, weight) pairs for unpinned requests.
+    traffic: tuple[tuple[str, int], ...] = ()
+    shadow: ShadowSpec | None = None
+    #: The last load that failed while older versions kept serving.
+    note: str = ""
+    split: TrafficSplit | None = field(default=None, compare=False)
+
+    @classmethod
+    def of(
+        cls,
+        name: str,
+        spec: ModelSpec | None,
+        slots: Mapping[int, Slot],
+        *,
+        error: str | None = None,
+        labels: Mapping[str, int] | None = None,
+        traffic: tuple[tuple[str, int], ...] | None = None,
+        note: str = "",
+    ) -> ModelEntry:
+        labels = dict(spec.version_labels if spec and labels is None else labels or {})
+        traffic = (spec.traffic if spec else ()) if traffic is None else traffic
+        return cls(
+            name=name,
+            spec=spec,
+            slots=dict(slots),
+            error=error,
+            labels=labels,
+            traffic=traffic,
+            shadow=spec.shadow if spec else None,
+            note=note,
+            split=TrafficSplit.of(traffic),
+        )
+
+    def with_routing(self, labels: Mapping[str, int], traffic: tuple[tuple[str, int], ...]) -> ModelEntry:
+        return replace(self, labels=dict(labels), traffic=traffic, split=TrafficSplit.of(traffic))
 
     def ready_versions(self) -> list[int]:
         return sorted((v for v, s in self.slots.items() if s.ready), reverse=True)
@@ -34,9 +72,7 @@ class ModelEntry:
         return any(s.ready for s in self.slots.values())
 
     def labels_of(self, version: int) -> list[str]:
-        if self.spec is None:
-            return []
-        return sorted(label for label, v in self.spec.version_labels.items() if v == version)
+        return sorted(label for label, v in self.labels.items() if v == version)
 
 
 class Registry:
@@ -64,6 +100,10 @@ class Registry:
             await self._on_health_change(name, False)
         return entry
 
+    def has_split(self, name: str) -> bool:
+        entry = self._models.get(name)
+        return entry is not None and entry.split is not None
+
     def entry(self, name: str) -> ModelEntry:
         entry = self._models.get(name)
         if entry is None:
@@ -71,26 +111,23 @@ class Registry:
             raise NotFound(f"model '{name}' not found (models: {known})")
         return entry
 
-    def route(self, name: str, version: int | None = None, label: str | None = None) -> Slot:
-        """The READY slot for a request: an explicit version, else a label, else the default."""
+    def route(self, name: str, version: int | None = None, label: str | None = None, routing_key: str = "") -> Slot:
+        """The READY slot for a request: an explicit version, else a label, else traffic split or default."""
         entry = self.entry(name)
         if entry.error is not None:
             raise Unavailable(f"model '{name}' is not available: {entry.error}")
         if version:
-            slot = entry.slots.get(version)
-            if slot is None:
-                have = ", ".join(str(v) for v in sorted(entry.slots)) or "none"
-                raise NotFound(f"model '{name}' version {version} not found (versions: {have})")
-            if not slot.ready:
-                detail = f": {slot.reason}" if slot.reason else ""
-                raise Unavailable(f"model '{name}' version {version} is {slot.state.value}{detail}")
-            return slot
-        labels = entry.spec.version_labels if entry.spec else {}
+            return _version_slot(entry, version)
+        labels = entry.labels
         if label:
             if label not in labels:
                 have = ", ".join(sorted(labels)) or "none"
                 raise NotFound(f"model '{name}' has no version label '{label}' (labels: {have})")
-            return self.route(name, labels[label])
+            return _version_slot(entry, labels[label])
+        if entry.split is not None:
+            slot = entry.slots.get(labels.get(entry.split.pick(routing_key), 0))
+            if slot is not None and slot.ready:
+                return slot
         stable = labels.get("stable")
         if stable is not None:
             slot = entry.slots.get(stable)
@@ -104,3 +141,26 @@ class Registry:
             )
             raise Unavailable(f"model '{name}' has no READY version ({states or 'no versions'})")
         return entry.slots[ready[0]]
+
+    def shadow_for(self, name: str, primary: Slot) -> Slot | None:
+        """The slot to mirror this request to, if the model has a shadow policy and the dice say so."""
+        entry = self._models.get(name)
+        if entry is None or entry.shadow is None:
+            return None
+        shadow = entry.shadow
+        version = entry.labels.get(shadow.label, 0) if shadow.label else shadow.version
+        slot = entry.slots.get(version)
+        if slot is None or slot is primary or not slot.ready or not should_mirror(shadow.fraction):
+            return None
+        return slot
+
+
+def _version_slot(entry: ModelEntry, version: int) -> Slot:
+    slot = entry.slots.get(version)
+    if slot is None:
+        have = ", ".join(str(v) for v in sorted(entry.slots)) or "none"
+        raise NotFound(f"model '{entry.name}' version {version} not found (versions: {have})")
+    if not slot.ready:
+        detail = f": {slot.reason}" if slot.reason else ""
+        raise Unavailable(f"model '{entry.name}' version {version} is {slot.state.value}{detail}")
+    return slot

@@ -21,23 +21,17 @@ from inferd.v1 import inference_pb2
 from server.codec import decode_request, encode_outputs, encode_response
 from server.errors import InvalidArgument, NotFound, ResourceExhausted, ServingError
 from server.interceptors import current_request_id
-from server.registry import ModelEntry, Registry
+from server.registry import Registry
+from server.shadow import ShadowMirror
 from server.slot import Slot
-from server.types import InferRequest, SlotState
+from server.status import model_status, version_statistics, version_status
+from server.types import InferRequest
 
 SERVICE_NAME = "inferd.v1.InferenceService"
+#: gRPC metadata that makes traffic-split assignment sticky (same as PredictRequest.routing_key).
+ROUTING_KEY_HEADER = "x-inferd-routing-key"
 _Req = TypeVar("_Req", inference_pb2.PredictRequest, inference_pb2.PredictStreamRequest)
 _MiB = 1024 * 1024
-
-STATE_TO_PROTO = {
-    SlotState.LOADING: inference_pb2.VERSION_STATE_LOADING,
-    SlotState.WARMING: inference_pb2.VERSION_STATE_WARMING,
-    SlotState.READY: inference_pb2.VERSION_STATE_READY,
-    SlotState.DRAINING: inference_pb2.VERSION_STATE_DRAINING,
-    SlotState.UNLOADED: inference_pb2.VERSION_STATE_UNLOADED,
-    SlotState.FAILED: inference_pb2.VERSION_STATE_FAILED,
-}
-
 
 @dataclass(frozen=True, slots=True)
 class MessageLimits:
@@ -56,46 +50,6 @@ class ServerInfo:
     started: float
 
 
-def version_status(entry: ModelEntry, slot: Slot) -> inference_pb2.VersionStatus:
-    return inference_pb2.VersionStatus(
-        version=slot.version,
-        state=STATE_TO_PROTO[slot.state],
-        reason=slot.reason,
-        engine=slot.backend,
-        labels=entry.labels_of(slot.version),
-        engine_notes=slot.engine_notes,
-    )
-
-
-def model_status(entry: ModelEntry) -> inference_pb2.ModelStatus:
-    return inference_pb2.ModelStatus(
-        name=entry.name,
-        reason=entry.error or "",
-        versions=[version_status(entry, entry.slots[v]) for v in sorted(entry.slots)],
-    )
-
-
-def version_statistics(slot: Slot) -> inference_pb2.VersionStatistics:
-    stats = slot.stats
-    return inference_pb2.VersionStatistics(
-        name=slot.model,
-        version=slot.version,
-        success_count=stats.success,
-        failure_count=dict(stats.failed),
-        inference_count=stats.rows,
-        execution_count=stats.batches,
-        batch_sizes=[
-            inference_pb2.BatchSizeCount(batch_size=size, count=count)
-            for size, count in sorted(stats.batch_sizes.items())
-        ],
-        queue_time_ns=stats.queue_ns,
-        compute_time_ns=stats.compute_ns,
-        expired_before_run=stats.expired_before_run,
-        cancelled_before_run=stats.cancelled_before_run,
-        queue_depth=slot.batcher.queued if slot.batcher else 0,
-    )
-
-
 def _slice_rows(inputs: Mapping[str, np.ndarray], start: int, stop: int) -> dict[str, np.ndarray]:
     return {name: array[start:stop] for name, array in inputs.items()}
 
@@ -108,10 +62,23 @@ def _parse(cls: type[_Req], data: bytes) -> _Req:
 
 
 class InferenceServicer:
-    def __init__(self, registry: Registry, limits: MessageLimits, info: ServerInfo) -> None:
+    def __init__(
+        self, registry: Registry, limits: MessageLimits, info: ServerInfo, shadow: ShadowMirror | None = None
+    ) -> None:
         self._registry = registry
         self._limits = limits
         self._info = info
+        self._shadow = shadow or ShadowMirror()
+
+    def _route(self, request: InferRequest, context: grpc.aio.ServicerContext) -> Slot:
+        """Pick the slot; the routing key header is only read for models with a traffic split."""
+        key = request.routing_key
+        if not key and not request.version and not request.label and self._registry.has_split(request.model):
+            for name, value in context.invocation_metadata() or ():
+                if name == ROUTING_KEY_HEADER:
+                    key = value if isinstance(value, str) else value.decode()
+                    break
+        return self._registry.route(request.model, request.version, request.label, key)
 
     def _check_request_size(self, data: bytes) -> None:
         if len(data) > self._limits.max_receive_bytes:
@@ -141,7 +108,7 @@ class InferenceServicer:
     async def predict(self, data: bytes, context: grpc.aio.ServicerContext) -> bytes:
         self._check_request_size(data)
         request = self._decode(_parse(inference_pb2.PredictRequest, data), context)
-        slot = self._registry.route(request.model, request.version, request.label)
+        slot = self._route(request, context)
         stats = slot.stats
         try:
             rows = slot.validator.validate(request.inputs, request.requested_outputs)
@@ -157,13 +124,16 @@ class InferenceServicer:
             stats.failed["INTERNAL"] += 1
             raise
         stats.success += 1
+        shadow = self._registry.shadow_for(request.model, slot)
+        if shadow is not None:
+            self._shadow.mirror(shadow, slot.version, request.inputs, rows, outputs)
         return data
 
     async def predict_stream(self, data: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
         """Chunked outputs of an ordinary model: ``chunk_rows`` rows per message, final=true on the last."""
         self._check_request_size(data)
         request = self._decode(_parse(inference_pb2.PredictStreamRequest, data), context)
-        slot = self._registry.route(request.model, request.version, request.label)
+        slot = self._route(request, context)
         rows = slot.validator.validate(request.inputs, request.requested_outputs, enforce_max_batch=False)
         spec = slot.spec
         chunk = request.chunk_rows or spec.chunk_rows or spec.max_batch_size or rows

@@ -23,10 +23,11 @@ from engines.base import (
     backend_for_artifact,
     check_outputs,
     load_engine,
+    random_inputs,
     zero_inputs,
 )
 from server.batching import Batcher
-from server.config import ModelSpec
+from server.config import ModelSpec, WarmupSpec
 from server.errors import DeadlineExceeded, Unavailable
 from server.stats import VersionStats
 from server.types import ParamValue, SlotState
@@ -106,10 +107,23 @@ class Slot:
         raise EngineError("; ".join(self.engine_notes) or "no engine could load the model")
 
     def _warm_blocking(self, engine: Engine) -> None:
-        """One synthetic request so lazy allocation happens before traffic (full warm-up policy: config)."""
-        batch = 1 if self.spec.max_batch_size > 0 else None
-        outputs = engine.infer(zero_inputs(self.spec.signature, batch or 1))
-        check_outputs(self.spec.signature, outputs, batch=batch)
+        """Synthetic requests before READY, so lazy allocation and kernel selection happen before traffic.
+
+        The config's ``warmup`` entries decide (zero or random inputs, batch sizes, repetitions); without
+        any, one zero request of one row runs. Every output is checked against the signature.
+        """
+        batched = self.spec.max_batch_size > 0
+        plan = self.spec.warmup or (WarmupSpec(),)
+        for step, warm in enumerate(plan):
+            for size in warm.batch_sizes if batched else (1,):
+                for repeat in range(warm.count):
+                    if warm.kind == "random":
+                        inputs = random_inputs(self.spec.signature, size, seed=step * 1000 + repeat)
+                    else:
+                        inputs = zero_inputs(self.spec.signature, size)
+                    outputs = engine.infer(inputs)
+                    check_outputs(self.spec.signature, outputs, batch=size if batched else None)
+                    self.stats.warmup_count += 1
 
     async def load(self) -> None:
         """Load and warm the engine off the event loop; ends READY or FAILED (never raises)."""
@@ -120,7 +134,7 @@ class Slot:
             self.state = SlotState.WARMING
             t0 = time.perf_counter_ns()
             await loop.run_in_executor(self._executor, self._warm_blocking, engine)
-            self._compute_ewma_ns = float(time.perf_counter_ns() - t0)
+            self._compute_ewma_ns = (time.perf_counter_ns() - t0) / max(1, self.stats.warmup_count)
         except Exception as exc:  # a broken model must never take the server down
             self.state = SlotState.FAILED
             self.reason = str(exc) or type(exc).__name__

@@ -1,4 +1,4 @@
-"""Cheap per-version counters: requests by outcome, batches, batch sizes, queue and compute time.
+"""Cheap per-version counters: requests by outcome, batches, batch sizes, queue/compute time, shadow agreement.
 
 Plain integer additions on the event loop thread; read by ModelStatistics and ``inferd stats``.
 """
@@ -6,6 +6,44 @@ Plain integer additions on the event loop thread; read by ModelStatistics and ``
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(slots=True)
+class Agreement:
+    """Running comparison of one output between a primary version and its shadow."""
+
+    compared: int = 0
+    max_abs_diff: float = 0.0
+    abs_diff_sum: float = 0.0
+    elements: int = 0
+    argmax_agree_rows: int = 0
+    rows: int = 0
+    errors: int = 0
+    dropped: int = 0
+
+    @property
+    def mean_abs_diff(self) -> float:
+        return self.abs_diff_sum / self.elements if self.elements else 0.0
+
+    def add(self, primary: np.ndarray, shadow: np.ndarray) -> None:
+        if primary.shape != shadow.shape:
+            self.errors += 1
+            return
+        self.compared += 1
+        if primary.dtype.kind in "OSU":
+            return
+        diff = np.abs(primary.astype(np.float64) - shadow.astype(np.float64))
+        if diff.size:
+            self.max_abs_diff = max(self.max_abs_diff, float(diff.max()))
+            self.abs_diff_sum += float(diff.sum())
+            self.elements += diff.size
+        if primary.ndim >= 2 and primary.shape[-1] > 1:
+            agree = np.argmax(primary, axis=-1) == np.argmax(shadow, axis=-1)
+            self.argmax_agree_rows += int(agree.sum())
+            self.rows += int(agree.size)
 
 
 class VersionStats:
@@ -18,7 +56,9 @@ class VersionStats:
         "failed",
         "queue_ns",
         "rows",
+        "shadow",
         "success",
+        "warmup_count",
     )
 
     def __init__(self) -> None:
@@ -32,6 +72,16 @@ class VersionStats:
         self.compute_ns = 0
         self.expired_before_run = 0
         self.cancelled_before_run = 0
+        self.warmup_count = 0
+        #: (primary version, output name) → agreement, when this version is a shadow
+        self.shadow: dict[tuple[int, str], Agreement] = {}
+
+    def agreement(self, primary_version: int, output: str) -> Agreement:
+        key = (primary_version, output)
+        found = self.shadow.get(key)
+        if found is None:
+            found = self.shadow[key] = Agreement()
+        return found
 
     def record_batch(self, rows: int, compute_ns: int) -> None:
         self.batches += 1

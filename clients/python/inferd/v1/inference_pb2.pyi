@@ -149,14 +149,16 @@ class VersionStatus(_message.Message):
     def __init__(self, version: _Optional[int] = ..., state: _Optional[_Union[VersionState, str]] = ..., reason: _Optional[str] = ..., engine: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., engine_notes: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ModelStatus(_message.Message):
-    __slots__ = ("name", "versions", "reason")
+    __slots__ = ("name", "versions", "reason", "traffic")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSIONS_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    TRAFFIC_FIELD_NUMBER: _ClassVar[int]
     name: str
     versions: _containers.RepeatedCompositeFieldContainer[VersionStatus]
     reason: str
-    def __init__(self, name: _Optional[str] = ..., versions: _Optional[_Iterable[_Union[VersionStatus, _Mapping]]] = ..., reason: _Optional[str] = ...) -> None: ...
+    traffic: _containers.RepeatedCompositeFieldContainer[_model_config_pb2.TrafficWeight]
+    def __init__(self, name: _Optional[str] = ..., versions: _Optional[_Iterable[_Union[VersionStatus, _Mapping]]] = ..., reason: _Optional[str] = ..., traffic: _Optional[_Iterable[_Union[_model_config_pb2.TrafficWeight, _Mapping]]] = ...) -> None: ...
 
 class ModelMetadataRequest(_message.Message):
     __slots__ = ("name", "version", "version_label")
@@ -245,7 +247,7 @@ class BatchSizeCount(_message.Message):
     def __init__(self, batch_size: _Optional[int] = ..., count: _Optional[int] = ...) -> None: ...
 
 class VersionStatistics(_message.Message):
-    __slots__ = ("name", "version", "success_count", "failure_count", "inference_count", "execution_count", "batch_sizes", "queue_time_ns", "compute_time_ns", "expired_before_run", "cancelled_before_run", "queue_depth")
+    __slots__ = ("name", "version", "success_count", "failure_count", "inference_count", "execution_count", "batch_sizes", "queue_time_ns", "compute_time_ns", "expired_before_run", "cancelled_before_run", "queue_depth", "shadow", "warmup_count")
     class FailureCountEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -265,6 +267,8 @@ class VersionStatistics(_message.Message):
     EXPIRED_BEFORE_RUN_FIELD_NUMBER: _ClassVar[int]
     CANCELLED_BEFORE_RUN_FIELD_NUMBER: _ClassVar[int]
     QUEUE_DEPTH_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_FIELD_NUMBER: _ClassVar[int]
+    WARMUP_COUNT_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: int
     success_count: int
@@ -277,7 +281,31 @@ class VersionStatistics(_message.Message):
     expired_before_run: int
     cancelled_before_run: int
     queue_depth: int
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., success_count: _Optional[int] = ..., failure_count: _Optional[_Mapping[str, int]] = ..., inference_count: _Optional[int] = ..., execution_count: _Optional[int] = ..., batch_sizes: _Optional[_Iterable[_Union[BatchSizeCount, _Mapping]]] = ..., queue_time_ns: _Optional[int] = ..., compute_time_ns: _Optional[int] = ..., expired_before_run: _Optional[int] = ..., cancelled_before_run: _Optional[int] = ..., queue_depth: _Optional[int] = ...) -> None: ...
+    shadow: _containers.RepeatedCompositeFieldContainer[ShadowComparison]
+    warmup_count: int
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., success_count: _Optional[int] = ..., failure_count: _Optional[_Mapping[str, int]] = ..., inference_count: _Optional[int] = ..., execution_count: _Optional[int] = ..., batch_sizes: _Optional[_Iterable[_Union[BatchSizeCount, _Mapping]]] = ..., queue_time_ns: _Optional[int] = ..., compute_time_ns: _Optional[int] = ..., expired_before_run: _Optional[int] = ..., cancelled_before_run: _Optional[int] = ..., queue_depth: _Optional[int] = ..., shadow: _Optional[_Iterable[_Union[ShadowComparison, _Mapping]]] = ..., warmup_count: _Optional[int] = ...) -> None: ...
+
+class ShadowComparison(_message.Message):
+    __slots__ = ("primary_version", "output", "compared", "max_abs_diff", "mean_abs_diff", "argmax_agree_rows", "rows", "errors", "dropped")
+    PRIMARY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    COMPARED_FIELD_NUMBER: _ClassVar[int]
+    MAX_ABS_DIFF_FIELD_NUMBER: _ClassVar[int]
+    MEAN_ABS_DIFF_FIELD_NUMBER: _ClassVar[int]
+    ARGMAX_AGREE_ROWS_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
+    primary_version: int
+    output: str
+    compared: int
+    max_abs_diff: float
+    mean_abs_diff: float
+    argmax_agree_rows: int
+    rows: int
+    errors: int
+    dropped: int
+    def __init__(self, primary_version: _Optional[int] = ..., output: _Optional[str] = ..., compared: _Optional[int] = ..., max_abs_diff: _Optional[float] = ..., mean_abs_diff: _Optional[float] = ..., argmax_agree_rows: _Optional[int] = ..., rows: _Optional[int] = ..., errors: _Optional[int] = ..., dropped: _Optional[int] = ...) -> None: ...
 
 class ModelStatisticsResponse(_message.Message):
     __slots__ = ("statistics",)

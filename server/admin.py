@@ -1,0 +1,64 @@
+"""inferd.v1.ModelService: load, unload, relabel and re-weight models on a running server."""
+
+from __future__ import annotations
+
+import grpc
+from inferd.v1 import admin_pb2, admin_pb2_grpc, inference_pb2
+
+from server.errors import InvalidArgument
+from server.lifecycle import ModelManager
+from server.registry import ModelEntry
+from server.repository import RepositoryError
+from server.status import model_status, version_status
+
+SERVICE_NAME = "inferd.v1.ModelService"
+
+
+def _status(name: str, entry: ModelEntry | None) -> inference_pb2.ModelStatus:
+    return model_status(entry) if entry is not None else inference_pb2.ModelStatus(name=name)
+
+
+class ModelServicer(admin_pb2_grpc.ModelServiceServicer):
+    def __init__(self, manager: ModelManager) -> None:
+        self._manager = manager
+
+    async def LoadModel(
+        self, request: admin_pb2.LoadModelRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.LoadModelResponse:
+        if not request.name:
+            raise InvalidArgument("name is empty")
+        entry = await self._manager.load(request.name, list(request.versions) or None)
+        return admin_pb2.LoadModelResponse(status=_status(request.name, entry))
+
+    async def UnloadModel(
+        self, request: admin_pb2.UnloadModelRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.UnloadModelResponse:
+        entry = await self._manager.unload(request.name, request.version)
+        return admin_pb2.UnloadModelResponse(status=_status(request.name, entry))
+
+    async def SetTraffic(
+        self, request: admin_pb2.SetTrafficRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.SetTrafficResponse:
+        traffic = tuple((w.label, int(w.weight)) for w in request.traffic)
+        entry = await self._manager.set_traffic(request.name, dict(request.version_labels), traffic)
+        return admin_pb2.SetTrafficResponse(status=_status(request.name, entry))
+
+    async def RepositoryIndex(
+        self, request: admin_pb2.RepositoryIndexRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.RepositoryIndexResponse:
+        response = admin_pb2.RepositoryIndexResponse()
+        repository = self._manager.repository
+        for name in repository.model_names():
+            try:
+                source = repository.read_model(name)
+            except RepositoryError as exc:
+                response.models.add(name=name, reason=str(exc))
+                continue
+            entry = self._manager.registry.get(name)
+            response.models.add(
+                name=name,
+                versions_on_disk=sorted(source.versions),
+                loaded=[version_status(entry, entry.slots[v]) for v in sorted(entry.slots)] if entry else [],
+                reason=source.error or "",
+            )
+        return response

@@ -1,0 +1,77 @@
+"""Protobuf views of the registry's state: ModelStatus, VersionStatus, VersionStatistics.
+
+Shared by the inference and admin services so both describe models the same way.
+"""
+
+from __future__ import annotations
+
+from inferd.v1 import inference_pb2, model_config_pb2
+
+from server.registry import ModelEntry
+from server.slot import Slot
+from server.types import SlotState
+
+STATE_TO_PROTO = {
+    SlotState.LOADING: inference_pb2.VERSION_STATE_LOADING,
+    SlotState.WARMING: inference_pb2.VERSION_STATE_WARMING,
+    SlotState.READY: inference_pb2.VERSION_STATE_READY,
+    SlotState.DRAINING: inference_pb2.VERSION_STATE_DRAINING,
+    SlotState.UNLOADED: inference_pb2.VERSION_STATE_UNLOADED,
+    SlotState.FAILED: inference_pb2.VERSION_STATE_FAILED,
+}
+
+
+def version_status(entry: ModelEntry, slot: Slot) -> inference_pb2.VersionStatus:
+    return inference_pb2.VersionStatus(
+        version=slot.version,
+        state=STATE_TO_PROTO[slot.state],
+        reason=slot.reason,
+        engine=slot.backend,
+        labels=entry.labels_of(slot.version),
+        engine_notes=slot.engine_notes,
+    )
+
+
+def model_status(entry: ModelEntry) -> inference_pb2.ModelStatus:
+    return inference_pb2.ModelStatus(
+        name=entry.name,
+        reason=entry.error or entry.note,
+        versions=[version_status(entry, entry.slots[v]) for v in sorted(entry.slots)],
+        traffic=[model_config_pb2.TrafficWeight(label=label, weight=weight) for label, weight in entry.traffic],
+    )
+
+
+def version_statistics(slot: Slot) -> inference_pb2.VersionStatistics:
+    stats = slot.stats
+    return inference_pb2.VersionStatistics(
+        name=slot.model,
+        version=slot.version,
+        success_count=stats.success,
+        failure_count=dict(stats.failed),
+        inference_count=stats.rows,
+        execution_count=stats.batches,
+        batch_sizes=[
+            inference_pb2.BatchSizeCount(batch_size=size, count=count)
+            for size, count in sorted(stats.batch_sizes.items())
+        ],
+        queue_time_ns=stats.queue_ns,
+        compute_time_ns=stats.compute_ns,
+        expired_before_run=stats.expired_before_run,
+        cancelled_before_run=stats.cancelled_before_run,
+        queue_depth=slot.batcher.queued if slot.batcher else 0,
+        warmup_count=stats.warmup_count,
+        shadow=[
+            inference_pb2.ShadowComparison(
+                primary_version=primary,
+                output=output,
+                compared=a.compared,
+                max_abs_diff=a.max_abs_diff,
+                mean_abs_diff=a.mean_abs_diff,
+                argmax_agree_rows=a.argmax_agree_rows,
+                rows=a.rows,
+                errors=a.errors,
+                dropped=a.dropped,
+            )
+            for (primary, output), a in sorted(stats.shadow.items())
+        ],
+    )
