@@ -23,11 +23,11 @@ from typing import Any
 
 import grpc
 import numpy as np
-from inferd.tensors import from_numpy
-from inferd.v1 import inference_pb2, inference_pb2_grpc
 
 from bench.h2load import LoadResult, run_h2load
 from examples.build import build_repository
+from inferd.tensors import from_numpy
+from inferd.v1 import inference_pb2, inference_pb2_grpc
 
 RESULTS = Path(__file__).parent / "results"
 PREDICT_PATH = "/inferd.v1.InferenceService/Predict"

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+
 from inferd.tensors import numpy_dtype
 
 Arrays = Mapping[str, np.ndarray]

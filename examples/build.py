@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from google.protobuf import text_format
+
 from inferd.v1 import model_config_pb2
 
 VERSION = 1

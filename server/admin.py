@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import grpc
-from inferd.v1 import admin_pb2, admin_pb2_grpc, inference_pb2
 
+from inferd.v1 import admin_pb2, admin_pb2_grpc, inference_pb2
 from server.errors import InvalidArgument
 from server.lifecycle import ModelManager
 from server.registry import ModelEntry

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import grpc
 from grpc_reflection.v1alpha import reflection
-from inferd.v1 import admin_pb2_grpc
 
 from engines.base import available_backends
+from inferd.v1 import admin_pb2_grpc
 from server import __version__
 from server.admin import SERVICE_NAME as ADMIN_SERVICE_NAME
 from server.admin import ModelServicer

@@ -24,6 +24,8 @@ EPILOG = """examples:
   inferd predict tokenizer --input 'text=["hello world"]'
   inferd health --model mlp_ranker
   inferd stats mlp_ranker
+  inferd load mlp_ranker
+  inferd traffic mlp_ranker --label stable=1 --label canary=2 --weight stable=95 --weight canary=5
 """
 
 
@@ -71,6 +73,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=10.0,
         help="time in-flight requests get to finish (default %(default)s)",
     )
+    serve.add_argument(
+        "--admin-port",
+        type=int,
+        default=None,
+        help="serve inferd.v1.ModelService on this port bound to 127.0.0.1 instead of the main port",
+    )
+    serve.add_argument(
+        "--poll-interval",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="rescan the repository this often and load new, changed or removed models/versions",
+    )
+    serve.add_argument("--device", default="cpu", help="device for torch models, e.g. cuda:0 (default %(default)s)")
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     serve.add_argument("--port-file", type=Path, help="write the bound port to this file once serving")
 
@@ -103,6 +119,28 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--json", action="store_true", help="print the raw ModelStatistics reply as JSON")
     _add_address(stats)
 
+    load = sub.add_parser(
+        "load", help="(re)load a model from the repository: new versions warm up before traffic moves"
+    )
+    load.add_argument("model")
+    load.add_argument("--version", type=int, action="append", default=[], help="a version to load (repeat)")
+    _add_address(load)
+
+    unload = sub.add_parser("unload", help="drain and unload a model, or one version of it")
+    unload.add_argument("model")
+    unload.add_argument("--version", type=int, default=0, help="one version (default: the whole model)")
+    _add_address(unload)
+
+    traffic = sub.add_parser(
+        "traffic",
+        help="set a model's version labels and traffic weights, e.g. --label stable=3 --label canary=4 "
+        "--weight stable=95 --weight canary=5",
+    )
+    traffic.add_argument("model")
+    traffic.add_argument("--label", action="append", default=[], metavar="LABEL=VERSION")
+    traffic.add_argument("--weight", action="append", default=[], metavar="LABEL=WEIGHT")
+    _add_address(traffic)
+
     metadata = sub.add_parser("metadata", help="print a model's signature and versions")
     metadata.add_argument("model")
     metadata.add_argument("--version", type=int, default=None)
@@ -126,6 +164,9 @@ def _serve(args: argparse.Namespace) -> int:
         reuse_port=args.reuse_port,
         drain_seconds=args.drain_seconds,
         grace_seconds=args.grace_seconds,
+        admin_port=args.admin_port,
+        poll_interval=args.poll_interval,
+        device=args.device,
     )
 
     async def run() -> int:
@@ -136,7 +177,9 @@ def _serve(args: argparse.Namespace) -> int:
             print(f"inferd: {exc}", file=sys.stderr)
             return 2
         if args.port_file:
-            args.port_file.write_text(str(port))
+            partial = args.port_file.with_name(args.port_file.name + ".tmp")
+            partial.write_text(str(port))
+            os.replace(partial, args.port_file)  # readers never see an empty file
         loop = asyncio.get_running_loop()
         stopping: list[asyncio.Task[None]] = []
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -203,12 +246,9 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _models(args: argparse.Namespace) -> int:
-    from inferd import Client
+def _print_status(models: list[Any]) -> None:
     from inferd.v1 import inference_pb2
 
-    with Client(args.address, timeout=args.timeout) as client:
-        models = client.list_models()
     rows = [("MODEL", "VERSION", "STATE", "ENGINE", "LABELS", "REASON")]
     for model in models:
         if not model.versions:
@@ -217,9 +257,22 @@ def _models(args: argparse.Namespace) -> int:
             state = inference_pb2.VersionState.Name(v.state).removeprefix("VERSION_STATE_")
             reason = v.reason or "; ".join(v.engine_notes)
             rows.append((model.name, str(v.version), state, v.engine or "-", ",".join(v.labels) or "-", reason))
+        if model.traffic:
+            split = ", ".join(f"{w.label}={w.weight}" for w in model.traffic)
+            rows.append((model.name, "", "", "", f"traffic: {split}", model.reason if model.versions else ""))
+        elif model.versions and model.reason:
+            rows.append((model.name, "", "", "", "", model.reason))
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row[:5], widths, strict=True)) + "  " + row[5])
+        print(("  ".join(cell.ljust(w) for cell, w in zip(row[:5], widths, strict=True)) + "  " + row[5]).rstrip())
+
+
+def _models(args: argparse.Namespace) -> int:
+    from inferd import Client
+
+    with Client(args.address, timeout=args.timeout) as client:
+        models = client.list_models()
+    _print_status(models)
     return 0
 
 
@@ -235,6 +288,7 @@ def _health(args: argparse.Namespace) -> int:
 
 def _stats(args: argparse.Namespace) -> int:
     from google.protobuf import json_format
+
     from inferd import Client
 
     with Client(args.address, timeout=args.timeout) as client:
@@ -271,8 +325,54 @@ def _stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pairs(items: list[str], what: str) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value.lstrip("-").isdigit():
+            raise SystemExit(f"inferd: {what} must look like NAME=NUMBER, got '{item}'")
+        out[key] = int(value)
+    return out
+
+
+def _admin(args: argparse.Namespace) -> int:
+    """load / unload / traffic: inferd.v1.ModelService calls."""
+    import grpc
+
+    from inferd.errors import from_rpc_error
+    from inferd.v1 import admin_pb2, admin_pb2_grpc, model_config_pb2
+
+    with grpc.insecure_channel(args.address) as channel:
+        stub = admin_pb2_grpc.ModelServiceStub(channel)
+        try:
+            if args.command == "load":
+                reply = stub.LoadModel(
+                    admin_pb2.LoadModelRequest(name=args.model, versions=args.version), timeout=args.timeout
+                )
+            elif args.command == "unload":
+                reply = stub.UnloadModel(
+                    admin_pb2.UnloadModelRequest(name=args.model, version=args.version), timeout=args.timeout
+                )
+            else:
+                weights = [
+                    model_config_pb2.TrafficWeight(label=k, weight=v)
+                    for k, v in _pairs(args.weight, "--weight").items()
+                ]
+                reply = stub.SetTraffic(
+                    admin_pb2.SetTrafficRequest(
+                        name=args.model, version_labels=_pairs(args.label, "--label"), traffic=weights
+                    ),
+                    timeout=args.timeout,
+                )
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+    _print_status([reply.status])
+    return 0
+
+
 def _metadata(args: argparse.Namespace) -> int:
     from google.protobuf import json_format
+
     from inferd import Client
 
     with Client(args.address, timeout=args.timeout) as client:
@@ -287,7 +387,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve(args)
     from inferd.errors import InferdError
 
-    commands = {"predict": _predict, "models": _models, "health": _health, "metadata": _metadata, "stats": _stats}
+    commands = {
+        "predict": _predict,
+        "models": _models,
+        "health": _health,
+        "metadata": _metadata,
+        "stats": _stats,
+        "load": _admin,
+        "unload": _admin,
+        "traffic": _admin,
+    }
     try:
         return commands[args.command](args)
     except InferdError as exc:

@@ -11,9 +11,9 @@ import uuid
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+
 from inferd.tensors import TensorError, from_numpy, to_numpy
 from inferd.v1 import inference_pb2, tensor_pb2
-
 from server.errors import InvalidArgument
 from server.types import InferRequest, ParamValue
 

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Literal
 
 from google.protobuf import text_format
-from inferd.tensors import DTYPE_NAMES
-from inferd.v1 import model_config_pb2
 
 from engines.base import BACKENDS, Signature, TensorSig
+from inferd.tensors import DTYPE_NAMES
+from inferd.v1 import model_config_pb2
 
 CONFIG_FILE = "config.pbtxt"
 EXECUTION_MODES = ("auto", "thread", "inline")

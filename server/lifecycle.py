@@ -98,6 +98,12 @@ class ModelManager:
                 final[version] = old
                 notes.append(f"reload of version {version} failed, the loaded one keeps serving: {slot.reason}")
                 discard.append(slot)
+        if current is not None and not any(slot.ready for slot in final.values()):
+            # nothing new came up: whatever served before keeps serving until a load succeeds
+            for version, old in current.slots.items():
+                if old.ready and version not in final:
+                    final[version] = old
+                    notes.append(f"version {version} keeps serving until a newer version loads")
         if current is not None and not config_changed:
             labels, traffic = current.labels, current.traffic
         else:

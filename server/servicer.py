@@ -15,9 +15,9 @@ from typing import TypeVar
 import grpc
 import numpy as np
 from google.protobuf.message import DecodeError
+
 from inferd.tensors import DTYPE_BY_NAME
 from inferd.v1 import inference_pb2
-
 from server.codec import decode_request, encode_outputs, encode_response
 from server.errors import InvalidArgument, NotFound, ResourceExhausted, ServingError
 from server.interceptors import current_request_id
@@ -32,6 +32,7 @@ SERVICE_NAME = "inferd.v1.InferenceService"
 ROUTING_KEY_HEADER = "x-inferd-routing-key"
 _Req = TypeVar("_Req", inference_pb2.PredictRequest, inference_pb2.PredictStreamRequest)
 _MiB = 1024 * 1024
+
 
 @dataclass(frozen=True, slots=True)
 class MessageLimits:

@@ -34,9 +34,7 @@ class ShadowMirror:
             for name in primary_outputs:
                 shadow.stats.agreement(primary_version, name).dropped += 1
             return
-        task = asyncio.get_running_loop().create_task(
-            self._run(shadow, primary_version, inputs, rows, primary_outputs)
-        )
+        task = asyncio.get_running_loop().create_task(self._run(shadow, primary_version, inputs, rows, primary_outputs))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

@@ -6,7 +6,6 @@ Shared by the inference and admin services so both describe models the same way.
 from __future__ import annotations
 
 from inferd.v1 import inference_pb2, model_config_pb2
-
 from server.registry import ModelEntry
 from server.slot import Slot
 from server.types import SlotState

@@ -8,9 +8,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-from inferd.tensors import NUMPY_DTYPES, dtype_name_of
 
 from engines.base import TensorSig
+from inferd.tensors import NUMPY_DTYPES, dtype_name_of
 from server.config import ModelSpec
 from server.errors import InvalidArgument
 

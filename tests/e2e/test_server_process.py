@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2
-from inferd import Client
 
 from examples.build import build_repository
+from inferd import Client
 from tests.e2e.server_process import REPO_ROOT, ServerProcess, health_status, tool_env
 
 pytestmark = pytest.mark.e2e

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import grpc
 import pytest
-from inferd.v1 import inference_pb2_grpc
 
+from inferd.v1 import inference_pb2_grpc
 from tests.support import SCALE_CONFIG, ServerThread, scale_model, write_model
 
 FLAKY_MODEL = """

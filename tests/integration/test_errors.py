@@ -7,9 +7,9 @@ import logging
 import grpc
 import numpy as np
 import pytest
+
 from inferd.tensors import from_numpy, to_numpy
 from inferd.v1 import inference_pb2, inference_pb2_grpc, tensor_pb2
-
 from tests.support import ServerThread
 
 

@@ -8,8 +8,8 @@ import threading
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from inferd.v1 import inference_pb2
 
+from inferd.v1 import inference_pb2
 from tests.integration.conftest import build_small_repository
 from tests.support import ServerThread
 

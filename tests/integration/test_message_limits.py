@@ -5,6 +5,7 @@ from __future__ import annotations
 import grpc
 import numpy as np
 import pytest
+
 from inferd.tensors import from_numpy, to_numpy
 from inferd.v1 import inference_pb2
 

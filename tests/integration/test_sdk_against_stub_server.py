@@ -16,6 +16,7 @@ import grpc
 import grpc.aio
 import numpy as np
 import pytest
+
 from inferd import AsyncClient, Client, Prediction, StreamChunk, errors
 from inferd.predictions import get_parameters, set_parameters
 from inferd.tensors import fill_tensor, to_numpy

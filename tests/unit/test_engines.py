@@ -19,7 +19,6 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-from inferd.tensors import DTYPE_NAMES
 
 from engines import ort as ort_engine
 from engines import pt as pt_engine
@@ -34,6 +33,7 @@ from engines.base import (
     load_engine,
 )
 from examples.build import EXAMPLES, build_repository, parse_config
+from inferd.tensors import DTYPE_NAMES
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

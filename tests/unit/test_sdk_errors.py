@@ -9,6 +9,7 @@ from concurrent import futures
 import grpc
 import grpc.aio
 import pytest
+
 from inferd import errors, health
 from inferd.errors import InferdError, from_rpc_error
 

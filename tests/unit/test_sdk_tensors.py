@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+
 from inferd.predictions import build_predict_request, build_stream_request, get_parameters
 from inferd.tensors import DTYPE_NAMES, NUMPY_DTYPES, TensorError, fill_tensor, from_numpy, to_numpy
 from inferd.v1 import inference_pb2, tensor_pb2
