@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -265,7 +265,9 @@ def write_report(name: str, results: dict[str, Any], args: argparse.Namespace) -
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--scenario", default="batching", choices=["batching"])
+    parser.add_argument(
+        "--scenario", default="all", choices=["all", *SCENARIOS], help="which benchmark to run (default: all)"
+    )
     parser.add_argument("--concurrency", default="1,8,32")
     parser.add_argument("--models", default="", help="comma list of prefixes (mlp, encoder); default all")
     parser.add_argument("--seconds", type=float, default=8.0)
@@ -276,8 +278,26 @@ def main() -> None:
     work = Path(".cache/bench")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    results = scenario_batching(args, work)
-    print(f"wrote {write_report(args.scenario, results, args)}")
+    for name in SCENARIOS if args.scenario == "all" else [args.scenario]:
+        print(f"==> scenario {name}")
+        print(f"wrote {SCENARIOS[name](args, work)}")
+
+
+def _run_batching(args: argparse.Namespace, work: Path) -> Path:
+    return write_report("batching", scenario_batching(args, work), args)
+
+
+def _run_swap(args: argparse.Namespace, work: Path) -> Path:
+    from bench.swap import scenario_swap, write_swap_report
+
+    return write_swap_report(scenario_swap(args, work), args)
+
+
+#: scenario name → runner returning the report path
+SCENARIOS: dict[str, Callable[[argparse.Namespace, Path], Path]] = {
+    "batching": _run_batching,
+    "swap": _run_swap,
+}
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import threading
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -38,6 +40,8 @@ log = logging.getLogger("inferd.slot")
 #: "auto" execution runs engine calls on the event loop while they average under this (a thread hop
 #: costs more than the call itself for tiny models; longer calls would stall other requests).
 INLINE_BELOW_NS = 100_000
+#: Niceness of the threads that load and warm models (higher = yields more CPU to serving).
+LOADER_NICENESS = 15
 
 
 class Slot:
@@ -129,17 +133,22 @@ class Slot:
         """Load and warm the engine off the event loop; ends READY or FAILED (never raises)."""
         loop = asyncio.get_running_loop()
         started = time.monotonic()
+        # Loading and warm-up run on a low-priority thread so that a swap steals as little CPU as
+        # possible from the models that are serving meanwhile.
+        loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"load-{self.model}", initializer=_lower_priority)
         try:
-            engine = await loop.run_in_executor(self._executor, self._load_blocking)
+            engine = await loop.run_in_executor(loader, self._load_blocking)
             self.state = SlotState.WARMING
             t0 = time.perf_counter_ns()
-            await loop.run_in_executor(self._executor, self._warm_blocking, engine)
+            await loop.run_in_executor(loader, self._warm_blocking, engine)
             self._compute_ewma_ns = (time.perf_counter_ns() - t0) / max(1, self.stats.warmup_count)
         except Exception as exc:  # a broken model must never take the server down
             self.state = SlotState.FAILED
             self.reason = str(exc) or type(exc).__name__
             log.error("model %s version %s FAILED: %s", self.model, self.version, self.reason)
             return
+        finally:
+            loader.shutdown(wait=False)
         self.engine = engine
         if self.spec.batching is not None:
             self.batcher = Batcher(
@@ -221,3 +230,11 @@ class Slot:
         if self.state is not SlotState.FAILED:
             self.state = SlotState.UNLOADED
             self.reason = reason
+
+
+def _lower_priority() -> None:
+    """Nice the calling thread (Linux: per-thread) so model loads yield the CPU to serving threads."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LOADER_NICENESS)
+    except (AttributeError, OSError):
+        pass  # not Linux, or not permitted: load at normal priority
