@@ -7,6 +7,7 @@ walks the configured preference list; why an engine was skipped is kept in ``eng
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import threading
@@ -234,7 +235,5 @@ class Slot:
 
 def _lower_priority() -> None:
     """Nice the calling thread (Linux: per-thread) so model loads yield the CPU to serving threads."""
-    try:
+    with contextlib.suppress(AttributeError, OSError):  # not Linux, or not permitted: normal priority
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LOADER_NICENESS)
-    except (AttributeError, OSError):
-        pass  # not Linux, or not permitted: load at normal priority
