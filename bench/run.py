@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -141,46 +142,74 @@ def compute_floor(root: Path, model: str, input_name: str, seconds: float) -> di
 
 
 def scenario_batching(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """Floor and inferd run side by side (both pinned to the server core, idle when not measured) and are
+    measured in interleaved rounds, so drift on a shared machine hits every target alike; medians reported."""
     repo = work / "repo"
     build_bench_repository(repo)
     concurrencies = [int(c) for c in args.concurrency.split(",")]
-    results: dict[str, Any] = {"floor": {}, "inferd": {}, "compute_floor": {}}
-    mlp_message = inference_pb2.PredictRequest(
-        model_name="mlp_off", inputs=[from_numpy("features", example_input("mlp_ranker"))]
-    ).SerializeToString()
-    port = args.port
-    address = f"127.0.0.1:{port}"
-    url = f"http://{address}{PREDICT_PATH}"
-    with running([sys.executable, "-m", "bench.floor_server", "--port", str(port)], address, health=False):
-        for c in concurrencies:
-            r = run_h2load(url, mlp_message, concurrency=c, seconds=args.seconds, warmup=args.warmup, cpu=CLIENT_CPU)
-            results["floor"][c] = asdict(r)
-            print(f"floor          c={c:<3} {r.req_per_s:8.0f} req/s  p50 {r.p50_ms:.2f} ms  p99 {r.p99_ms:.2f} ms")
-    command = [sys.executable, "-m", "server", "serve", "--repository", str(repo), "--port", str(port)]
+    models = [m for m in MODELS if not args.models or any(m.startswith(p) for p in args.models.split(","))]
+    results: dict[str, Any] = {"floor": {}, "inferd": {m: {} for m in models}, "compute_floor": {}}
+    floor_address = f"127.0.0.1:{args.port + 1}"
+    address = f"127.0.0.1:{args.port}"
+    messages = {
+        name: inference_pb2.PredictRequest(
+            model_name=name, inputs=[from_numpy(MODELS[name][1], example_input(MODELS[name][0]))]
+        ).SerializeToString()
+        for name in models
+    }
+    floor_message = messages.get("mlp_off") or next(iter(messages.values()))
+    command = [sys.executable, "-m", "server", "serve", "--repository", str(repo), "--port", str(args.port)]
     command += ["--log-level", "WARNING"]
-    with running(command, address):
-        for name, (example, input_name, _batching) in MODELS.items():
-            if args.models and not any(name.startswith(m) for m in args.models.split(",")):
-                continue
-            message = inference_pb2.PredictRequest(
-                model_name=name, inputs=[from_numpy(input_name, example_input(example))]
-            ).SerializeToString()
-            results["inferd"][name] = {}
-            for c in concurrencies:
-                before = _stats(address, name)
-                r = run_h2load(url, message, concurrency=c, seconds=args.seconds, warmup=args.warmup, cpu=CLIENT_CPU)
-                after = _stats(address, name)
-                point = _point(r, before, after)
-                results["inferd"][name][c] = point
-                print(
-                    f"{name:<14} c={c:<3} {r.req_per_s:8.0f} req/s  p50 {r.p50_ms:.2f} ms  p99 {r.p99_ms:.2f} ms"
-                    f"  calls/req {point['engine_calls_per_request']:.3f}  errors {point['errors']}"
+    floor_command = [sys.executable, "-m", "bench.floor_server", "--port", str(args.port + 1)]
+    with running(floor_command, floor_address, health=False), running(command, address):
+        for c in concurrencies:
+            rounds: dict[str, list[dict[str, Any]]] = {"floor": [], **{m: [] for m in models}}
+            for round_ in range(args.rounds):
+                r = run_h2load(
+                    f"http://{floor_address}{PREDICT_PATH}",
+                    floor_message,
+                    concurrency=c,
+                    seconds=args.seconds,
+                    warmup=args.warmup,
+                    cpu=CLIENT_CPU,
                 )
+                rounds["floor"].append(asdict(r))
+                for name in models:
+                    before = _stats(address, name)
+                    r = run_h2load(
+                        f"http://{address}{PREDICT_PATH}",
+                        messages[name],
+                        concurrency=c,
+                        seconds=args.seconds,
+                        warmup=args.warmup,
+                        cpu=CLIENT_CPU,
+                    )
+                    rounds[name].append(_point(r, before, _stats(address, name)))
+                line = "  ".join(f"{t} {rounds[t][-1]['req_per_s']:.0f}" for t in rounds)
+                print(f"c={c:<3} round {round_ + 1}: req/s  {line}", flush=True)
+            results["floor"][c] = _median_point(rounds["floor"])
+            for name in models:
+                results["inferd"][name][c] = _median_point(rounds[name])
     for name in ("mlp_off", "encoder_off"):
-        example, input_name, _ = MODELS[name]
-        if not args.models or any(name.startswith(m) for m in args.models.split(",")):
+        if name in models:
+            example, input_name, _ = MODELS[name]
             results["compute_floor"][example] = compute_floor(repo, name, input_name, min(args.seconds, 3))
     return results
+
+
+def _median_point(points: list[dict[str, Any]]) -> dict[str, Any]:
+    """Median of each timing over rounds; counts (errors) summed; the per-round req/s kept for the record."""
+    out: dict[str, Any] = {}
+    for key, value in points[0].items():
+        values = [p[key] for p in points]
+        if key in ("errors", "http_failures", "requests", "cancelled_at_end"):
+            out[key] = sum(values)
+        elif isinstance(value, (int, float)):
+            out[key] = float(statistics.median(values))
+        else:
+            out[key] = value
+    out["rounds_req_per_s"] = [round(p["req_per_s"]) for p in points]
+    return out
 
 
 def _point(
@@ -211,56 +240,97 @@ def write_report(name: str, results: dict[str, Any], args: argparse.Namespace) -
         "server_cpu": SERVER_CPU,
         "client_cpu": CLIENT_CPU,
         "seconds_per_point": args.seconds,
+        "rounds": args.rounds,
     }
     (RESULTS / f"{name}.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2))
+    floor = results.get("floor", {})
+    inferd = results.get("inferd", {})
+    compute = results.get("compute_floor", {})
     lines = [
         f"# {name} benchmark",
         "",
-        f"{meta['date']} · {meta['machine']} · server on cpu {SERVER_CPU}, "
-        f"load (h2load) on cpu {CLIENT_CPU} · {args.seconds}s per point after {args.warmup}s warm-up",
+        f"{meta['date']} · {meta['machine']} · server processes pinned to cpu {SERVER_CPU}, h2load to cpu "
+        f"{CLIENT_CPU} · closed loop, one HTTP/2 connection, {args.seconds:g} s per point after {args.warmup:g} s "
+        f"warm-up · {args.rounds} interleaved rounds, medians shown (errors summed)",
         "",
     ]
-    floor = results.get("floor", {})
-    compute = results.get("compute_floor", {})
+    lines += _summary(floor, inferd)
     lines += [
-        "| target | conc | req/s | ×gRPC floor | p50 ms | p90 ms | p99 ms | errors | engine calls/req | rows/batch |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "",
+        "| target | conc | req/s | × gRPC floor | p50 ms | p90 ms | p99 ms | errors | engine calls/req | rows/batch |"
+        " req/s per round |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for c, r in floor.items():
         lines.append(
             f"| grpc floor | {c} | {r['req_per_s']:.0f} | 1.00 | {r['p50_ms']:.2f} | {r['p90_ms']:.2f} | "
-            f"{r['p99_ms']:.2f} | {r['http_failures']} | - | - |"
+            f"{r['p99_ms']:.2f} | {r['http_failures']} | - | - | {r['rounds_req_per_s']} |"
         )
-    for model, points in results.get("inferd", {}).items():
+    for model, points in inferd.items():
         for c, r in points.items():
             ratio = r["req_per_s"] / floor[c]["req_per_s"] if c in floor else float("nan")
             lines.append(
                 f"| {model} | {c} | {r['req_per_s']:.0f} | {ratio:.2f} | {r['p50_ms']:.2f} | "
                 f"{r['p90_ms']:.2f} | {r['p99_ms']:.2f} | {r['errors']} | "
-                f"{r['engine_calls_per_request']:.3f} | {r['mean_batch_rows']:.1f} |"
+                f"{r['engine_calls_per_request']:.3f} | {r['mean_batch_rows']:.1f} | {r['rounds_req_per_s']} |"
             )
     if compute:
         lines += [
             "",
-            "Compute floor (engine called in-process, one thread):",
+            "Compute floor (the engine called in-process in a loop, one thread, no gRPC):",
             "",
             "| model | calls/s at batch 1 | rows/s at batch 32 |",
             "|---|---|---|",
         ]
         for model, r in compute.items():
             lines.append(f"| {model} | {r['calls_per_s_batch1']:.0f} | {r['rows_per_s_batch32']:.0f} |")
-        lines += ["", "inferd rows/s as a share of the compute floor's rows/s at batch 32:", ""]
-        for model, points in results.get("inferd", {}).items():
+        lines += ["", "inferd rows/s as a share of the compute floor (best concurrency):", ""]
+        for model, points in inferd.items():
             example = MODELS[model][0]
             if example in compute:
                 best = max(p["rows_per_s"] for p in points.values())
                 lines.append(
-                    f"- {model}: best {best:.0f} rows/s = {best / compute[example]['rows_per_s_batch32']:.2f}× "
-                    f"the in-process batch-32 rate"
+                    f"- {model}: {best:.0f} rows/s = {best / compute[example]['calls_per_s_batch1']:.2f}× the "
+                    f"in-process batch-1 rate, {best / compute[example]['rows_per_s_batch32']:.2f}× the batch-32 rate"
                 )
+    lines += [
+        "",
+        "errors = failed requests by the server's own counters (ModelStatistics) plus non-200 HTTP answers;",
+        "streams that h2load resets when its time is up (CANCELLED) are not errors and are left out.",
+    ]
     path = RESULTS / f"{name}.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def _summary(floor: dict[Any, Any], inferd: dict[str, dict[Any, Any]]) -> list[str]:
+    """The figures the batching issue asks for, as ratios from this run."""
+    off, on = inferd.get("mlp_off"), inferd.get("mlp_on")
+    if not off or not on:
+        return []
+    top, low = max(on), min(on)
+    lines = ["## Summary (MLP ranker)", ""]
+    if top in floor:
+        lines.append(
+            f"- c={top}: batching on serves {on[top]['req_per_s']:.0f} req/s = "
+            f"**{on[top]['req_per_s'] / floor[top]['req_per_s']:.2f}× the gRPC floor** "
+            f"(off: {off[top]['req_per_s'] / floor[top]['req_per_s']:.2f}×); target ≥ 0.85"
+        )
+    lines.append(
+        f"- c={top}: **{on[top]['engine_calls_per_request']:.3f} engine calls per request** with batching on "
+        f"(mean batch {on[top]['mean_batch_rows']:.1f} rows); target ≤ 0.25"
+    )
+    lines.append(
+        f"- c={top}: p99 {off[top]['p99_ms']:.2f} ms off vs {on[top]['p99_ms']:.2f} ms on "
+        f"(on/off {on[top]['p99_ms'] / off[top]['p99_ms']:.2f})"
+    )
+    lines.append(
+        f"- c={low}: p50 {on[low]['p50_ms']:.3f} ms on vs {off[low]['p50_ms']:.3f} ms off: "
+        f"**{on[low]['p50_ms'] / off[low]['p50_ms']:.2f}×**; target ≤ 1.1"
+    )
+    ratios = ", ".join(f"c={c}: {on[c]['req_per_s'] / off[c]['req_per_s']:.2f}" for c in on if c in off)
+    lines.append(f"- req/s on/off at each concurrency: {ratios}; target ≥ 1")
+    return lines
 
 
 def main() -> None:
@@ -270,8 +340,9 @@ def main() -> None:
     )
     parser.add_argument("--concurrency", default="1,8,32")
     parser.add_argument("--models", default="", help="comma list of prefixes (mlp, encoder); default all")
-    parser.add_argument("--seconds", type=float, default=8.0)
-    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--seconds", type=float, default=4.0, help="measured seconds per point and round")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per point (medians reported)")
+    parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--port", type=int, default=18001)
     parser.add_argument("--repository", type=Path, help="unused; the bench builds its own copies")
     args = parser.parse_args()

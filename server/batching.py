@@ -106,15 +106,43 @@ class Batcher:
         if deadline is not None and now >= deadline:
             self._stats.expired_before_run += 1
             raise DeadlineExceeded(f"deadline expired before model '{self.model}' ran")
+        self._policy.note_arrival(now)
+        if (
+            self.queued == 0
+            and self._idle_instances > 0
+            and not self.spec.hold_until_queued
+            and self._policy.decide(rows, now, now) <= 0
+        ):
+            return await self._run_now(inputs, rows, now)
         pending = Pending(inputs, rows, shape_key(inputs), loop.create_future(), deadline, now, priority)
         if deadline is not None:
             pending.timer = loop.call_at(loop.time() + (deadline - now), self._expire, pending)
         pending.future.add_done_callback(functools.partial(self._forget, pending))
-        self._policy.note_arrival(now)
         self._queues[priority].append(pending)
         self.queued += 1
         self._dispatch()
         return await pending.future
+
+    async def _run_now(self, inputs: Arrays, rows: int, now: float) -> dict[str, np.ndarray]:
+        """The idle-engine fast path: no queue entry, future or task for a request that can run at once.
+
+        Parallelism stays bounded by the slot's executor threads even if a cancelled caller returns the
+        instance before its thread finishes.
+        """
+        self._policy.observe(rows, now, False)
+        self._idle_instances -= 1
+        started = time.perf_counter_ns()
+        try:
+            outputs = await self._run_batch(inputs)
+        finally:
+            self._stats.record_batch(rows, time.perf_counter_ns() - started)
+            self._idle_instances += 1
+            if self.queued:
+                self._dispatch()
+        for name, array in outputs.items():
+            if array.shape[:1] != (rows,):
+                raise RuntimeError(f"model '{self.model}' returned {array.shape[:1]} rows of '{name}' for {rows}")
+        return outputs
 
     def _forget(self, pending: Pending, _future: object = None) -> None:
         """Runs when a future completes for any reason; a cancelled caller leaves the queue at once."""
