@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from server import build_command, generate_command
+
 DEFAULT_ADDRESS = os.environ.get("INFERD_ADDRESS", "127.0.0.1:8001")
 
 EPILOG = """examples:
@@ -22,10 +24,12 @@ EPILOG = """examples:
   inferd models
   inferd predict mlp_ranker --input features=features.npy
   inferd predict tokenizer --input 'text=["hello world"]'
+  inferd generate tiny_lm "The lighthouse keeper" --max-tokens 40 --temperature 0.8 --seed 1
   inferd health --model mlp_ranker
   inferd stats mlp_ranker
   inferd load mlp_ranker
   inferd traffic mlp_ranker --label stable=1 --label canary=2 --weight stable=95 --weight canary=5
+  inferd build models/mlp_ranker --precision fp16 --timing-cache trt.cache
 """
 
 
@@ -87,6 +91,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="rescan the repository this often and load new, changed or removed models/versions",
     )
     serve.add_argument("--device", default="cpu", help="device for torch models, e.g. cuda:0 (default %(default)s)")
+    serve.add_argument(
+        "--trt-auto-build",
+        action="store_true",
+        help="build TensorRT plans from model.onnx (and rebuild plans made for another GPU or TensorRT) into a cache",
+    )
+    serve.add_argument(
+        "--trt-cache-dir", type=Path, help="plan cache folder (default $INFERD_TRT_CACHE or ~/.cache/inferd/trt)"
+    )
+    serve.add_argument(
+        "--gpu-memory-fraction",
+        type=float,
+        default=None,
+        metavar="F",
+        help="refuse GPU loads that would fill more than this share of a GPU's memory (default 0.9)",
+    )
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     serve.add_argument("--port-file", type=Path, help="write the bound port to this file once serving")
 
@@ -141,6 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     traffic.add_argument("--weight", action="append", default=[], metavar="LABEL=WEIGHT")
     _add_address(traffic)
 
+    build_command.add_parser(sub)
+    generate_command.add_parser(sub, _add_address)
+
     metadata = sub.add_parser("metadata", help="print a model's signature and versions")
     metadata.add_argument("model")
     metadata.add_argument("--version", type=int, default=None)
@@ -167,26 +189,46 @@ def _serve(args: argparse.Namespace) -> int:
         admin_port=args.admin_port,
         poll_interval=args.poll_interval,
         device=args.device,
+        trt_auto_build=args.trt_auto_build,
+        trt_cache_dir=args.trt_cache_dir,
+        gpu_memory_fraction=args.gpu_memory_fraction,
     )
 
     async def run() -> int:
+        loop = asyncio.get_running_loop()
+        signals = asyncio.Queue[int]()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, signals.put_nowait, sig)
         try:
             server = InferdServer(options)
-            port = await server.start()
-        except (StartupError, RepositoryError) as exc:
+        except RepositoryError as exc:
             print(f"inferd: {exc}", file=sys.stderr)
             return 2
-        if args.port_file:
-            partial = args.port_file.with_name(args.port_file.name + ".tmp")
-            partial.write_text(str(port))
-            os.replace(partial, args.port_file)  # readers never see an empty file
-        loop = asyncio.get_running_loop()
-        stopping: list[asyncio.Task[None]] = []
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(
-                sig, lambda: stopping.append(loop.create_task(server.stop())) if not stopping else None
-            )
-        await server.wait_stopped()
+        starting = loop.create_task(server.start())
+        first_signal = loop.create_task(signals.get())
+        await asyncio.wait({starting, first_signal}, return_when=asyncio.FIRST_COMPLETED)
+        if starting.done():
+            try:
+                port = starting.result()
+            except StartupError as exc:
+                print(f"inferd: {exc}", file=sys.stderr)
+                return 2
+            if args.port_file:
+                partial = args.port_file.with_name(args.port_file.name + ".tmp")
+                partial.write_text(str(port))
+                os.replace(partial, args.port_file)  # readers never see an empty file
+            await first_signal
+        else:
+            logging.getLogger("inferd").warning("signal during start-up: stopping once the port is open")
+            await asyncio.gather(starting, return_exceptions=True)
+        # first signal: graceful drain; a second one while draining stops at once
+        stopping = loop.create_task(server.stop())
+        second_signal = loop.create_task(signals.get())
+        await asyncio.wait({stopping, second_signal}, return_when=asyncio.FIRST_COMPLETED)
+        if not stopping.done():
+            logging.getLogger("inferd").warning("second signal: stopping without waiting for in-flight requests")
+            os._exit(1)
+        second_signal.cancel()
         return 0
 
     return asyncio.run(run())
@@ -296,7 +338,7 @@ def _stats(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([json_format.MessageToDict(s) for s in statistics], indent=2))
         return 0
-    rows = [("MODEL", "VERSION", "OK", "FAILED", "BATCHES", "ROWS/BATCH", "QUEUE ms/req", "COMPUTE ms/batch")]
+    rows = [("MODEL", "VERSION", "ENGINE", "OK", "FAILED", "BATCHES", "ROWS/BATCH", "QUEUE ms/req", "COMPUTE ms/batch")]
     histograms = []
     for s in statistics:
         failed = sum(s.failure_count.values())
@@ -306,6 +348,7 @@ def _stats(args: argparse.Namespace) -> int:
             (
                 s.name,
                 str(s.version),
+                s.engine or "-",
                 str(s.success_count),
                 str(failed) + (f" {dict(s.failure_count)}" if failed else ""),
                 str(s.execution_count),
@@ -385,10 +428,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve":
         return _serve(args)
+    if args.command == "build":
+        return build_command.run(args)
     from inferd.errors import InferdError
 
     commands = {
         "predict": _predict,
+        "generate": generate_command.run,
         "models": _models,
         "health": _health,
         "metadata": _metadata,

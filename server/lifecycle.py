@@ -23,10 +23,18 @@ log = logging.getLogger("inferd.lifecycle")
 
 
 class ModelManager:
-    def __init__(self, repository: Repository, registry: Registry, device: str = "cpu") -> None:
+    def __init__(
+        self,
+        repository: Repository,
+        registry: Registry,
+        device: str = "cpu",
+        engine_defaults: Mapping[str, str] | None = None,
+    ) -> None:
         self.repository = repository
         self.registry = registry
         self.device = device
+        #: server-wide engine parameters (e.g. --trt-auto-build), under each model's own parameters
+        self.engine_defaults: dict[str, str] = dict(engine_defaults or {})
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._draining: set[asyncio.Task[None]] = set()
         self._seen: dict[str, str] = {}
@@ -85,7 +93,13 @@ class ModelManager:
             if old is not None and old.ready and not config_changed:
                 keep[version] = old
             else:
-                fresh[version] = Slot(spec, version, source.versions[version], device=self.device)
+                fresh[version] = Slot(
+                    spec, version, source.versions[version], device=self.device, engine_defaults=self.engine_defaults
+                )
+        if current is None and fresh:
+            # a model seen for the first time is listed (LOADING, not serving) while it loads
+            await self.registry.publish(ModelEntry.of(name, spec, fresh))
+            current = None
         await asyncio.gather(*(slot.load() for slot in fresh.values()))
         final = dict(keep)
         notes: list[str] = []

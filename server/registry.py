@@ -79,6 +79,8 @@ class Registry:
     def __init__(self, on_health_change: HealthListener | None = None) -> None:
         self._models: dict[str, ModelEntry] = {}
         self._on_health_change = on_health_change
+        #: the serving state last reported to health, per model (slot states change under an entry)
+        self._reported: dict[str, bool] = {}
 
     def models(self) -> list[ModelEntry]:
         return [self._models[name] for name in sorted(self._models)]
@@ -88,14 +90,16 @@ class Registry:
 
     async def publish(self, entry: ModelEntry) -> None:
         """Swap in a model's new routing table and tell health when its serving state changed."""
-        previous = self._models.get(entry.name)
         self._models[entry.name] = entry
-        was = previous.serving if previous else None
-        if self._on_health_change is not None and was != entry.serving:
-            await self._on_health_change(entry.name, entry.serving)
+        serving = entry.serving
+        if self._reported.get(entry.name) != serving:
+            self._reported[entry.name] = serving
+            if self._on_health_change is not None:
+                await self._on_health_change(entry.name, serving)
 
     async def remove(self, name: str) -> ModelEntry | None:
         entry = self._models.pop(name, None)
+        self._reported.pop(name, None)
         if entry is not None and self._on_health_change is not None:
             await self._on_health_change(name, False)
         return entry
