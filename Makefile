@@ -11,7 +11,7 @@ PROTOS := $(wildcard protos/inferd/v1/*.proto)
 # Tests run grpcurl and the inferd command: the venv's bin folder goes first on PATH.
 TEST_ENV := PATH=$(abspath $(VENV))/bin:$$PATH
 
-.PHONY: help venv proto proto-check examples run test test-unit test-integration test-e2e test-gpu lint typecheck ci bench clean
+.PHONY: help venv proto proto-lint proto-check examples run test test-unit test-integration test-e2e test-gpu gpu-check lint typecheck ci bench clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -26,6 +26,14 @@ venv: $(VENV)/.installed  ## create .venv with the server, SDK, engines and dev 
 
 proto: $(VENV)/.installed  ## regenerate the Python code from protos/
 	$(PY) -m grpc_tools.protoc -I protos --python_out=$(PROTO_OUT) --grpc_python_out=$(PROTO_OUT) --pyi_out=$(PROTO_OUT) $(PROTOS)
+
+BUF := .cache/buf/node_modules/.bin/buf
+
+$(BUF):
+	mkdir -p .cache/buf && cd .cache/buf && npm init -y >/dev/null && npm install --no-audit --no-fund @bufbuild/buf@1.75.0
+
+proto-lint: $(BUF)  ## lint protos/ with buf's STANDARD rules (buf from the npm registry)
+	cd protos && ../$(BUF) lint && echo "protos are lint-clean (buf STANDARD)"
 
 proto-check: $(VENV)/.installed  ## fail when the generated code is stale
 	@rm -rf .cache/proto && mkdir -p .cache/proto
@@ -55,8 +63,11 @@ test-integration: $(VENV)/.installed  ## run only the integration tests (in-proc
 test-e2e: $(VENV)/.installed  ## run only the end-to-end tests (subprocess server, grpcurl, the inferd command)
 	$(TEST_ENV) $(PY) -m pytest -q -m e2e tests/e2e
 
-test-gpu: $(VENV)/.installed  ## run only the GPU tests
-	$(TEST_ENV) $(PY) -m pytest -q -m gpu tests/gpu
+test-gpu: $(VENV)/.installed  ## run only the GPU tests (each skips with its reason where no GPU/TensorRT)
+	$(TEST_ENV) $(PY) -m pytest -q -ra -m gpu tests/gpu
+
+gpu-check:  ## GPU tests + engine benchmark -> docs/gpu-results.md (one command; see scripts/gpu_check.sh)
+	bash scripts/gpu_check.sh
 
 lint: $(VENV)/.installed  ## ruff
 	$(VENV)/bin/ruff check .
@@ -65,7 +76,7 @@ lint: $(VENV)/.installed  ## ruff
 typecheck: $(VENV)/.installed  ## mypy
 	$(VENV)/bin/mypy server engines examples clients/python/inferd
 
-ci: lint typecheck proto-check test  ## what .ci/run runs
+ci: lint typecheck proto-check proto-lint test  ## what .ci/run runs
 
 bench: $(MODELS)/.built  ## run the benchmarks, write bench/results/
 	$(PY) -m bench.run --repository $(MODELS)
