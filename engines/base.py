@@ -60,6 +60,9 @@ class LoadSpec:
     max_batch_size: int = 0
     parameters: Mapping[str, str] = field(default_factory=dict)
     device: str = "cpu"
+    #: Engine calls that may run at once (the config's instance_count): GPU engines keep one
+    #: execution context / CUDA stream per instance.
+    instances: int = 1
 
 
 @runtime_checkable
@@ -96,12 +99,14 @@ BACKENDS: dict[str, Backend] = {
         Backend("onnxruntime", "engines.ort", "model.onnx", "onnxruntime", "pip install 'inferd[onnxruntime]'"),
         Backend("torch", "engines.pt", "model.pt", "torch", "pip install 'inferd[torch]'"),
         Backend("python", "engines.python", "model.py", "numpy", "numpy is always installed"),
+        # model.py too, so it is only chosen by name: config.pbtxt says engine: "generative"
+        Backend("generative", "engines.generative", "model.py", "numpy", "numpy is always installed"),
         Backend(
             "tensorrt",
             "engines.trt",
             "model.plan",
             "tensorrt",
-            "install TensorRT on a host with an NVIDIA GPU",
+            "pip install tensorrt on a host with an NVIDIA GPU (docs/engines.md#tensorrt)",
         ),
     )
 }
@@ -138,6 +143,19 @@ def load_engine(backend_name: str, spec: LoadSpec) -> Engine:
     module = importlib.import_module(backend.module)
     engine: Engine = module.load(spec)
     return engine
+
+
+def bool_parameter(parameters: Mapping[str, str], key: str, default: bool = False) -> bool:
+    """A true/false model parameter (1/0, yes/no, on/off too); EngineError on anything else."""
+    raw = parameters.get(key)
+    if raw is None:
+        return default
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise EngineError(f"parameter '{key}' must be true or false, got '{raw}'")
 
 
 def zero_inputs(signature: Signature, batch: int = 1) -> dict[str, np.ndarray]:

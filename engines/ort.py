@@ -45,6 +45,10 @@ PROVIDER_ALIASES: dict[str, str] = {
 }
 
 
+#: Providers that run on a GPU and take a ``device_id`` option.
+GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+
+
 def _int_parameter(spec: LoadSpec, key: str, default: str) -> int:
     raw = spec.parameters.get(key, default)
     try:
@@ -81,6 +85,13 @@ def choose_providers(spec: LoadSpec) -> list[str]:
             available,
         )
     return chosen or ["CPUExecutionProvider"]
+
+
+def provider_options(spec: LoadSpec, providers: Sequence[str]) -> list[dict[str, str]]:
+    """Per-provider options: the GPU providers get ``device_id`` from a ``cuda:N`` device."""
+    kind, _, index = spec.device.partition(":")
+    gpu = {"device_id": index} if kind == "cuda" and index.isdigit() else {}
+    return [dict(gpu) if p in GPU_PROVIDERS else {} for p in providers]
 
 
 def _check_tensor(kind: str, sig: TensorSig, node: Any) -> None:
@@ -197,7 +208,12 @@ def load(spec: LoadSpec, providers: Sequence[str] | None = None) -> OrtEngine:
         raise EngineError(f"model {spec.model_name} v{spec.version}: {spec.artifact} does not exist")
     chosen = list(providers) if providers is not None else choose_providers(spec)
     try:
-        session = ort.InferenceSession(str(spec.artifact), sess_options=session_options(spec), providers=chosen)
+        session = ort.InferenceSession(
+            str(spec.artifact),
+            sess_options=session_options(spec),
+            providers=chosen,
+            provider_options=provider_options(spec, chosen),
+        )
     except Exception as exc:
         raise EngineError(
             f"model {spec.model_name} v{spec.version}: onnxruntime cannot load model.onnx: {exc}"

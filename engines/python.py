@@ -2,8 +2,9 @@
 
 The class (``Model`` unless the ``python_class`` parameter names another) is built as ``cls()`` or
 ``cls(spec)`` when its ``__init__`` takes an argument; an optional ``load()`` runs next. It must have
-``infer(inputs: dict[str, np.ndarray]) -> dict[str, array-like]``; ``close()`` is optional, and an
-``infer_stream`` method is kept reachable for the streaming engine.
+``infer(inputs: dict[str, np.ndarray]) -> dict[str, array-like]``; ``close()`` is optional. A class may
+instead (or also) define ``infer_stream(inputs, parameters)`` yielding dicts of outputs: PredictStream
+then sends one message per yield (server/streaming.py), and a class without ``infer`` is streaming-only.
 
 Thread-safety: user code is not assumed thread-safe, so calls are serialised with a lock unless the
 class sets ``thread_safe = True``. Exceptions raised by the user's ``infer`` propagate unchanged
@@ -70,7 +71,9 @@ class PythonEngine:
         self.model = model
         self.infer_stream: Callable[..., Any] | None = getattr(model, "infer_stream", None)
         self._module = module
-        self._infer: Callable[[Arrays], Any] = model.infer
+        self._infer: Callable[[Arrays], Any] | None = getattr(model, "infer", None)
+        #: only infer_stream: unary Predict is refused with FAILED_PRECONDITION
+        self.streaming_only = self._infer is None
         self._lock: threading.Lock | None = None if getattr(model, "thread_safe", False) is True else threading.Lock()
         self._output_names: tuple[str, ...] = tuple(s.name for s in spec.signature.outputs)
         self._closed = False
@@ -78,6 +81,8 @@ class PythonEngine:
     def infer(self, inputs: Arrays) -> dict[str, np.ndarray]:
         if self._closed:
             raise EngineError(f"model {self.spec.model_name} v{self.spec.version} is closed")
+        if self._infer is None:
+            raise EngineError(f"model {self.spec.model_name} only streams (infer_stream): use PredictStream")
         if self._lock is None:
             result = self._infer(inputs)
         else:
@@ -117,8 +122,9 @@ def load(spec: LoadSpec) -> PythonEngine:
             f"{where} defines no class '{class_name}' "
             '(name another with parameters { key: "python_class" value: "..." })'
         )
-    if not callable(getattr(cls, "infer", None)):
-        raise EngineError(f"{where}: class {class_name} has no infer(inputs) method")
+    streams = callable(getattr(cls, "infer_stream", None))
+    if not callable(getattr(cls, "infer", None)) and not streams:
+        raise EngineError(f"{where}: class {class_name} has no infer(inputs) (or infer_stream) method")
     try:
         model = cls(spec) if _takes_argument(cls) else cls()
         hook = getattr(model, "load", None)
@@ -128,6 +134,8 @@ def load(spec: LoadSpec) -> PythonEngine:
         sys.modules.pop(module_name_for(spec), None)
         raise EngineError(f"{where}: creating {class_name} failed: {type(exc).__name__}: {exc}") from exc
     engine = PythonEngine(spec, model, module)
+    if engine.streaming_only:
+        return engine  # nothing to dry-run: its outputs are checked as they are yielded
     try:
         dry_run(engine.infer, spec)
     except BaseException:

@@ -8,6 +8,8 @@ Models:
   text_encoder   onnxruntime  input_ids INT64 [-1, 128] -> logits FP32 [-1, 8]   (~10 ms per row, one core)
   tabular_torch  torch        features FP32 [-1, 16]   -> probabilities FP32 [-1, 4]
   tokenizer      python       text BYTES [-1]          -> input_ids INT64 [-1, 128] (feeds text_encoder)
+  tiny_lm        generative   prompt BYTES [-1] (one)  -> token_ids INT64 [-1], text BYTES [-1] per message
+                              (PredictStream only: a tiny numpy transformer, see examples/tiny_lm.py)
 """
 
 from __future__ import annotations
@@ -85,6 +87,12 @@ def _write_tokenizer(path: Path) -> None:
     shutil.copyfile(Path(__file__).with_name("tokenizer_model.py"), path)
 
 
+def _write_tiny_lm(path: Path) -> None:
+    from examples.tiny_lm import write_model
+
+    write_model(path.parent)  # model.py and weights.npz
+
+
 EXAMPLES: dict[str, Example] = {
     e.name: e
     for e in (
@@ -125,6 +133,17 @@ EXAMPLES: dict[str, Example] = {
             inputs=(TensorDecl("text", "BYTES", (-1,)),),
             outputs=(TensorDecl("input_ids", "INT64", (-1, 128)),),
             write=_write_tokenizer,
+            intra_op_threads=None,
+        ),
+        Example(
+            name="tiny_lm",
+            engine="generative",
+            artifact="model.py",
+            max_batch_size=0,
+            inputs=(TensorDecl("prompt", "BYTES", (-1,)),),
+            outputs=(TensorDecl("token_ids", "INT64", (-1,)), TensorDecl("text", "BYTES", (-1,))),
+            write=_write_tiny_lm,
+            extra=("streaming { max_active_streams: 16 max_waiting_streams: 64 }",),
             intra_op_threads=None,
         ),
     )

@@ -20,6 +20,7 @@ from inferd.v1 import admin_pb2_grpc
 from server import __version__
 from server.admin import SERVICE_NAME as ADMIN_SERVICE_NAME
 from server.admin import ModelServicer
+from server.gpu import DEFAULT_FRACTION as DEFAULT_GPU_MEMORY_FRACTION
 from server.health import Health
 from server.interceptors import ErrorStatusInterceptor
 from server.lifecycle import ModelManager
@@ -54,6 +55,23 @@ class ServerOptions:
     admin_port: int | None = None
     #: Seconds between repository scans for new, removed or changed models; None = no polling.
     poll_interval: float | None = None
+    #: Build TensorRT plans from model.onnx (and rebuild foreign plans) into the plan cache.
+    trt_auto_build: bool = False
+    #: Where auto-built plans are kept; None = $INFERD_TRT_CACHE or ~/.cache/inferd/trt.
+    trt_cache_dir: Path | None = None
+    #: Share of each GPU's memory that model loads may fill; None = 0.9 (or the model's own parameter).
+    gpu_memory_fraction: float | None = None
+
+    def engine_defaults(self) -> dict[str, str]:
+        """Server-wide engine parameters; a model's config.pbtxt parameters override them."""
+        defaults: dict[str, str] = {}
+        if self.trt_auto_build:
+            defaults["trt_auto_build"] = "true"
+        if self.trt_cache_dir is not None:
+            defaults["trt_cache_dir"] = str(self.trt_cache_dir)
+        if self.gpu_memory_fraction is not None:
+            defaults["gpu_memory_fraction"] = str(self.gpu_memory_fraction)
+        return defaults
 
 
 def grpc_options(options: ServerOptions) -> list[tuple[str, int]]:
@@ -73,7 +91,9 @@ class InferdServer:
         self.repository = Repository(options.repository)
         self.health = Health((SERVICE_NAME,))
         self.registry = Registry(on_health_change=self.health.set_model)
-        self.manager = ModelManager(self.repository, self.registry, device=options.device)
+        self.manager = ModelManager(
+            self.repository, self.registry, device=options.device, engine_defaults=options.engine_defaults()
+        )
         self.shadow = ShadowMirror()
         self.limits = MessageLimits(
             max_receive_bytes=options.max_receive_message_mb * _MiB,
@@ -85,6 +105,7 @@ class InferdServer:
             engines=tuple(available_backends()),
             extensions=("health", "reflection", "streaming", "chunked-outputs", "model-control", "statistics"),
             started=time.monotonic(),
+            gpu_memory_fraction=options.gpu_memory_fraction or DEFAULT_GPU_MEMORY_FRACTION,
         )
         self.servicer = InferenceServicer(self.registry, self.limits, self.info, self.shadow)
         self.admin = ModelServicer(self.manager)

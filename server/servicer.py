@@ -7,6 +7,7 @@ the size limits can be enforced with messages that name the limit and the flag t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -18,7 +19,8 @@ from google.protobuf.message import DecodeError
 
 from inferd.tensors import DTYPE_BY_NAME
 from inferd.v1 import inference_pb2
-from server.codec import decode_request, encode_outputs, encode_response
+from server import gpu
+from server.codec import decode_request, encode_outputs, encode_parameter, encode_response
 from server.errors import InvalidArgument, NotFound, ResourceExhausted, ServingError
 from server.interceptors import current_request_id
 from server.registry import Registry
@@ -49,6 +51,8 @@ class ServerInfo:
     engines: tuple[str, ...]
     extensions: tuple[str, ...]
     started: float
+    #: the GPU memory budget model loads are held to (reported per device in ServerMetadata)
+    gpu_memory_fraction: float = 0.0
 
 
 def _slice_rows(inputs: Mapping[str, np.ndarray], start: int, stop: int) -> dict[str, np.ndarray]:
@@ -131,11 +135,59 @@ class InferenceServicer:
         return data
 
     async def predict_stream(self, data: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
-        """Chunked outputs of an ordinary model: ``chunk_rows`` rows per message, final=true on the last."""
+        """Tokens of a generative model, items of a python generator, or chunks of an ordinary model's rows.
+
+        Messages carry sequence_index 0, 1, 2, ... and final=true on the last only (docs/streaming.md);
+        the slot counts the whole stream as in flight, so a drain waits for it.
+        """
         self._check_request_size(data)
         request = self._decode(_parse(inference_pb2.PredictStreamRequest, data), context)
         slot = self._route(request, context)
         rows = slot.validator.validate(request.inputs, request.requested_outputs, enforce_max_batch=False)
+        with slot.busy():
+            if slot.streams is not None:
+                async for message in self._stream_session(request, slot):
+                    yield message
+                return
+            async for message in self._chunks(request, slot, rows):
+                yield message
+
+    async def _stream_session(self, request: InferRequest, slot: Slot) -> AsyncIterator[bytes]:
+        """A generative or generator stream: each part as it is produced; outcomes counted like Predict's."""
+        assert slot.streams is not None
+        typed = request.output_encoding == "typed"
+        order = request.requested_outputs or slot.validator.output_names
+        stats = slot.stats
+        index = 0
+        try:
+            session = slot.streams.session(request.inputs, request.parameters, request.deadline)
+            async with contextlib.aclosing(session) as parts:
+                async for part in parts:
+                    message = inference_pb2.PredictStreamResponse(
+                        model_name=request.model,
+                        model_version=slot.version,
+                        id=request.id,
+                        sequence_index=index,
+                        final=part.final,
+                        outputs=encode_outputs(part.outputs, [n for n in order if n in part.outputs], (), typed=typed),
+                    )
+                    for key, value in part.parameters.items():
+                        message.parameters[key].CopyFrom(encode_parameter(value))
+                    index += 1
+                    yield self._serialise(message)
+        except ServingError as exc:
+            stats.failed[exc.code.name] += 1
+            raise
+        except (asyncio.CancelledError, GeneratorExit):
+            stats.failed["CANCELLED"] += 1
+            raise
+        except Exception:
+            stats.failed["INTERNAL"] += 1
+            raise
+        stats.success += 1
+
+    async def _chunks(self, request: InferRequest, slot: Slot, rows: int) -> AsyncIterator[bytes]:
+        """Chunked outputs of an ordinary model: ``chunk_rows`` rows per message, final=true on the last."""
         spec = slot.spec
         chunk = request.chunk_rows or spec.chunk_rows or spec.max_batch_size or rows
         if spec.max_batch_size > 0:
@@ -182,6 +234,7 @@ class InferenceServicer:
                 slot = None  # no READY version: describe the config alone
         response.version = slot.version if slot else 0
         response.engine = slot.backend if slot else ""
+        response.streaming_only = slot is not None and slot.streaming_only
         response.max_batch_size = spec.max_batch_size
         response.config.CopyFrom(spec.proto)
         for sig in spec.signature.inputs:
@@ -205,6 +258,18 @@ class InferenceServicer:
             engines=info.engines,
             extensions=info.extensions,
             uptime_seconds=time.monotonic() - info.started,
+            devices=[
+                inference_pb2.DeviceMemory(
+                    index=d.index,
+                    name=d.name,
+                    compute_capability=d.compute_capability,
+                    total_bytes=d.total_bytes,
+                    free_bytes=d.free_bytes,
+                    used_bytes=d.used_bytes,
+                    memory_fraction=info.gpu_memory_fraction,
+                )
+                for d in gpu.query_devices()
+            ],
         )
 
     async def model_statistics(

@@ -12,7 +12,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -25,14 +25,17 @@ from engines.base import (
     LoadSpec,
     backend_for_artifact,
     check_outputs,
-    load_engine,
     random_inputs,
     zero_inputs,
 )
+from engines.parity import parity_config, parity_inputs
+from engines.selection import NoEngineServes, runs_on_gpu, select_engine
+from server import gpu
 from server.batching import Batcher
 from server.config import ModelSpec, WarmupSpec
-from server.errors import DeadlineExceeded, Unavailable
+from server.errors import DeadlineExceeded, FailedPrecondition, Unavailable
 from server.stats import VersionStats
+from server.streaming import StreamServer, streams_for
 from server.types import ParamValue, SlotState
 from server.validation import InputValidator
 
@@ -46,12 +49,21 @@ LOADER_NICENESS = 15
 
 
 class Slot:
-    def __init__(self, spec: ModelSpec, version: int, version_dir: Path, device: str = "cpu") -> None:
+    def __init__(
+        self,
+        spec: ModelSpec,
+        version: int,
+        version_dir: Path,
+        device: str = "cpu",
+        engine_defaults: Mapping[str, str] | None = None,
+    ) -> None:
         self.spec = spec
         self.model = spec.name
         self.version = version
         self.version_dir = version_dir
         self.device = device
+        #: server-wide engine parameters (e.g. from --trt-auto-build); the model's own parameters win
+        self.parameters: dict[str, str] = {**(engine_defaults or {}), **spec.parameters}
         self.state = SlotState.LOADING
         self.reason = ""
         self.backend = ""
@@ -63,6 +75,8 @@ class Slot:
         #: moving average of engine call time; "auto" execution runs calls inline while it stays small
         self._compute_ewma_ns = float(INLINE_BELOW_NS)
         self.batcher: Batcher | None = None
+        #: PredictStream server for generative and generator models (server/streaming.py); None = chunked
+        self.streams: StreamServer | None = None
         self._idle = asyncio.Event()
         self._idle.set()
         self._executor = ThreadPoolExecutor(
@@ -82,41 +96,61 @@ class Slot:
         found = backend_for_artifact(self.version_dir)
         return [found] if found else []
 
+    def _load_spec(self, name: str, artifact: Path) -> LoadSpec:
+        return LoadSpec(
+            model_name=self.model,
+            version=self.version,
+            artifact=artifact,
+            signature=self.spec.signature,
+            max_batch_size=self.spec.max_batch_size,
+            parameters=self.parameters,
+            device=self.device,
+            instances=self.spec.instance_count,
+        )
+
+    def _admit(self, name: str, spec: LoadSpec) -> str | None:
+        """The GPU memory budget, for engines that would place the model on a GPU."""
+        return gpu.admit(spec) if runs_on_gpu(name, spec) else None
+
     def _load_blocking(self) -> Engine:
+        """Walk the preference list: the first engine that loads and matches the reference serves."""
         candidates = self._candidates()
         if not candidates:
             artefacts = ", ".join(b.artifact for b in BACKENDS.values())
             raise EngineError(f"no model artefact in {self.version_dir} (expected one of {artefacts})")
-        for name in candidates:
-            artifact = self.version_dir / BACKENDS[name].artifact
-            if not artifact.is_file():
-                self.engine_notes.append(f"{name}: no {artifact.name} in version {self.version}")
-                continue
-            spec = LoadSpec(
-                model_name=self.model,
-                version=self.version,
-                artifact=artifact,
-                signature=self.spec.signature,
-                max_batch_size=self.spec.max_batch_size,
-                parameters=self.spec.parameters,
-                device=self.device,
+        warmup = [(w.kind, w.batch_sizes) for w in self.spec.warmup]
+        try:
+            selection = select_engine(
+                candidates,
+                self.version_dir,
+                self._load_spec,
+                parameters=self.parameters,
+                parity=parity_config(self.parameters),
+                parity_batches=lambda: parity_inputs(self.spec.signature, warmup, self.spec.max_batch_size),
+                output_names=[s.name for s in self.spec.signature.outputs],
+                explicit_reference="parity_reference" in self.parameters,
+                admit=self._admit,
+                where=f"model {self.model} version {self.version}",
             )
-            try:
-                engine = load_engine(name, spec)
-            except EngineError as exc:
-                self.engine_notes.append(f"{name}: {exc}")
-                log.warning("model %s version %s: engine %s skipped: %s", self.model, self.version, name, exc)
-                continue
-            self.backend = name
-            return engine
-        raise EngineError("; ".join(self.engine_notes) or "no engine could load the model")
+        except NoEngineServes as exc:
+            self.engine_notes.extend(exc.notes)
+            raise
+        self.engine_notes.extend(selection.notes)
+        self.backend = selection.backend
+        return selection.engine
 
     def _warm_blocking(self, engine: Engine) -> None:
         """Synthetic requests before READY, so lazy allocation and kernel selection happen before traffic.
 
         The config's ``warmup`` entries decide (zero or random inputs, batch sizes, repetitions); without
         any, one zero request of one row runs. Every output is checked against the signature.
+        Streaming-only engines warm themselves (a generative engine generates a couple of tokens).
         """
+        if getattr(engine, "streaming_only", False):
+            warm = getattr(engine, "warmup", None)
+            if callable(warm):
+                self.stats.warmup_count += int(warm())
+            return
         batched = self.spec.max_batch_size > 0
         plan = self.spec.warmup or (WarmupSpec(),)
         for step, warm in enumerate(plan):
@@ -160,6 +194,15 @@ class Slot:
                 self._run,
                 self.stats,
             )
+        self.streams = streams_for(
+            self.model,
+            engine,
+            self.spec.proto.streaming,
+            self.validator.output_names,
+            self.stats.streaming,
+            self._executor,
+            self.spec.execution,
+        )
         self.state = SlotState.READY
         log.info(
             "model %s version %s READY on %s in %.2fs",
@@ -196,6 +239,11 @@ class Slot:
         """Run one request, through the batcher when the model has one; expired work never runs."""
         if self.state not in (SlotState.READY, SlotState.DRAINING):
             raise Unavailable(f"model '{self.model}' version {self.version} is {self.state.value}")
+        if self.streaming_only:
+            raise FailedPrecondition(
+                f"model '{self.model}' only streams its answer: call PredictStream (SDK predict_stream or "
+                "generate, `inferd generate`), not Predict"
+            )
         self.in_flight += 1
         self._idle.clear()
         try:
@@ -216,13 +264,34 @@ class Slot:
             if self.in_flight == 0:
                 self._idle.set()
 
+    @property
+    def streaming_only(self) -> bool:
+        """Whether the engine answers PredictStream only (generative, or a python model with just infer_stream)."""
+        return bool(getattr(self.engine, "streaming_only", False))
+
+    @contextlib.contextmanager
+    def busy(self) -> Iterator[None]:
+        """Count a whole PredictStream as in flight, so a drain waits for open streams, not just their current step."""
+        if self.state not in (SlotState.READY, SlotState.DRAINING):
+            raise Unavailable(f"model '{self.model}' version {self.version} is {self.state.value}")
+        self.in_flight += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
+            if self.in_flight == 0:
+                self._idle.set()
+
     async def drain_and_close(self, reason: str = "unloaded") -> None:
-        """Stop taking work, let in-flight requests finish, then release the engine."""
+        """Stop taking work, let in-flight requests and open streams finish, then release the engine."""
         if self.state in (SlotState.READY, SlotState.WARMING):
             self.state = SlotState.DRAINING
         await self._idle.wait()
         if self.batcher is not None:
             await self.batcher.close()
+        if self.streams is not None:
+            await self.streams.close()
         engine, self.engine = self.engine, None
         loop = asyncio.get_running_loop()
         if engine is not None:

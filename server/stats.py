@@ -46,6 +46,29 @@ class Agreement:
             self.rows += int(agree.size)
 
 
+@dataclass(slots=True)
+class StreamCounters:
+    """PredictStream sessions of a generative or generator model; the gauges are kept current by the scheduler."""
+
+    active_streams: int = 0
+    waiting_streams: int = 0
+    paused_streams: int = 0
+    streams_started: int = 0
+    streams_completed: int = 0
+    streams_cancelled: int = 0
+    streams_expired: int = 0
+    streams_rejected: int = 0
+    streams_failed: int = 0
+    steps: int = 0
+    step_streams: int = 0
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+    caches_freed: int = 0
+    cache_bytes: int = 0
+    buffered_outputs: int = 0
+    max_buffered_outputs: int = 0
+
+
 class VersionStats:
     __slots__ = (
         "batch_sizes",
@@ -57,6 +80,7 @@ class VersionStats:
         "queue_ns",
         "rows",
         "shadow",
+        "streaming",
         "success",
         "warmup_count",
     )
@@ -75,6 +99,8 @@ class VersionStats:
         self.warmup_count = 0
         #: (primary version, output name) → agreement, when this version is a shadow
         self.shadow: dict[tuple[int, str], Agreement] = {}
+        #: PredictStream sessions; stays all zero for models that do not generate
+        self.streaming = StreamCounters()
 
     def agreement(self, primary_version: int, output: str) -> Agreement:
         key = (primary_version, output)

@@ -5,6 +5,8 @@ Shared by the inference and admin services so both describe models the same way.
 
 from __future__ import annotations
 
+import dataclasses
+
 from inferd.v1 import inference_pb2, model_config_pb2
 from server.registry import ModelEntry
 from server.slot import Slot
@@ -59,6 +61,8 @@ def version_statistics(slot: Slot) -> inference_pb2.VersionStatistics:
         cancelled_before_run=stats.cancelled_before_run,
         queue_depth=slot.batcher.queued if slot.batcher else 0,
         warmup_count=stats.warmup_count,
+        streaming=inference_pb2.StreamStatistics(**dataclasses.asdict(stats.streaming)),
+        engine=slot.backend,
         shadow=[
             inference_pb2.ShadowComparison(
                 primary_version=primary,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, Generator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -24,9 +24,13 @@ from inferd.predictions import (
     ParameterValue,
     Prediction,
     StreamChunk,
+    atexts,
     build_predict_request,
     build_stream_request,
     decode_outputs,
+    generation_parameters,
+    prompt_inputs,
+    texts,
     to_chunk,
     to_prediction,
 )
@@ -212,6 +216,37 @@ class Client(_Base):
         )
         return self._chunks(request, self._timeout(timeout))
 
+    def generate(
+        self,
+        model: str,
+        prompt: str | bytes,
+        *,
+        version: int | None = None,
+        label: str | None = None,
+        timeout: float | None = None,
+        request_id: str | None = None,
+        input_name: str = "prompt",
+        **parameters: Any,
+    ) -> Iterator[str]:
+        """Generate from a generative model: yields text pieces as the server produces them.
+
+        ``parameters`` are generation parameters: max_tokens, temperature (0 = greedy), top_k, top_p, seed,
+        stop (a string or a list of strings), ignore_eos. Closing the iterator (or ``break``) cancels the
+        generation on the server. Use ``predict_stream`` for token ids and the final finish_reason.
+        """
+        request = build_stream_request(
+            model,
+            prompt_inputs(prompt, input_name),
+            version,
+            label,
+            None,
+            request_id,
+            generation_parameters(parameters),
+            None,
+            None,
+        )
+        return texts(self._chunks(request, self._timeout(timeout)))
+
     def _chunks(
         self, request: inference_pb2.PredictStreamRequest, timeout: float | None
     ) -> Generator[StreamChunk, None, None]:
@@ -393,6 +428,35 @@ class AsyncClient(_Base):
             model, inputs, version, label, outputs, request_id, parameters, routing_key, chunk_rows
         )
         return self._chunks(request, self._timeout(timeout))
+
+    def generate(
+        self,
+        model: str,
+        prompt: str | bytes,
+        *,
+        version: int | None = None,
+        label: str | None = None,
+        timeout: float | None = None,
+        request_id: str | None = None,
+        input_name: str = "prompt",
+        **parameters: Any,
+    ) -> AsyncIterator[str]:
+        """Generate from a generative model (``async for``): text pieces as the server produces them.
+
+        Same parameters as :meth:`Client.generate`; ``aclose()`` cancels the generation on the server.
+        """
+        request = build_stream_request(
+            model,
+            prompt_inputs(prompt, input_name),
+            version,
+            label,
+            None,
+            request_id,
+            generation_parameters(parameters),
+            None,
+            None,
+        )
+        return atexts(self._chunks(request, self._timeout(timeout)))
 
     async def _chunks(
         self, request: inference_pb2.PredictStreamRequest, timeout: float | None

@@ -6,7 +6,8 @@ responses decode raw outputs as zero-copy, read-only numpy views.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import codecs
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
@@ -131,6 +132,68 @@ def get_parameters(source: Any) -> dict[str, ParameterValue]:
         if kind is not None:
             result[key] = getattr(param, kind)
     return result
+
+
+def prompt_inputs(prompt: str | bytes, input_name: str) -> dict[str, np.ndarray]:
+    """A generative model's input: one prompt as a BYTES tensor of shape [1] (UTF-8 for str)."""
+    array = np.empty(1, dtype=object)
+    array[0] = prompt.encode("utf-8") if isinstance(prompt, str) else bytes(prompt)
+    return {input_name: array}
+
+
+def generation_parameters(parameters: Mapping[str, Any]) -> dict[str, ParameterValue]:
+    """Generation keyword arguments as request parameters: None dropped, ``stop`` may be a list of strings
+    (sent as ``stop``, ``stop.1``, ``stop.2``, … because a Parameter holds one value).
+    """
+    out: dict[str, ParameterValue] = {}
+    for key, value in parameters.items():
+        if value is None:
+            continue
+        if key == "stop" and not isinstance(value, str):
+            for i, stop in enumerate(value):
+                out["stop" if i == 0 else f"stop.{i}"] = stop
+            continue
+        out[key] = value
+    return out
+
+
+def _text_of(chunk: StreamChunk) -> bytes:
+    text = chunk.outputs.get("text")
+    return b"" if text is None else b"".join(bytes(t) for t in text.reshape(-1))
+
+
+def texts(chunks: Iterator[StreamChunk]) -> Iterator[str]:
+    """The ``text`` output of each chunk as str pieces (an incremental UTF-8 decoder joins split characters)."""
+    decoder = codecs.getincrementaldecoder("utf-8")("replace")
+    try:
+        for chunk in chunks:
+            piece = decoder.decode(_text_of(chunk))
+            if piece:
+                yield piece
+        tail = decoder.decode(b"", final=True)
+        if tail:
+            yield tail
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()  # cancels the call when the caller stops early
+
+
+async def atexts(chunks: AsyncIterator[StreamChunk]) -> AsyncIterator[str]:
+    """The asyncio twin of :func:`texts`."""
+    decoder = codecs.getincrementaldecoder("utf-8")("replace")
+    try:
+        async for chunk in chunks:
+            piece = decoder.decode(_text_of(chunk))
+            if piece:
+                yield piece
+        tail = decoder.decode(b"", final=True)
+        if tail:
+            yield tail
+    finally:
+        close = getattr(chunks, "aclose", None)
+        if close is not None:
+            await close()
 
 
 def decode_outputs(tensors: Sequence[tensor_pb2.Tensor]) -> dict[str, np.ndarray]:

@@ -217,18 +217,38 @@ class ServerMetadataRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ServerMetadataResponse(_message.Message):
-    __slots__ = ("name", "version", "engines", "extensions", "uptime_seconds")
+    __slots__ = ("name", "version", "engines", "extensions", "uptime_seconds", "devices")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     ENGINES_FIELD_NUMBER: _ClassVar[int]
     EXTENSIONS_FIELD_NUMBER: _ClassVar[int]
     UPTIME_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    DEVICES_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     engines: _containers.RepeatedScalarFieldContainer[str]
     extensions: _containers.RepeatedScalarFieldContainer[str]
     uptime_seconds: float
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., engines: _Optional[_Iterable[str]] = ..., extensions: _Optional[_Iterable[str]] = ..., uptime_seconds: _Optional[float] = ...) -> None: ...
+    devices: _containers.RepeatedCompositeFieldContainer[DeviceMemory]
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., engines: _Optional[_Iterable[str]] = ..., extensions: _Optional[_Iterable[str]] = ..., uptime_seconds: _Optional[float] = ..., devices: _Optional[_Iterable[_Union[DeviceMemory, _Mapping]]] = ...) -> None: ...
+
+class DeviceMemory(_message.Message):
+    __slots__ = ("index", "name", "compute_capability", "total_bytes", "free_bytes", "used_bytes", "memory_fraction")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    COMPUTE_CAPABILITY_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    FREE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    USED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    name: str
+    compute_capability: str
+    total_bytes: int
+    free_bytes: int
+    used_bytes: int
+    memory_fraction: float
+    def __init__(self, index: _Optional[int] = ..., name: _Optional[str] = ..., compute_capability: _Optional[str] = ..., total_bytes: _Optional[int] = ..., free_bytes: _Optional[int] = ..., used_bytes: _Optional[int] = ..., memory_fraction: _Optional[float] = ...) -> None: ...
 
 class ModelStatisticsRequest(_message.Message):
     __slots__ = ("name", "version")
@@ -247,7 +267,7 @@ class BatchSizeCount(_message.Message):
     def __init__(self, batch_size: _Optional[int] = ..., count: _Optional[int] = ...) -> None: ...
 
 class VersionStatistics(_message.Message):
-    __slots__ = ("name", "version", "success_count", "failure_count", "inference_count", "execution_count", "batch_sizes", "queue_time_ns", "compute_time_ns", "expired_before_run", "cancelled_before_run", "queue_depth", "shadow", "warmup_count")
+    __slots__ = ("name", "version", "success_count", "failure_count", "inference_count", "execution_count", "batch_sizes", "queue_time_ns", "compute_time_ns", "expired_before_run", "cancelled_before_run", "queue_depth", "shadow", "warmup_count", "streaming", "engine")
     class FailureCountEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -269,6 +289,8 @@ class VersionStatistics(_message.Message):
     QUEUE_DEPTH_FIELD_NUMBER: _ClassVar[int]
     SHADOW_FIELD_NUMBER: _ClassVar[int]
     WARMUP_COUNT_FIELD_NUMBER: _ClassVar[int]
+    STREAMING_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: int
     success_count: int
@@ -283,7 +305,47 @@ class VersionStatistics(_message.Message):
     queue_depth: int
     shadow: _containers.RepeatedCompositeFieldContainer[ShadowComparison]
     warmup_count: int
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., success_count: _Optional[int] = ..., failure_count: _Optional[_Mapping[str, int]] = ..., inference_count: _Optional[int] = ..., execution_count: _Optional[int] = ..., batch_sizes: _Optional[_Iterable[_Union[BatchSizeCount, _Mapping]]] = ..., queue_time_ns: _Optional[int] = ..., compute_time_ns: _Optional[int] = ..., expired_before_run: _Optional[int] = ..., cancelled_before_run: _Optional[int] = ..., queue_depth: _Optional[int] = ..., shadow: _Optional[_Iterable[_Union[ShadowComparison, _Mapping]]] = ..., warmup_count: _Optional[int] = ...) -> None: ...
+    streaming: StreamStatistics
+    engine: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., success_count: _Optional[int] = ..., failure_count: _Optional[_Mapping[str, int]] = ..., inference_count: _Optional[int] = ..., execution_count: _Optional[int] = ..., batch_sizes: _Optional[_Iterable[_Union[BatchSizeCount, _Mapping]]] = ..., queue_time_ns: _Optional[int] = ..., compute_time_ns: _Optional[int] = ..., expired_before_run: _Optional[int] = ..., cancelled_before_run: _Optional[int] = ..., queue_depth: _Optional[int] = ..., shadow: _Optional[_Iterable[_Union[ShadowComparison, _Mapping]]] = ..., warmup_count: _Optional[int] = ..., streaming: _Optional[_Union[StreamStatistics, _Mapping]] = ..., engine: _Optional[str] = ...) -> None: ...
+
+class StreamStatistics(_message.Message):
+    __slots__ = ("active_streams", "waiting_streams", "paused_streams", "streams_started", "streams_completed", "streams_cancelled", "streams_expired", "streams_rejected", "streams_failed", "steps", "step_streams", "prompt_tokens", "generated_tokens", "caches_freed", "cache_bytes", "buffered_outputs", "max_buffered_outputs")
+    ACTIVE_STREAMS_FIELD_NUMBER: _ClassVar[int]
+    WAITING_STREAMS_FIELD_NUMBER: _ClassVar[int]
+    PAUSED_STREAMS_FIELD_NUMBER: _ClassVar[int]
+    STREAMS_STARTED_FIELD_NUMBER: _ClassVar[int]
+    STREAMS_COMPLETED_FIELD_NUMBER: _ClassVar[int]
+    STREAMS_CANCELLED_FIELD_NUMBER: _ClassVar[int]
+    STREAMS_EXPIRED_FIELD_NUMBER: _ClassVar[int]
+    STREAMS_REJECTED_FIELD_NUMBER: _ClassVar[int]
+    STREAMS_FAILED_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    STEP_STREAMS_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    GENERATED_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    CACHES_FREED_FIELD_NUMBER: _ClassVar[int]
+    CACHE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    BUFFERED_OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    MAX_BUFFERED_OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    active_streams: int
+    waiting_streams: int
+    paused_streams: int
+    streams_started: int
+    streams_completed: int
+    streams_cancelled: int
+    streams_expired: int
+    streams_rejected: int
+    streams_failed: int
+    steps: int
+    step_streams: int
+    prompt_tokens: int
+    generated_tokens: int
+    caches_freed: int
+    cache_bytes: int
+    buffered_outputs: int
+    max_buffered_outputs: int
+    def __init__(self, active_streams: _Optional[int] = ..., waiting_streams: _Optional[int] = ..., paused_streams: _Optional[int] = ..., streams_started: _Optional[int] = ..., streams_completed: _Optional[int] = ..., streams_cancelled: _Optional[int] = ..., streams_expired: _Optional[int] = ..., streams_rejected: _Optional[int] = ..., streams_failed: _Optional[int] = ..., steps: _Optional[int] = ..., step_streams: _Optional[int] = ..., prompt_tokens: _Optional[int] = ..., generated_tokens: _Optional[int] = ..., caches_freed: _Optional[int] = ..., cache_bytes: _Optional[int] = ..., buffered_outputs: _Optional[int] = ..., max_buffered_outputs: _Optional[int] = ...) -> None: ...
 
 class ShadowComparison(_message.Message):
     __slots__ = ("primary_version", "output", "compared", "max_abs_diff", "mean_abs_diff", "argmax_agree_rows", "rows", "errors", "dropped")

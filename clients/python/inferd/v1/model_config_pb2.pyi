@@ -98,12 +98,18 @@ class ShadowPolicy(_message.Message):
     def __init__(self, label: _Optional[str] = ..., version: _Optional[int] = ..., fraction: _Optional[float] = ...) -> None: ...
 
 class Streaming(_message.Message):
-    __slots__ = ("chunk_rows", "max_active_streams")
+    __slots__ = ("chunk_rows", "max_active_streams", "max_waiting_streams", "max_buffered_outputs", "max_step_streams")
     CHUNK_ROWS_FIELD_NUMBER: _ClassVar[int]
     MAX_ACTIVE_STREAMS_FIELD_NUMBER: _ClassVar[int]
+    MAX_WAITING_STREAMS_FIELD_NUMBER: _ClassVar[int]
+    MAX_BUFFERED_OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    MAX_STEP_STREAMS_FIELD_NUMBER: _ClassVar[int]
     chunk_rows: int
     max_active_streams: int
-    def __init__(self, chunk_rows: _Optional[int] = ..., max_active_streams: _Optional[int] = ...) -> None: ...
+    max_waiting_streams: int
+    max_buffered_outputs: int
+    max_step_streams: int
+    def __init__(self, chunk_rows: _Optional[int] = ..., max_active_streams: _Optional[int] = ..., max_waiting_streams: _Optional[int] = ..., max_buffered_outputs: _Optional[int] = ..., max_step_streams: _Optional[int] = ...) -> None: ...
 
 class ModelConfig(_message.Message):
     __slots__ = ("name", "engine", "engine_preference", "max_batch_size", "input", "output", "version_policy", "dynamic_batching", "version_labels", "traffic", "shadow", "warmup", "streaming", "instance_count", "parameters", "execution")
