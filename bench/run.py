@@ -345,6 +345,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--port", type=int, default=18001)
     parser.add_argument("--repository", type=Path, help="unused; the bench builds its own copies")
+    from bench.streaming import add_arguments as add_streaming_arguments
+
+    add_streaming_arguments(parser)
     args = parser.parse_args()
     work = Path(".cache/bench")
     shutil.rmtree(work, ignore_errors=True)
@@ -364,10 +367,17 @@ def _run_swap(args: argparse.Namespace, work: Path) -> Path:
     return write_swap_report(scenario_swap(args, work), args)
 
 
+def _run_streaming(args: argparse.Namespace, work: Path) -> Path:
+    from bench.streaming import run
+
+    return run(args, work)
+
+
 #: scenario name → runner returning the report path
 SCENARIOS: dict[str, Callable[[argparse.Namespace, Path], Path]] = {
     "batching": _run_batching,
     "swap": _run_swap,
+    "streaming": _run_streaming,
 }
 
 

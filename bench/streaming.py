@@ -1,13 +1,20 @@
 """Streaming scenario: time to first token and aggregate tokens/s with continuous batching on and off.
 
-One server (pinned to the server cpu) serves two copies of the ``tiny_lm`` example that differ only in
-``streaming.max_step_streams``: ``lm_on`` steps every active stream together (continuous batching),
-``lm_off`` steps one stream at a time, in turn. An asyncio load generator with the SDK (pinned to the
-client cpu) keeps 1, 4 and 16 streams open in a closed loop: each worker opens a stream of
-``--stream-tokens`` tokens (sampled, ``ignore_eos`` so every stream has the same length) and opens the
-next as soon as it ends. Per point: tokens received per second inside the measured window, time from
-opening a stream to its first token, and the server's mean streams per engine step. Rounds are
-interleaved (on/off, every concurrency, then again) and medians reported, because this machine is shared.
+One server (pinned to the server cpu) serves the ``tiny_lm`` network in two sizes, each twice, the copies
+differing only in ``streaming.max_step_streams``: ``on`` steps every active stream together (continuous
+batching), ``off`` steps one stream at a time, in turn.
+
+- ``example``: the example as built (0.5 M parameters, numpy float32). Its decode step is a few hundred
+  microseconds of interpreter dispatch, and a token's gRPC message costs about as much as its compute.
+- ``wide``: d_model 512, d_ff 2048 (12.6 M parameters), projections on bfloat16 weights through torch
+  (``TorchModel``): a step reads 25 MB of weights whatever the batch, as an LLM's decode step is bound
+  by weight reads, which is the cost continuous batching shares between streams.
+
+An asyncio load generator with the SDK (pinned to the client cpu) keeps 1, 4 and 16 streams open in a
+closed loop: each worker opens a stream of ½ to 1½ × ``--stream-tokens`` tokens (uniform, seeded; sampled
+with ``ignore_eos`` so the length is exact) and the next as soon as it ends. Per point: tokens received
+per second in the measured window, time from opening a stream to its first token, and the server's mean
+streams per engine step. Rounds are interleaved and medians reported, because this machine is shared.
 """
 
 from __future__ import annotations
@@ -29,13 +36,21 @@ import grpc
 import numpy as np
 
 from bench.run import CLIENT_CPU, RESULTS, SERVER_CPU, running
-from examples.tiny_lm import CORPUS_FILE, write_model
+from examples.tiny_lm import CORPUS_FILE, TinyLMConfig, write_model
 from inferd import AsyncClient
 from inferd.predictions import prompt_inputs
 from inferd.v1 import inference_pb2, inference_pb2_grpc
 
 CONCURRENCY = (1, 4, 16)
-MODES = {"on": "lm_on", "off": "lm_off"}
+MODES = ("on", "off")
+#: variant → (network shape, extra config lines)
+VARIANTS: dict[str, tuple[TinyLMConfig, str]] = {
+    "example": (TinyLMConfig(), ""),
+    "wide": (
+        TinyLMConfig(d_model=512, n_layers=4, n_heads=8, d_ff=2048),
+        'parameters { key: "python_class" value: "TorchModel" }\n',
+    ),
+}
 CONFIG = """name: "{name}"
 engine: "generative"
 max_batch_size: 0
@@ -44,7 +59,7 @@ output {{ name: "token_ids" data_type: DATA_TYPE_INT64 dims: [-1] }}
 output {{ name: "text" data_type: DATA_TYPE_BYTES dims: [-1] }}
 streaming {{ max_active_streams: 16 max_waiting_streams: 64 max_step_streams: {step} }}
 execution: "{execution}"
-"""
+{extra}"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,12 +81,22 @@ class Point:
     streams_per_step: float
 
 
-def build_streaming_repository(root: Path, execution: str) -> None:
-    """``lm_on`` and ``lm_off``: the same weights, continuous batching on and off."""
-    for mode, name in MODES.items():
-        write_model(root / name / "1")
-        step = 0 if mode == "on" else 1
-        (root / name / "config.pbtxt").write_text(CONFIG.format(name=name, step=step, execution=execution))
+def model_name(variant: str, mode: str) -> str:
+    return f"{variant}_{mode}"
+
+
+def build_streaming_repository(root: Path, variants: list[str], execution: str) -> None:
+    """``<variant>_on`` and ``<variant>_off``: the same weights, continuous batching on and off."""
+    for variant in variants:
+        shape, extra = VARIANTS[variant]
+        for mode in MODES:
+            name = model_name(variant, mode)
+            if mode == MODES[0]:
+                write_model(root / name / "1", shape)
+            else:
+                shutil.copytree(root / model_name(variant, MODES[0]) / "1", root / name / "1")
+            config = CONFIG.format(name=name, step=0 if mode == "on" else 1, execution=execution, extra=extra)
+            (root / name / "config.pbtxt").write_text(config)
 
 
 def _prompts(count: int = 64) -> list[str]:
@@ -91,9 +116,11 @@ async def _worker(
     records: list[StreamRecord] = []
     in_window = 0
     index = seed
+    lengths = np.random.default_rng(seed)
     while time.monotonic() < window[1]:
         index += 1
-        params = {"max_tokens": tokens, "temperature": 0.8, "top_k": 40, "seed": index, "ignore_eos": True}
+        length = int(lengths.integers(tokens // 2, tokens * 3 // 2 + 1))  # mixed lengths, mean ``tokens``
+        params = {"max_tokens": length, "temperature": 0.8, "top_k": 40, "seed": index, "ignore_eos": True}
         started = time.monotonic()
         first = ended = None
         count = 0
@@ -129,7 +156,7 @@ async def _measure(address: str, model: str, concurrency: int, args: argparse.Na
     before = _streaming_stats(address, model)
     async with AsyncClient(address, timeout=120) as client:
         now = time.monotonic()
-        window = (now + args.warmup, now + args.warmup + args.seconds)
+        window = (now + args.warmup, now + args.warmup + args.streaming_seconds)
         results = await asyncio.gather(
             *(_worker(client, model, prompts, args.stream_tokens, window, 1000 * i) for i in range(concurrency))
         )
@@ -146,7 +173,7 @@ async def _measure(address: str, model: str, concurrency: int, args: argparse.Na
     steps = after.steps - before.steps
     return Point(
         concurrency=concurrency,
-        tokens_per_s=tokens / args.seconds,
+        tokens_per_s=tokens / args.streaming_seconds,
         streams=len(measured),
         ttft_p50_ms=float(np.percentile(ttft, 50)) if ttft else float("nan"),
         ttft_p90_ms=float(np.percentile(ttft, 90)) if ttft else float("nan"),
@@ -164,33 +191,38 @@ def _median_point(points: list[Point]) -> Point:
 
 
 def scenario_streaming(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    variants = [v for v in args.variants.split(",") if v]
     repo = work / "streaming-repo"
-    build_streaming_repository(repo, args.execution)
+    shutil.rmtree(repo, ignore_errors=True)
+    build_streaming_repository(repo, variants, args.execution)
     address = f"127.0.0.1:{args.port}"
     if CLIENT_CPU is not None and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {CLIENT_CPU})  # the load generator (this process) on its own core
     command = [sys.executable, "-m", "server", "serve", "--repository", str(repo), "--port", str(args.port)]
     command += ["--log-level", "WARNING"]
     concurrencies = [int(c) for c in args.streaming_concurrency.split(",")]
-    rounds: dict[str, dict[int, list[Point]]] = {mode: {c: [] for c in concurrencies} for mode in MODES}
+    keys = [(v, m) for v in variants for m in MODES]
+    rounds: dict[tuple[str, str], dict[int, list[Point]]] = {k: {c: [] for c in concurrencies} for k in keys}
     with running(command, address):
-        for r in range(max(1, args.rounds)):
-            for c in concurrencies:
-                for mode, model in MODES.items():
-                    point = asyncio.run(_measure(address, model, c, args))
-                    rounds[mode][c].append(point)
+        for r in range(max(1, args.streaming_rounds)):
+            for variant, mode in keys:
+                for c in concurrencies:
+                    point = asyncio.run(_measure(address, model_name(variant, mode), c, args))
+                    rounds[variant, mode][c].append(point)
                     print(
-                        f"round {r + 1} batching {mode:<3} streams={c:<3} {point.tokens_per_s:7.0f} tok/s  "
-                        f"ttft p50 {point.ttft_p50_ms:6.1f} ms  per-stream {point.per_stream_tokens_per_s:6.0f} tok/s  "
+                        f"round {r + 1} {variant:<8} batching {mode:<3} streams={c:<3} "
+                        f"{point.tokens_per_s:7.0f} tok/s  ttft p50 {point.ttft_p50_ms:6.1f} ms  "
+                        f"per-stream {point.per_stream_tokens_per_s:6.0f} tok/s  "
                         f"streams/step {point.streams_per_step:.2f}"
                     )
-    results: dict[str, Any] = {
-        mode: {c: asdict(_median_point(points)) for c, points in by_c.items()} for mode, by_c in rounds.items()
-    }
-    results["rounds"] = {mode: {c: [asdict(p) for p in ps] for c, ps in by_c.items()} for mode, by_c in rounds.items()}
-    for mode in MODES:
-        lo, hi = min(concurrencies), max(concurrencies)
-        results[f"ratio_{mode}_{hi}_vs_{lo}"] = results[mode][hi]["tokens_per_s"] / results[mode][lo]["tokens_per_s"]
+    results: dict[str, Any] = {"points": {}, "rounds": {}, "ratios": {}}
+    lo, hi = min(concurrencies), max(concurrencies)
+    for (variant, mode), by_c in rounds.items():
+        name = model_name(variant, mode)
+        results["points"][name] = {c: asdict(_median_point(points)) for c, points in by_c.items()}
+        results["rounds"][name] = {c: [asdict(p) for p in points] for c, points in by_c.items()}
+        points = results["points"][name]
+        results["ratios"][name] = points[hi]["tokens_per_s"] / points[lo]["tokens_per_s"]
     return results
 
 
@@ -201,8 +233,8 @@ def write_streaming_report(results: dict[str, Any], args: argparse.Namespace) ->
         "machine": f"{platform.machine()}, {os.cpu_count()} cpus, Python {platform.python_version()}",
         "server_cpu": SERVER_CPU,
         "client_cpu": CLIENT_CPU,
-        "seconds_per_point": args.seconds,
-        "rounds": args.rounds,
+        "seconds_per_point": args.streaming_seconds,
+        "rounds": args.streaming_rounds,
         "stream_tokens": args.stream_tokens,
         "execution": args.execution,
         "sampling": "temperature 0.8, top_k 40, per-stream seed, ignore_eos",
@@ -212,32 +244,46 @@ def write_streaming_report(results: dict[str, Any], args: argparse.Namespace) ->
         "# streaming benchmark",
         "",
         f"{meta['date']} · {meta['machine']} · server on cpu {SERVER_CPU}, load (asyncio SDK) on cpu "
-        f"{CLIENT_CPU} · tiny_lm example, {args.stream_tokens} tokens per stream ({meta['sampling']}) · "
-        f"{args.seconds}s per point after {args.warmup}s warm-up, median of {args.rounds} interleaved rounds",
+        f"{CLIENT_CPU} · {args.stream_tokens // 2}–{args.stream_tokens * 3 // 2} tokens per stream "
+        f"({meta['sampling']}) · steps on the "
+        f"{args.execution} executor · {args.streaming_seconds}s per point after {args.warmup}s warm-up, median of "
+        f"{args.streaming_rounds} interleaved rounds. `example` = tiny_lm as built (numpy, 0.5 M parameters); `wide` = "
+        "the same network at d_model 512 / d_ff 2048 with bfloat16 projections in torch (12.6 M parameters, "
+        "a decode step bound by weight reads, as an LLM's is). See bench/streaming.py.",
         "",
-        "| continuous batching | streams | tokens/s | × 1 stream | TTFT p50 ms | TTFT p90 ms | "
+        "| model | continuous batching | streams | tokens/s | × 1 stream | TTFT p50 ms | TTFT p90 ms | "
         "tokens/s per stream | streams per step |",
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for mode in MODES:
-        points = results[mode]
+    for name, points in results["points"].items():
+        variant, mode = name.rsplit("_", 1)
         base = points[min(points)]["tokens_per_s"]
         for c, p in points.items():
             lines.append(
-                f"| {mode} | {c} | {p['tokens_per_s']:.0f} | {p['tokens_per_s'] / base:.2f} | "
+                f"| {variant} | {mode} | {c} | {p['tokens_per_s']:.0f} | {p['tokens_per_s'] / base:.2f} | "
                 f"{p['ttft_p50_ms']:.1f} | {p['ttft_p90_ms']:.1f} | {p['per_stream_tokens_per_s']:.0f} | "
                 f"{p['streams_per_step']:.2f} |"
             )
-    ratios = {k: v for k, v in results.items() if k.startswith("ratio_")}
-    lines += ["", "Aggregate tokens/s, most streams vs one stream:", ""]
-    lines += [f"- {k.removeprefix('ratio_').replace('_', ' ')}: **{v:.2f}×**" for k, v in ratios.items()]
+    lines += ["", "Aggregate tokens/s at the most streams ÷ at one stream:", ""]
+    for name, ratio in results["ratios"].items():
+        variant, mode = name.rsplit("_", 1)
+        lines.append(f"- {variant}, continuous batching {mode}: **{ratio:.2f}×**")
+    lines += ["", "Continuous batching on ÷ off, aggregate tokens/s at the most streams:", ""]
+    for name, points in results["points"].items():
+        variant, mode = name.rsplit("_", 1)
+        other = results["points"].get(model_name(variant, "off"))
+        if mode == "on" and other:
+            top = max(points)
+            lines.append(f"- {variant}: **{points[top]['tokens_per_s'] / other[top]['tokens_per_s']:.2f}×**")
     path = RESULTS / "streaming.md"
     path.write_text("\n".join(lines) + "\n")
     return path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of this scenario (bench/run.py adds them to its parser)."""
+    """Options of this scenario (bench/run.py adds them to its parser); the whole scenario takes ~2 minutes."""
+    parser.add_argument("--streaming-seconds", type=float, default=3.0, help="measured seconds per streaming point")
+    parser.add_argument("--streaming-rounds", type=int, default=2, help="interleaved rounds of the streaming points")
     parser.add_argument("--stream-tokens", type=int, default=64, help="tokens per stream (streaming scenario)")
     parser.add_argument(
         "--streaming-concurrency", default=",".join(map(str, CONCURRENCY)), help="open streams per point"
@@ -245,6 +291,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--execution", default="thread", choices=["thread", "inline"], help="where steps run (streaming scenario)"
     )
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="model sizes to run (streaming scenario)")
 
 
 def run(args: argparse.Namespace, work: Path) -> Path:
@@ -252,15 +299,12 @@ def run(args: argparse.Namespace, work: Path) -> Path:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seconds", type=float, default=4.0)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--warmup", type=float, default=1.0)
-    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--port", type=int, default=18001)
     add_arguments(parser)
     args = parser.parse_args()
     work = Path(".cache/bench")
-    shutil.rmtree(work / "streaming-repo", ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)
     print(f"wrote {run(args, work)}")
 

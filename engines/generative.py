@@ -42,11 +42,11 @@ class StepModel(Protocol):
     """What a generative ``model.py`` class implements. Caches are opaque to the engine.
 
     ``new_cache(capacity)`` makes an empty cache for a stream that will hold at most ``capacity``
-    positions (its prompt plus the tokens it may generate). ``prefill`` fills it with the prompt and
-    returns next-token logits [vocab]. ``decode`` gets the caches of several streams and each stream's
-    last token, appends that token to each cache and returns next-token logits, one row per stream, in
-    the order given. ``encode`` and ``token_bytes`` may be called from any thread; the others are called
-    from one thread at a time.
+    positions (its prompt plus the tokens it may generate). ``prefill`` fills several new caches with
+    their prompts (token id arrays) at once and returns next-token logits [n, vocab]. ``decode`` gets
+    the caches of several streams and each stream's last token, appends that token to each cache and
+    returns next-token logits, one row per stream, in the order given. ``encode`` and ``token_bytes``
+    may be called from any thread; the others are called from one thread at a time.
     """
 
     eos_id: int | None
@@ -58,7 +58,7 @@ class StepModel(Protocol):
 
     def new_cache(self, capacity: int) -> Any: ...
 
-    def prefill(self, cache: Any, token_ids: np.ndarray) -> np.ndarray: ...
+    def prefill(self, caches: Sequence[Any], prompts: Sequence[np.ndarray]) -> np.ndarray: ...
 
     def decode(self, caches: Sequence[Any], token_ids: np.ndarray) -> np.ndarray: ...
 
@@ -329,17 +329,19 @@ class GenerativeEngine:
         return Generation(params=params, prompt=ids, rng=rng, text=TextAssembler(params.stop))
 
     def step(self, gens: Sequence[Generation]) -> list[StepOutput]:
-        """Advance every stream by one token: prefill the new ones, one batched decode for the rest."""
+        """Advance every stream by one token: one batched prefill for the new ones, one batched decode for the rest."""
         if self._closed:
             raise EngineError(f"model {self.spec.model_name} v{self.spec.version} is closed")
         model = self.model
         fresh = [i for i, g in enumerate(gens) if not g.started]
         running = [i for i, g in enumerate(gens) if g.started]
         logits: list[np.ndarray] = [np.empty(0)] * len(gens)
-        for i in fresh:
-            gen = gens[i]
-            gen.cache = model.new_cache(len(gen.prompt) + gen.params.max_tokens)
-            logits[i] = np.asarray(model.prefill(gen.cache, gen.prompt)).reshape(-1)
+        if fresh:
+            for i in fresh:
+                gens[i].cache = model.new_cache(len(gens[i].prompt) + gens[i].params.max_tokens)
+            first = np.asarray(model.prefill([gens[i].cache for i in fresh], [gens[i].prompt for i in fresh]))
+            for row, i in enumerate(fresh):
+                logits[i] = first[row]
         if running:
             last = np.array([gens[i].last_token for i in running], dtype=np.int64)
             batch = np.asarray(model.decode([gens[i].cache for i in running], last))

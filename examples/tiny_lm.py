@@ -128,7 +128,17 @@ class Model:
         self.embed, self.position, self.unembed = w["embed"], w["position"], w["unembed"]
         self.qkv, self.out, self.up, self.down = w["qkv"], w["out"], w["up"], w["down"]
         self._rows: list[Cache] = []
-        self._k = self._v = np.zeros((0, layers, heads, 0, self.head_dim), dtype=np.float32)
+        #: the KV pool, [layer, row, head, position, head_dim]: for one layer, the rows' heads are evenly
+        #: spaced matrices, so batched attention reads them in place
+        self._k = self._v = self._zeros((layers, 0, heads, 0, self.head_dim))
+
+    def _zeros(self, shape: tuple[int, ...]) -> Any:
+        return np.zeros(shape, dtype=np.float32)
+
+    def _dense(self, x: np.ndarray, weights: np.ndarray, layer: int) -> np.ndarray:
+        """One projection of one layer (the weight-heavy part of a step; TorchModel swaps it)."""
+        result: np.ndarray = x @ weights[layer]
+        return result
 
     # tokenizer ---------------------------------------------------------------------------------
     def encode(self, text: bytes) -> list[int]:
@@ -141,7 +151,7 @@ class Model:
     def new_cache(self, capacity: int) -> Cache:
         """A row for a stream that will hold up to ``capacity`` positions (prompt + tokens to generate)."""
         row = len(self._rows)
-        rows, positions = self._k.shape[0], self._k.shape[3]
+        rows, positions = self._k.shape[1], self._k.shape[3]
         if row >= rows or capacity > positions:
             grown_rows = rows if row < rows else max(4, 2 * rows)
             grown_positions = (
@@ -154,11 +164,11 @@ class Model:
 
     def _grow(self, rows: int, positions: int) -> None:
         used = max((c.length for c in self._rows), default=0)
-        shape = (rows, self.n_layers, self.n_heads, positions, self.head_dim)
-        k, v = np.zeros(shape, dtype=np.float32), np.zeros(shape, dtype=np.float32)
+        shape = (self.n_layers, rows, self.n_heads, positions, self.head_dim)
+        k, v = self._zeros(shape), self._zeros(shape)
         n = len(self._rows)
-        k[:n, :, :, :used] = self._k[:n, :, :, :used]
-        v[:n, :, :, :used] = self._v[:n, :, :, :used]
+        k[:, :n, :, :used] = self._k[:, :n, :, :used]
+        v[:, :n, :, :used] = self._v[:, :n, :, :used]
         self._k, self._v = k, v
 
     def release(self, cache: Cache) -> None:
@@ -166,8 +176,8 @@ class Model:
         last = self._rows.pop()
         if last is not cache:
             row, size = cache.row, last.length
-            self._k[row, :, :, :size] = self._k[last.row, :, :, :size]
-            self._v[row, :, :, :size] = self._v[last.row, :, :, :size]
+            self._k[:, row, :, :size] = self._k[:, last.row, :, :size]
+            self._v[:, row, :, :size] = self._v[:, last.row, :, :size]
             last.row = row
             self._rows[row] = last
         cache.row, cache.length = -1, 0
@@ -176,25 +186,35 @@ class Model:
         return cache.length * self.n_layers * self.d_model * 2 * 4
 
     # forward -----------------------------------------------------------------------------------
-    def prefill(self, cache: Cache, token_ids: np.ndarray) -> np.ndarray:
-        """Run the prompt through the model, filling the cache; logits for the token after it."""
-        ids = np.asarray(token_ids, dtype=np.int64)
-        n, heads, hd, d = len(ids), self.n_heads, self.head_dim, self.d_model
-        x = self.embed[ids] + self.position[:n]
-        causal = np.triu(np.full((n, n), -np.inf, dtype=np.float32), k=1)
+    def prefill(self, caches: Sequence[Cache], prompts: Sequence[np.ndarray]) -> np.ndarray:
+        """Run several prompts through the model at once, filling their caches; next-token logits per prompt.
+
+        The prompts' tokens are stacked into one matrix for the projections (a prompt of 40 tokens costs
+        about what one decode step does); attention is causal within each prompt.
+        """
+        heads, hd, d = self.n_heads, self.head_dim, self.d_model
+        lengths = [len(p) for p in prompts]
+        ends = np.cumsum(lengths)
+        ids = np.concatenate([np.asarray(p, dtype=np.int64) for p in prompts])
+        x = self.embed[ids] + self.position[np.concatenate([np.arange(n) for n in lengths])]
+        masks = {n: np.triu(np.full((n, n), -np.inf, dtype=np.float32), k=1) for n in set(lengths)}
         for layer in range(self.n_layers):
-            qkv = _layer_norm(x) @ self.qkv[layer]
-            q, k, v = (qkv[:, i * d : (i + 1) * d].reshape(n, heads, hd).transpose(1, 0, 2) for i in range(3))
-            self._k[cache.row, layer, :, :n] = k
-            self._v[cache.row, layer, :, :n] = v
-            scores = (q @ k.transpose(0, 2, 1)) * self.scale + causal
-            scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
-            scores /= scores.sum(axis=-1, keepdims=True)
-            attended = (scores @ v).transpose(1, 0, 2).reshape(n, d)
-            x = x + attended @ self.out[layer]
-            x = x + np.maximum(_layer_norm(x) @ self.up[layer], 0.0) @ self.down[layer]
-        cache.length = n
-        result: np.ndarray = x[-1] @ self.unembed
+            qkv = self._dense(_layer_norm(x), self.qkv, layer)
+            attended = np.empty_like(x)
+            for cache, n, end in zip(caches, lengths, ends, strict=True):
+                part = qkv[end - n : end]
+                q, k, v = (part[:, i * d : (i + 1) * d].reshape(n, heads, hd).transpose(1, 0, 2) for i in range(3))
+                self._k[layer, cache.row, :, :n] = k
+                self._v[layer, cache.row, :, :n] = v
+                scores = (q @ k.transpose(0, 2, 1)) * self.scale + masks[n]
+                scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
+                scores /= scores.sum(axis=-1, keepdims=True)
+                attended[end - n : end] = (scores @ v).transpose(1, 0, 2).reshape(n, d)
+            x = x + self._dense(attended, self.out, layer)
+            x = x + self._dense(np.maximum(self._dense(_layer_norm(x), self.up, layer), 0.0), self.down, layer)
+        for cache, n in zip(caches, lengths, strict=True):
+            cache.length = n
+        result: np.ndarray = x[ends - 1] @ self.unembed
         return result
 
     def decode(self, caches: Sequence[Cache], token_ids: np.ndarray) -> np.ndarray:
@@ -211,21 +231,21 @@ class Model:
         mask = np.where(np.arange(span)[None, :] <= pos[:, None], 0.0, -np.inf).astype(np.float32)[:, None, None, :]
         x = self.embed[ids] + self.position[pos]
         for layer in range(self.n_layers):
-            qkv = _layer_norm(x) @ self.qkv[layer]
+            qkv = self._dense(_layer_norm(x), self.qkv, layer)
             q = qkv[:, :d].reshape(n, heads, 1, hd)
-            self._k[rows, layer, :, pos] = qkv[:, d : 2 * d].reshape(n, heads, hd)
-            self._v[rows, layer, :, pos] = qkv[:, 2 * d :].reshape(n, heads, hd)
+            self._k[layer, rows, :, pos] = qkv[:, d : 2 * d].reshape(n, heads, hd)
+            self._v[layer, rows, :, pos] = qkv[:, 2 * d :].reshape(n, heads, hd)
             if contiguous:
-                keys = self._k[lo : lo + n, layer, :, :span]
-                values = self._v[lo : lo + n, layer, :, :span]
+                keys = self._k[layer, lo : lo + n, :, :span]
+                values = self._v[layer, lo : lo + n, :, :span]
             else:
-                keys = self._k[rows, layer, :, :span]
-                values = self._v[rows, layer, :, :span]
+                keys = self._k[layer, rows, :, :span]
+                values = self._v[layer, rows, :, :span]
             scores = (q @ keys.transpose(0, 1, 3, 2)) * self.scale + mask
             scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
             scores /= scores.sum(axis=-1, keepdims=True)
-            x = x + (scores @ values).reshape(n, d) @ self.out[layer]
-            x = x + np.maximum(_layer_norm(x) @ self.up[layer], 0.0) @ self.down[layer]
+            x = x + self._dense((scores @ values).reshape(n, d), self.out, layer)
+            x = x + self._dense(np.maximum(self._dense(_layer_norm(x), self.up, layer), 0.0), self.down, layer)
         for cache in caches:
             cache.length += 1
         logits = np.empty((n, self.unembed.shape[1]), dtype=np.float32)
@@ -238,7 +258,7 @@ def generate_greedy(model: Model, prompt: bytes, max_tokens: int) -> list[int]:
     ids = np.array(model.encode(prompt))
     cache = model.new_cache(len(ids) + max_tokens)
     try:
-        logits = model.prefill(cache, ids)
+        logits = model.prefill([cache], [ids])[0]
         tokens: list[int] = []
         while len(tokens) < max_tokens:
             token = int(np.argmax(logits))
@@ -250,3 +270,33 @@ def generate_greedy(model: Model, prompt: bytes, max_tokens: int) -> list[int]:
         return tokens
     finally:
         model.release(cache)
+
+
+class TorchModel(Model):
+    """The same network with its projections run by torch on bfloat16 weights (parameter python_class).
+
+    With weights larger than the CPU's caches a decode step then costs about as much for one stream as
+    for sixteen: the weight-bandwidth-bound regime of real LLM serving, where continuous batching pays
+    off; the streaming benchmark serves a wider copy this way. Attention, the KV pool and the residual
+    stream stay numpy float32. Needs torch (imported here only); the numpy Model does not.
+    """
+
+    def __init__(self, spec: Any = None, *, weights: Path | None = None) -> None:
+        import torch
+
+        super().__init__(spec, weights=weights)
+        parameters = dict(getattr(spec, "parameters", None) or {})
+        torch.set_num_threads(int(parameters.get("intra_op_threads", "1")))
+        self._torch = torch
+        self._dtype = getattr(torch, parameters.get("weights_dtype", "bfloat16"))
+        self._converted = {
+            id(w): torch.from_numpy(np.ascontiguousarray(w)).to(self._dtype)
+            for w in (self.qkv, self.out, self.up, self.down)
+        }
+
+    def _dense(self, x: np.ndarray, weights: np.ndarray, layer: int) -> np.ndarray:
+        torch = self._torch
+        with torch.inference_mode():
+            out = torch.from_numpy(np.ascontiguousarray(x)).to(self._dtype) @ self._converted[id(weights)][layer]
+            result: np.ndarray = out.float().numpy()
+        return result

@@ -360,6 +360,8 @@ def _stats(args: argparse.Namespace) -> int:
         if s.batch_sizes:
             sizes = " ".join(f"{b.batch_size}:{b.count}" for b in s.batch_sizes)
             histograms.append(f"{s.name} v{s.version} batch sizes (rows:calls): {sizes}")
+        if s.streaming.streams_started or s.streaming.streams_rejected:
+            histograms.append(generate_command.stream_summary(s))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())

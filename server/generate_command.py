@@ -15,6 +15,19 @@ from collections.abc import Callable
 from typing import Any
 
 
+def stream_summary(stats: Any) -> str:
+    """One line of ``inferd stats`` for a version that streams (a VersionStatistics message)."""
+    st = stats.streaming
+    per_step = st.step_streams / st.steps if st.steps else 0.0
+    return (
+        f"{stats.name} v{stats.version} streams: {st.active_streams} active, {st.waiting_streams} waiting, "
+        f"{st.paused_streams} paused; {st.streams_started} started, {st.streams_completed} completed, "
+        f"{st.streams_cancelled} cancelled, {st.streams_expired} expired, {st.streams_rejected} rejected, "
+        f"{st.streams_failed} failed; {st.steps} steps ({per_step:.1f} streams/step), "
+        f"{st.generated_tokens} tokens; caches {st.cache_bytes} bytes held, {st.caches_freed} freed"
+    )
+
+
 def add_parser(sub: Any, add_address: Callable[[argparse.ArgumentParser], None]) -> None:
     generate = sub.add_parser(
         "generate", help="stream text from a generative model (PredictStream), printing tokens as they arrive"

@@ -144,6 +144,8 @@ class InferenceServicer:
         request = self._decode(_parse(inference_pb2.PredictStreamRequest, data), context)
         slot = self._route(request, context)
         rows = slot.validator.validate(request.inputs, request.requested_outputs, enforce_max_batch=False)
+        if slot.streams is not None and request.chunk_rows:
+            raise InvalidArgument(f"model '{request.model}' streams as it generates, so chunk_rows cannot apply")
         with slot.busy():
             if slot.streams is not None:
                 async for message in self._stream_session(request, slot):

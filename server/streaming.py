@@ -260,6 +260,8 @@ class StreamScheduler:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._cursor = 0
+        #: the streams of the step in progress
+        self._stepping: list[Stream] = []
         #: test hook: steps still allowed before the scheduler holds (None = run freely)
         self._budget: int | None = None
 
@@ -326,22 +328,27 @@ class StreamScheduler:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            self._reap()
-            batch = self._pick()
-            if not batch:
-                continue
-            self._wake.set()  # more steps follow unless the next pass finds nothing to do
             try:
-                outputs = await self.runner(self.engine.step, [s.gen for s in batch])
-            except Exception as exc:
+                await self._pass()
+            except Exception as exc:  # a failed step fails its streams (a bug here: all), never the loop
                 log.exception("model %s: a generation step failed", self.model)
-                for stream in batch:
+                for stream in self._stepping or list(self._active):
                     if not stream.finished:
                         self.counters.streams_failed += 1
                         self._remove(stream, exc)
-                continue
-            self._deliver(batch, outputs)
-            await asyncio.sleep(0)  # let the readers send what this step made before the next one
+            self._stepping = []
+
+    async def _pass(self) -> None:
+        """Free what left, then one step for every runnable stream, then hand out the outputs."""
+        self._reap()
+        batch = self._pick()
+        if not batch:
+            return
+        self._wake.set()  # more steps follow unless the next pass finds nothing to do
+        self._stepping = batch
+        outputs = await self.runner(self.engine.step, [s.gen for s in batch])
+        self._deliver(batch, outputs)
+        await asyncio.sleep(0)  # let the readers send what this step made before the next one
 
     def _reap(self) -> None:
         """Drop streams whose reader left or whose deadline passed, freeing their caches."""

@@ -67,6 +67,41 @@ input { name: "start" data_type: DATA_TYPE_INT64 dims: [1] }
 output { name: "n" data_type: DATA_TYPE_INT64 dims: [1] }
 """
 
+FRAGILE_MODEL = """
+import numpy as np
+
+class Model:
+    eos_id = None
+    max_context = 64
+
+    def encode(self, text):
+        return list(text) or [0]
+
+    def token_bytes(self, token):
+        return bytes([token])
+
+    def new_cache(self, capacity):
+        return {"fragile": False}
+
+    def prefill(self, caches, prompts):
+        for cache, prompt in zip(caches, prompts):
+            cache["fragile"] = bytes(int(t) for t in prompt) == b"boom"
+        logits = np.zeros((len(caches), 256), dtype=np.float32)
+        logits[:, ord("a")] = 1.0
+        return logits
+
+    def decode(self, caches, tokens):
+        if any(c["fragile"] for c in caches):
+            raise RuntimeError("the decode step fell over")
+        return self.prefill([{} for _ in caches], [[0] for _ in caches])
+
+    def release(self, cache):
+        pass
+
+    def cache_nbytes(self, cache):
+        return 0
+"""
+
 WIDE_CONFIG = """
 max_batch_size: 8
 input { name: "x" data_type: DATA_TYPE_FP32 dims: [-1, 1] }
@@ -96,6 +131,7 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
             shutil.copytree(source, root / name / "1")
     shutil.rmtree(source)
     write_model(root, "counter", COUNTER_CONFIG, {1: COUNTER_MODEL})
+    write_model(root, "fragile", LM_CONFIG.format(streaming=""), {1: FRAGILE_MODEL})
     write_model(root, "wide", WIDE_CONFIG, {1: WIDE_MODEL})
     return root
 
@@ -256,6 +292,8 @@ def test_inferd_generate_prints_the_text(server, reference, capsys):
     assert code == 0
     expected = bytes(tiny_lm.generate_greedy(reference, b"When the storm", 15)).decode("utf-8", "replace")
     assert out == expected + "\n"
+    assert main(["stats", "lm", "--address", server.address]) == 0
+    assert "lm v1 streams: 0 active, 0 waiting, 0 paused;" in capsys.readouterr().out
 
 
 # --- continuous batching ------------------------------------------------------------------------------
@@ -428,6 +466,18 @@ async def test_drain_waits_for_an_open_stream(server, stub):
     assert slot.state is SlotState.UNLOADED
 
 
+async def test_a_model_error_ends_its_stream_with_internal_and_the_scheduler_serves_on(stub):
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await collect(stub.PredictStream(generation("fragile", b"boom", max_tokens=5), timeout=30))
+    assert info.value.code() == grpc.StatusCode.INTERNAL
+    assert "request id" in info.value.details() and "fell over" not in info.value.details()
+    messages = await collect(stub.PredictStream(generation("fragile", b"fine", max_tokens=5, temperature=0.0)))
+    check_sequence(messages)
+    assert [t for m in messages for t in tokens_of(m)] == [ord("a")] * 5
+    stats = await streaming_stats(stub, "fragile")
+    assert stats.streams_failed == 1 and stats.streams_completed == 1 and stats.active_streams == 0
+
+
 # --- python generators, chunked results, unary refusal ---------------------------------------------
 
 
@@ -468,9 +518,16 @@ def test_a_chunked_result_larger_than_8_mib_arrives_whole(server):
     assert not meta.streaming_only
 
 
-def test_bad_generation_parameters_are_invalid_argument(server):
-    with Client(server.address, timeout=10) as client, pytest.raises(errors.InvalidArgument, match="top_p"):
-        list(client.generate("lm", "x", top_p=1.5))
+def test_bad_generation_requests_are_invalid_argument(server):
+    with Client(server.address, timeout=10) as client:
+        with pytest.raises(errors.InvalidArgument, match="top_p"):
+            list(client.generate("lm", "x", top_p=1.5))
+        with pytest.raises(errors.InvalidArgument, match="unknown generation parameter 'max_token'"):
+            list(client.generate("lm", "x", max_token=3))
+        with pytest.raises(errors.InvalidArgument, match="chunk_rows cannot apply"):
+            list(client.predict_stream("lm", {"prompt": np.array([b"x"], dtype=object)}, chunk_rows=2))
+        with pytest.raises(errors.InvalidArgument, match="exceed the model's context of 1024 tokens"):
+            list(client.generate("lm", "x" * 1000, max_tokens=100))
 
 
 def _greedy_ignoring_eos(model: tiny_lm.Model, prompt: bytes, n: int) -> list[int]:
@@ -478,7 +535,7 @@ def _greedy_ignoring_eos(model: tiny_lm.Model, prompt: bytes, n: int) -> list[in
     ids = np.array(model.encode(prompt))
     cache = model.new_cache(len(ids) + n)
     try:
-        logits = model.prefill(cache, ids)
+        logits = model.prefill([cache], [ids])[0]
         tokens: list[int] = []
         while len(tokens) < n:
             token = int(np.argmax(logits))

@@ -207,10 +207,18 @@ def test_the_kv_pool_keeps_live_rows_contiguous(version_dir: Path) -> None:
     model = tiny_lm.Model(weights=version_dir / "weights.npz")
     caches = [model.new_cache(8) for _ in range(5)]
     for c in caches:
-        model.prefill(c, np.array(model.encode(b"ab")))
+        model.prefill([c], [np.array(model.encode(b"ab"))])
     model.release(caches[1])
     assert sorted(c.row for c in caches if c.row >= 0) == [0, 1, 2, 3]
     assert caches[4].row == 1 and model.cache_nbytes(caches[4]) == 3 * 8 * 64 * 2 * 4
     longer = model.new_cache(500)  # the pool grows in positions, keeping what the others hold
-    model.prefill(longer, np.array(model.encode(b"x" * 300)))
+    model.prefill([longer], [np.array(model.encode(b"x" * 300))])
     assert model.decode(caches[4:], np.array([5])).shape == (1, tiny_lm.VOCAB)
+
+
+def test_prompts_prefilled_together_match_prompts_prefilled_alone(version_dir: Path) -> None:
+    model = tiny_lm.Model(weights=version_dir / "weights.npz")
+    prompts = [np.array(model.encode(p)) for p in (b"a", b"The river ran past the mill", b"She planted")]
+    alone = np.stack([model.prefill([model.new_cache(64)], [p])[0] for p in prompts])
+    together = model.prefill([model.new_cache(64) for _ in prompts], prompts)
+    np.testing.assert_allclose(together, alone, rtol=1e-5, atol=1e-5)
