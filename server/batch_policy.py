@@ -5,8 +5,9 @@ queue never holds more than one request and batches only form if the server wait
 lone caller the whole window, so the default ``adaptive`` policy waits only while waiting has been
 paying off:
 
-* eager until a probe: every ``probe_interval`` the head request is held for a few typical
-  inter-arrival gaps (never more than the window) to see whether others come;
+* eager until a probe: every ``probe_interval``, and only while requests arrive close enough together
+  that several could land inside one window, the head request is held for a few typical inter-arrival
+  gaps (never more than the window) to see whether others come; sparse traffic is never held;
 * if other requests joined it, the policy keeps windowing, dispatching as soon as the batch reaches the
   size the last full window gathered (so it does not sit out the window when those rows are there),
   and tries one row more after 16 batches in a row filled early;
@@ -86,7 +87,8 @@ class WindowPolicy:
         if self.windowing:
             self._waited = True
             return 0.0 if rows >= max(2, round(self.expected_rows)) else remaining
-        if 0 <= self._next_probe <= now:
+        if 0 <= self._next_probe <= now and PROBE_GAPS * self._gap <= self.window:
+            # only probe when arrivals are close enough that a few could land inside the window
             probe_left = head_enqueued + max(PROBE_MIN_HOLD, PROBE_GAPS * self._gap) - now
             if probe_left > 0:
                 self._waited = True

@@ -338,7 +338,23 @@ def _stats(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([json_format.MessageToDict(s) for s in statistics], indent=2))
         return 0
-    rows = [("MODEL", "VERSION", "ENGINE", "OK", "FAILED", "BATCHES", "ROWS/BATCH", "QUEUE ms/req", "COMPUTE ms/batch")]
+    from server.stats import latency_quantile
+
+    rows = [
+        (
+            "MODEL",
+            "VERSION",
+            "ENGINE",
+            "OK",
+            "FAILED",
+            "P50 ms≤",
+            "P99 ms≤",
+            "BATCHES",
+            "ROWS/BATCH",
+            "QUEUE ms/req",
+            "COMPUTE ms/batch",
+        )
+    ]
     histograms = []
     for s in statistics:
         failed = sum(s.failure_count.values())
@@ -351,6 +367,8 @@ def _stats(args: argparse.Namespace) -> int:
                 s.engine or "-",
                 str(s.success_count),
                 str(failed) + (f" {dict(s.failure_count)}" if failed else ""),
+                _bound_ms(latency_quantile([b.count for b in s.latency_buckets], 0.5)),
+                _bound_ms(latency_quantile([b.count for b in s.latency_buckets], 0.99)),
                 str(s.execution_count),
                 f"{s.inference_count / batches:.1f}",
                 f"{s.queue_time_ns / answered / 1e6:.3f}",
@@ -368,6 +386,13 @@ def _stats(args: argparse.Namespace) -> int:
     for line in histograms:
         print(line)
     return 0
+
+
+def _bound_ms(bound_us: float) -> str:
+    """A latency bucket bound for display: "-" when nothing was measured."""
+    if bound_us == 0:
+        return "-"
+    return "inf" if bound_us == float("inf") else f"{bound_us / 1000:g}"
 
 
 def _pairs(items: list[str], what: str) -> dict[str, int]:

@@ -111,6 +111,7 @@ class InferenceServicer:
         return request
 
     async def predict(self, data: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        started = time.perf_counter_ns()
         self._check_request_size(data)
         request = self._decode(_parse(inference_pb2.PredictRequest, data), context)
         slot = self._route(request, context)
@@ -129,6 +130,7 @@ class InferenceServicer:
             stats.failed["INTERNAL"] += 1
             raise
         stats.success += 1
+        stats.record_latency(time.perf_counter_ns() - started)
         shadow = self._registry.shadow_for(request.model, slot)
         if shadow is not None:
             self._shadow.mirror(shadow, slot.version, request.inputs, rows, outputs)

@@ -5,6 +5,8 @@ Plain integer additions on the event loop thread; read by ModelStatistics and ``
 
 from __future__ import annotations
 
+import math
+from bisect import bisect_left
 from collections import Counter
 from dataclasses import dataclass
 
@@ -69,6 +71,28 @@ class StreamCounters:
     max_buffered_outputs: int = 0
 
 
+#: Upper bounds (µs) of the latency histogram buckets: roughly 1-2-3-5 steps from 50 µs to 10 s, then +inf.
+LATENCY_BOUNDS_US: tuple[float, ...] = (
+    50, 100, 200, 300, 500, 750, 1_000, 1_500, 2_000, 3_000, 5_000, 7_500, 10_000, 15_000, 20_000,
+    30_000, 50_000, 75_000, 100_000, 200_000, 500_000, 1_000_000, 2_000_000, 5_000_000, 10_000_000, math.inf,
+)  # fmt: skip
+_LATENCY_BOUNDS_NS = tuple(b * 1000 for b in LATENCY_BOUNDS_US)
+
+
+def latency_quantile(counts: list[int], q: float) -> float:
+    """The upper bound (µs) of the bucket holding quantile ``q``: an honest over-estimate, never interpolated."""
+    total = sum(counts)
+    if not total:
+        return 0.0
+    rank = q * total
+    seen = 0
+    for bound, count in zip(LATENCY_BOUNDS_US, counts, strict=True):
+        seen += count
+        if seen >= rank:
+            return bound
+    return math.inf
+
+
 class VersionStats:
     __slots__ = (
         "batch_sizes",
@@ -77,6 +101,7 @@ class VersionStats:
         "compute_ns",
         "expired_before_run",
         "failed",
+        "latency_counts",
         "queue_ns",
         "rows",
         "shadow",
@@ -97,6 +122,8 @@ class VersionStats:
         self.expired_before_run = 0
         self.cancelled_before_run = 0
         self.warmup_count = 0
+        #: successful Predict calls per latency bucket (bounds: LATENCY_BOUNDS_US)
+        self.latency_counts = [0] * len(LATENCY_BOUNDS_US)
         #: (primary version, output name) → agreement, when this version is a shadow
         self.shadow: dict[tuple[int, str], Agreement] = {}
         #: PredictStream sessions; stays all zero for models that do not generate
@@ -108,6 +135,9 @@ class VersionStats:
         if found is None:
             found = self.shadow[key] = Agreement()
         return found
+
+    def record_latency(self, elapsed_ns: int) -> None:
+        self.latency_counts[bisect_left(_LATENCY_BOUNDS_NS, elapsed_ns)] += 1
 
     def record_batch(self, rows: int, compute_ns: int) -> None:
         self.batches += 1

@@ -10,6 +10,7 @@ import dataclasses
 from inferd.v1 import inference_pb2, model_config_pb2
 from server.registry import ModelEntry
 from server.slot import Slot
+from server.stats import LATENCY_BOUNDS_US
 from server.types import SlotState
 
 STATE_TO_PROTO = {
@@ -61,6 +62,10 @@ def version_statistics(slot: Slot) -> inference_pb2.VersionStatistics:
         cancelled_before_run=stats.cancelled_before_run,
         queue_depth=slot.batcher.queued if slot.batcher else 0,
         warmup_count=stats.warmup_count,
+        latency_buckets=[
+            inference_pb2.LatencyBucket(le_microseconds=bound, count=count)
+            for bound, count in zip(LATENCY_BOUNDS_US, stats.latency_counts, strict=True)
+        ],
         streaming=inference_pb2.StreamStatistics(**dataclasses.asdict(stats.streaming)),
         engine=slot.backend,
         shadow=[

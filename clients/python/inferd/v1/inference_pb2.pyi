@@ -267,7 +267,7 @@ class BatchSizeCount(_message.Message):
     def __init__(self, batch_size: _Optional[int] = ..., count: _Optional[int] = ...) -> None: ...
 
 class VersionStatistics(_message.Message):
-    __slots__ = ("name", "version", "success_count", "failure_count", "inference_count", "execution_count", "batch_sizes", "queue_time_ns", "compute_time_ns", "expired_before_run", "cancelled_before_run", "queue_depth", "shadow", "warmup_count", "streaming", "engine")
+    __slots__ = ("name", "version", "success_count", "failure_count", "inference_count", "execution_count", "batch_sizes", "queue_time_ns", "compute_time_ns", "expired_before_run", "cancelled_before_run", "queue_depth", "shadow", "warmup_count", "streaming", "engine", "latency_buckets")
     class FailureCountEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -291,6 +291,7 @@ class VersionStatistics(_message.Message):
     WARMUP_COUNT_FIELD_NUMBER: _ClassVar[int]
     STREAMING_FIELD_NUMBER: _ClassVar[int]
     ENGINE_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_BUCKETS_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: int
     success_count: int
@@ -307,7 +308,16 @@ class VersionStatistics(_message.Message):
     warmup_count: int
     streaming: StreamStatistics
     engine: str
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., success_count: _Optional[int] = ..., failure_count: _Optional[_Mapping[str, int]] = ..., inference_count: _Optional[int] = ..., execution_count: _Optional[int] = ..., batch_sizes: _Optional[_Iterable[_Union[BatchSizeCount, _Mapping]]] = ..., queue_time_ns: _Optional[int] = ..., compute_time_ns: _Optional[int] = ..., expired_before_run: _Optional[int] = ..., cancelled_before_run: _Optional[int] = ..., queue_depth: _Optional[int] = ..., shadow: _Optional[_Iterable[_Union[ShadowComparison, _Mapping]]] = ..., warmup_count: _Optional[int] = ..., streaming: _Optional[_Union[StreamStatistics, _Mapping]] = ..., engine: _Optional[str] = ...) -> None: ...
+    latency_buckets: _containers.RepeatedCompositeFieldContainer[LatencyBucket]
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., success_count: _Optional[int] = ..., failure_count: _Optional[_Mapping[str, int]] = ..., inference_count: _Optional[int] = ..., execution_count: _Optional[int] = ..., batch_sizes: _Optional[_Iterable[_Union[BatchSizeCount, _Mapping]]] = ..., queue_time_ns: _Optional[int] = ..., compute_time_ns: _Optional[int] = ..., expired_before_run: _Optional[int] = ..., cancelled_before_run: _Optional[int] = ..., queue_depth: _Optional[int] = ..., shadow: _Optional[_Iterable[_Union[ShadowComparison, _Mapping]]] = ..., warmup_count: _Optional[int] = ..., streaming: _Optional[_Union[StreamStatistics, _Mapping]] = ..., engine: _Optional[str] = ..., latency_buckets: _Optional[_Iterable[_Union[LatencyBucket, _Mapping]]] = ...) -> None: ...
+
+class LatencyBucket(_message.Message):
+    __slots__ = ("le_microseconds", "count")
+    LE_MICROSECONDS_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    le_microseconds: float
+    count: int
+    def __init__(self, le_microseconds: _Optional[float] = ..., count: _Optional[int] = ...) -> None: ...
 
 class StreamStatistics(_message.Message):
     __slots__ = ("active_streams", "waiting_streams", "paused_streams", "streams_started", "streams_completed", "streams_cancelled", "streams_expired", "streams_rejected", "streams_failed", "steps", "step_streams", "prompt_tokens", "generated_tokens", "caches_freed", "cache_bytes", "buffered_outputs", "max_buffered_outputs")
