@@ -163,12 +163,15 @@ class InferdServer:
             log.info("model control (inferd.v1.ModelService) on 127.0.0.1:%d", self.admin_port)
         return self.port
 
-    async def stop(self) -> None:
-        """Graceful drain: NOT_SERVING, wait drain_seconds, stop accepting, finish in-flight, close engines."""
+    async def stop(self, *, drain: bool = True) -> None:
+        """Graceful drain: NOT_SERVING, wait drain_seconds, stop accepting, finish in-flight, close engines.
+
+        ``drain=False`` skips the drain wait (a stop during start-up, before anything was SERVING).
+        """
         if self._server is None:
             return
         await self.health.shutdown()
-        if self.options.drain_seconds > 0:
+        if drain and self.options.drain_seconds > 0:
             await asyncio.sleep(self.options.drain_seconds)
         if self._poller is not None:
             self._poller.cancel()

@@ -194,6 +194,8 @@ def _serve(args: argparse.Namespace) -> int:
         gpu_memory_fraction=args.gpu_memory_fraction,
     )
 
+    abandoned: list[bool] = []
+
     async def run() -> int:
         loop = asyncio.get_running_loop()
         signals = asyncio.Queue[int]()
@@ -219,10 +221,16 @@ def _serve(args: argparse.Namespace) -> int:
                 os.replace(partial, args.port_file)  # readers never see an empty file
             await first_signal
         else:
-            logging.getLogger("inferd").warning("signal during start-up: stopping once the port is open")
-            await asyncio.gather(starting, return_exceptions=True)
+            # nothing has been SERVING yet: abandon the loads (their threads finish in the background)
+            logging.getLogger("inferd").warning("signal during start-up: stopping without loading the rest")
+            abandoned.append(True)
+            starting.cancel()
+            results = await asyncio.gather(starting, return_exceptions=True)
+            if isinstance(results[0], StartupError):
+                print(f"inferd: {results[0]}", file=sys.stderr)
+                return 2
         # first signal: graceful drain; a second one while draining stops at once
-        stopping = loop.create_task(server.stop())
+        stopping = loop.create_task(server.stop(drain=starting.done() and not starting.cancelled()))
         second_signal = loop.create_task(signals.get())
         await asyncio.wait({stopping, second_signal}, return_when=asyncio.FIRST_COMPLETED)
         if not stopping.done():
@@ -231,7 +239,14 @@ def _serve(args: argparse.Namespace) -> int:
         second_signal.cancel()
         return 0
 
-    return asyncio.run(run())
+    code = asyncio.run(run())
+    if abandoned:
+        # model loads abandoned at start-up may still be running in their threads: do not wait for them
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 def _parse_input(spec: str, dtypes: dict[str, str]) -> tuple[str, np.ndarray]:

@@ -13,6 +13,7 @@ import hashlib
 import logging
 from collections import defaultdict
 from collections.abc import Mapping
+from pathlib import Path
 
 from server.errors import FailedPrecondition, InvalidArgument, NotFound
 from server.registry import ModelEntry, Registry
@@ -20,6 +21,19 @@ from server.repository import ModelSource, Repository, RepositoryError
 from server.slot import Slot
 
 log = logging.getLogger("inferd.lifecycle")
+
+
+def version_fingerprint(version_dir: Path) -> str:
+    """A version folder's files (names, sizes, mtimes): a READY version is reloaded when this changes."""
+    digest = hashlib.sha256()
+    try:
+        for item in sorted(version_dir.rglob("*")):
+            if item.is_file():
+                stat = item.stat()
+                digest.update(f"{item.relative_to(version_dir)}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    except OSError as exc:
+        digest.update(str(exc).encode())
+    return digest.hexdigest()
 
 
 class ModelManager:
@@ -38,6 +52,8 @@ class ModelManager:
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._draining: set[asyncio.Task[None]] = set()
         self._seen: dict[str, str] = {}
+        #: models unloaded through the API: polling leaves them out until LoadModel or their files change
+        self._unloaded: set[str] = set()
         #: every slot retired by a swap, newest last (tests and `inferd models` history)
         self.retired: list[Slot] = []
 
@@ -56,6 +72,8 @@ class ModelManager:
         if not source.directory.is_dir():
             raise NotFound(f"model '{name}' is not in the repository {self.repository.root}")
         async with self._locks[name]:
+            self._unloaded.discard(name)
+            self._seen[name] = self.fingerprint(name)
             return await self._load_locked(source, versions)
 
     async def _load_locked(self, source: ModelSource, versions: list[int] | None) -> ModelEntry:
@@ -90,16 +108,17 @@ class ModelManager:
         fresh: dict[int, Slot] = {}
         for version in wanted:
             old = current.slots.get(version) if current else None
-            if old is not None and old.ready and not config_changed:
+            files = version_fingerprint(source.versions[version])
+            if old is not None and old.ready and not config_changed and old.artifact_fingerprint == files:
                 keep[version] = old
             else:
                 fresh[version] = Slot(
                     spec, version, source.versions[version], device=self.device, engine_defaults=self.engine_defaults
                 )
+                fresh[version].artifact_fingerprint = files
         if current is None and fresh:
             # a model seen for the first time is listed (LOADING, not serving) while it loads
             await self.registry.publish(ModelEntry.of(name, spec, fresh))
-            current = None
         await asyncio.gather(*(slot.load() for slot in fresh.values()))
         final = dict(keep)
         notes: list[str] = []
@@ -144,13 +163,19 @@ class ModelManager:
         while self._draining:
             await asyncio.gather(*list(self._draining), return_exceptions=True)
 
-    async def unload(self, name: str, version: int = 0) -> ModelEntry | None:
+    async def unload(self, name: str, version: int = 0, *, sticky: bool = True) -> ModelEntry | None:
+        """Drain and close one version or the whole model. ``sticky``: polling will not bring it back
+        until LoadModel is called or the model's files change (an unload asked for through the API)."""
         async with self._locks[name]:
             current = self.registry.entry(name)
             if not version:
                 await self.registry.remove(name)
                 await self._retire(list(current.slots.values()))
-                self._seen.pop(name, None)
+                if sticky:
+                    self._unloaded.add(name)
+                    self._seen[name] = self.fingerprint(name)
+                else:
+                    self._seen.pop(name, None)
                 log.info("model %s unloaded", name)
                 return None
             if version not in current.slots:
@@ -215,8 +240,9 @@ class ModelManager:
         for name in sorted(set(self._seen) - on_disk):
             changed.append(name)
             if self.registry.get(name) is not None:
-                await self.unload(name)
+                await self.unload(name, sticky=False)
             self._seen.pop(name, None)
+            self._unloaded.discard(name)
         return changed
 
     async def poll_forever(self, interval: float) -> None:

@@ -115,8 +115,19 @@ class Registry:
             raise NotFound(f"model '{name}' not found (models: {known})")
         return entry
 
-    def route(self, name: str, version: int | None = None, label: str | None = None, routing_key: str = "") -> Slot:
-        """The READY slot for a request: an explicit version, else a label, else traffic split or default."""
+    def route(
+        self,
+        name: str,
+        version: int | None = None,
+        label: str | None = None,
+        routing_key: str = "",
+        *,
+        split: bool = True,
+    ) -> Slot:
+        """The READY slot for a request: an explicit version, else a label, else traffic split or default.
+
+        ``split=False`` skips the traffic split (metadata describes the default version, not a random one).
+        """
         entry = self.entry(name)
         if entry.error is not None:
             raise Unavailable(f"model '{name}' is not available: {entry.error}")
@@ -128,7 +139,7 @@ class Registry:
                 have = ", ".join(sorted(labels)) or "none"
                 raise NotFound(f"model '{name}' has no version label '{label}' (labels: {have})")
             return _version_slot(entry, labels[label])
-        if entry.split is not None:
+        if split and entry.split is not None:
             slot = entry.slots.get(labels.get(entry.split.pick(routing_key), 0))
             if slot is not None and slot.ready:
                 return slot

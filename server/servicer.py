@@ -233,7 +233,7 @@ class InferenceServicer:
             slot = entry.slots[request.version]
         else:
             try:
-                slot = self._registry.route(entry.name, None, request.version_label or None)
+                slot = self._registry.route(entry.name, None, request.version_label or None, split=False)
             except ServingError:
                 slot = None  # no READY version: describe the config alone
         response.version = slot.version if slot else 0

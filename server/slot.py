@@ -70,6 +70,8 @@ class Slot:
         self.engine_notes: list[str] = []
         self.engine: Engine | None = None
         self.in_flight = 0
+        #: the version folder's files when this slot was made (lifecycle reloads the version when it changes)
+        self.artifact_fingerprint = ""
         self.validator = InputValidator(spec)
         self.stats = VersionStats()
         #: moving average of engine call time; "auto" execution runs calls inline while it stays small
