@@ -6,9 +6,10 @@ bytes unless the caller wrote typed tensors (a person with grpcurl) or asked for
 
 from __future__ import annotations
 
+import itertools
+import os
 import time
-import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -23,8 +24,15 @@ _RAW = tensor_pb2.TENSOR_ENCODING_RAW
 _TYPED = tensor_pb2.TENSOR_ENCODING_TYPED
 
 
-def new_request_id() -> str:
-    return uuid.uuid4().hex[:16]
+class RequestIds:
+    """Ids for requests that carry none: a random per-server prefix and a counter (cheaper than uuid4)."""
+
+    def __init__(self) -> None:
+        self._prefix = os.urandom(4).hex()
+        self._counter = itertools.count(1)
+
+    def __call__(self) -> str:
+        return f"{self._prefix}-{next(self._counter):x}"
 
 
 def decode_parameters(params: Mapping[str, tensor_pb2.Parameter]) -> dict[str, ParamValue]:
@@ -48,7 +56,7 @@ def encode_parameter(value: ParamValue) -> tensor_pb2.Parameter:
 
 
 def decode_request(
-    message: AnyPredictRequest, time_remaining: float | None, routing_key_metadata: str = ""
+    new_id: Callable[[], str], message: AnyPredictRequest, time_remaining: float | None, routing_key_metadata: str = ""
 ) -> InferRequest:
     """Turn a Predict(Stream)Request into an InferRequest; malformed tensors → INVALID_ARGUMENT."""
     if not message.model_name:
@@ -74,14 +82,14 @@ def decode_request(
     return InferRequest(
         model=message.model_name,
         inputs=inputs,
-        id=message.id or new_request_id(),
+        id=message.id or new_id(),
         version=message.model_version or None,
         label=message.version_label or None,
         requested_outputs=tuple(message.requested_outputs),
         parameters=decode_parameters(message.parameters) if message.parameters else {},
         deadline=None if time_remaining is None else time.monotonic() + time_remaining,
         output_encoding="typed" if typed_out else "raw",
-        routing_key=message.routing_key or routing_key_metadata,
+        routing_key=message.routing_key,
         chunk_rows=chunk_rows,
     )
 

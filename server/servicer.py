@@ -20,7 +20,7 @@ from google.protobuf.message import DecodeError
 from inferd.tensors import DTYPE_BY_NAME
 from inferd.v1 import inference_pb2
 from server import gpu
-from server.codec import decode_request, encode_outputs, encode_parameter, encode_response
+from server.codec import RequestIds, decode_request, encode_outputs, encode_parameter, encode_response
 from server.errors import InvalidArgument, NotFound, ResourceExhausted, ServingError
 from server.interceptors import current_request_id
 from server.registry import Registry
@@ -74,6 +74,7 @@ class InferenceServicer:
         self._limits = limits
         self._info = info
         self._shadow = shadow or ShadowMirror()
+        self._ids = RequestIds()
 
     def _route(self, request: InferRequest, context: grpc.aio.ServicerContext) -> Slot:
         """Pick the slot; the routing key header is only read for models with a traffic split."""
@@ -106,7 +107,7 @@ class InferenceServicer:
         message: inference_pb2.PredictRequest | inference_pb2.PredictStreamRequest,
         context: grpc.aio.ServicerContext,
     ) -> InferRequest:
-        request = decode_request(message, context.time_remaining())
+        request = decode_request(self._ids, message, context.time_remaining())
         current_request_id.set(request.id)
         return request
 
