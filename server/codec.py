@@ -55,9 +55,7 @@ def encode_parameter(value: ParamValue) -> tensor_pb2.Parameter:
     return tensor_pb2.Parameter(string_param=str(value))
 
 
-def decode_request(
-    new_id: Callable[[], str], message: AnyPredictRequest, time_remaining: float | None, routing_key_metadata: str = ""
-) -> InferRequest:
+def decode_request(new_id: Callable[[], str], message: AnyPredictRequest, time_remaining: float | None) -> InferRequest:
     """Turn a Predict(Stream)Request into an InferRequest; malformed tensors → INVALID_ARGUMENT."""
     if not message.model_name:
         raise InvalidArgument("model_name is empty")
