@@ -78,11 +78,16 @@ class Batcher:
         self._hold_open = False
         self._loop: asyncio.AbstractEventLoop | None = None
 
+    @property
+    def default_priority(self) -> int:
+        """The queue index of requests that ask for no priority."""
+        return max(0, self.spec.default_priority_level - 1)
+
     def priority_of(self, parameters: Mapping[str, object]) -> int:
         """Map the request's ``priority`` parameter (1 = highest) to a queue index."""
         raw = parameters.get("priority")
         if raw is None or self.spec.priority_levels == 0:
-            return max(0, self.spec.default_priority_level - 1)
+            return self.default_priority
         if isinstance(raw, bool) or not isinstance(raw, int) or not 1 <= raw <= self.spec.priority_levels:
             raise InvalidArgument(
                 f"parameter 'priority' for model '{self.model}' must be an integer "
@@ -139,10 +144,7 @@ class Batcher:
             self._idle_instances += 1
             if self.queued:
                 self._dispatch()
-        for name, array in outputs.items():
-            if array.shape[:1] != (rows,):
-                raise RuntimeError(f"model '{self.model}' returned {array.shape[:1]} rows of '{name}' for {rows}")
-        return outputs
+        return outputs  # a lone request's outputs are returned whole, as without a batcher
 
     def _forget(self, pending: Pending, _future: object = None) -> None:
         """Runs when a future completes for any reason; a cancelled caller leaves the queue at once."""

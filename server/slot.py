@@ -251,7 +251,7 @@ class Slot:
         try:
             batcher = self.batcher
             if batcher is not None:
-                priority = batcher.priority_of(parameters) if parameters else batcher.priority_of({})
+                priority = batcher.priority_of(parameters) if parameters else batcher.default_priority
                 return await batcher.submit(inputs, rows, deadline, priority)
             if deadline is not None and time.monotonic() >= deadline:
                 self.stats.expired_before_run += 1
