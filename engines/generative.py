@@ -15,10 +15,6 @@ The signature is fixed: one BYTES input holding one prompt, and outputs ``token_
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import importlib.util
-import inspect
-import re
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +24,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from engines.base import Arrays, EngineError, LoadSpec, Signature
+from engines.user_code import close_model, import_model_file, module_name_for, takes_argument
 
 ParamValue = bool | int | float | str
 
@@ -391,20 +388,7 @@ class GenerativeEngine:
         if self._closed:
             return
         self._closed = True
-        close = getattr(self.model, "close", None)
-        try:
-            if callable(close):
-                close()
-        finally:
-            name = _module_name(self.spec)
-            if sys.modules.get(name) is self._module:
-                del sys.modules[name]
-
-
-def _module_name(spec: LoadSpec) -> str:
-    safe = re.sub(r"\W", "_", spec.model_name)
-    digest = hashlib.sha1(spec.model_name.encode()).hexdigest()[:8]
-    return f"_inferd_generative_{safe}_{digest}_v{spec.version}"
+        close_model(self.model, self._module, module_name_for(self.spec, "generative"))
 
 
 def check_signature(signature: Signature, max_batch_size: int, where: str) -> None:
@@ -421,30 +405,6 @@ def check_signature(signature: Signature, max_batch_size: int, where: str) -> No
             )
 
 
-def _takes_argument(cls: type) -> bool:
-    try:
-        parameters = inspect.signature(cls).parameters.values()
-    except (TypeError, ValueError):
-        return False
-    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    return any(p.kind in positional or p.kind is inspect.Parameter.VAR_POSITIONAL for p in parameters)
-
-
-def _import(spec: LoadSpec, where: str) -> ModuleType:
-    name = _module_name(spec)
-    import_spec = importlib.util.spec_from_file_location(name, spec.artifact)
-    if import_spec is None or import_spec.loader is None:
-        raise EngineError(f"{where} cannot be imported from {spec.artifact}")
-    module = importlib.util.module_from_spec(import_spec)
-    sys.modules[name] = module
-    try:
-        import_spec.loader.exec_module(module)
-    except Exception as exc:
-        sys.modules.pop(name, None)
-        raise EngineError(f"{where} failed to import: {type(exc).__name__}: {exc}") from exc
-    return module
-
-
 REQUIRED_METHODS = ("encode", "token_bytes", "new_cache", "prefill", "decode", "release", "cache_nbytes")
 
 
@@ -454,23 +414,23 @@ def load(spec: LoadSpec) -> GenerativeEngine:
     if not spec.artifact.is_file():
         raise EngineError(f"{where} does not exist at {spec.artifact}")
     check_signature(spec.signature, spec.max_batch_size, f"model {spec.model_name}")
-    module = _import(spec, where)
+    module = import_model_file(spec, where, "generative")
     class_name = spec.parameters.get("python_class", "Model")
     cls = getattr(module, class_name, None)
     if not isinstance(cls, type):
-        sys.modules.pop(_module_name(spec), None)
+        sys.modules.pop(module_name_for(spec, "generative"), None)
         raise EngineError(f"{where} defines no class '{class_name}'")
     missing = [m for m in REQUIRED_METHODS if not callable(getattr(cls, m, None))]
     if missing:
-        sys.modules.pop(_module_name(spec), None)
+        sys.modules.pop(module_name_for(spec, "generative"), None)
         raise EngineError(f"{where}: class {class_name} lacks {', '.join(missing)} (see engines/generative.py)")
     try:
-        model = cls(spec) if _takes_argument(cls) else cls()
+        model = cls(spec) if takes_argument(cls) else cls()
         if not isinstance(getattr(model, "max_context", None), int) or not hasattr(model, "eos_id"):
             raise EngineError(f"class {class_name} must set max_context (int) and eos_id (int or None)")
         engine = GenerativeEngine(spec, model, module)
     except Exception as exc:
-        sys.modules.pop(_module_name(spec), None)
+        sys.modules.pop(module_name_for(spec, "generative"), None)
         raise EngineError(f"{where}: creating {class_name} failed: {type(exc).__name__}: {exc}") from exc
     try:
         engine.warmup()

@@ -14,10 +14,6 @@ class sets ``thread_safe = True``. Exceptions raised by the user's ``infer`` pro
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import importlib.util
-import inspect
-import re
 import sys
 import threading
 from collections.abc import Callable, Mapping
@@ -27,38 +23,7 @@ from typing import Any
 import numpy as np
 
 from engines.base import Arrays, EngineError, LoadSpec, dry_run
-
-
-def module_name_for(spec: LoadSpec) -> str:
-    """A unique, importable module name per (model, version), so two versions never share globals."""
-    safe = re.sub(r"\W", "_", spec.model_name)
-    digest = hashlib.sha1(spec.model_name.encode()).hexdigest()[:8]  # "a-b" and "a_b" stay distinct
-    return f"_inferd_model_{safe}_{digest}_v{spec.version}"
-
-
-def _import(spec: LoadSpec) -> ModuleType:
-    where = f"model {spec.model_name} v{spec.version}: model.py"
-    name = module_name_for(spec)
-    import_spec = importlib.util.spec_from_file_location(name, spec.artifact)
-    if import_spec is None or import_spec.loader is None:
-        raise EngineError(f"{where} cannot be imported from {spec.artifact}")
-    module = importlib.util.module_from_spec(import_spec)
-    sys.modules[name] = module  # dataclasses and typing look the module up while it executes
-    try:
-        import_spec.loader.exec_module(module)
-    except Exception as exc:
-        sys.modules.pop(name, None)
-        raise EngineError(f"{where} failed to import: {type(exc).__name__}: {exc}") from exc
-    return module
-
-
-def _takes_argument(cls: type) -> bool:
-    try:
-        parameters = inspect.signature(cls).parameters.values()
-    except (TypeError, ValueError):  # builtins without a signature take none we could pass
-        return False
-    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    return any(p.kind in positional or p.kind is inspect.Parameter.VAR_POSITIONAL for p in parameters)
+from engines.user_code import close_model, import_model_file, module_name_for, takes_argument
 
 
 class PythonEngine:
@@ -99,14 +64,7 @@ class PythonEngine:
         if self._closed:
             return
         self._closed = True
-        close = getattr(self.model, "close", None)
-        try:
-            if callable(close):
-                close()
-        finally:
-            name = module_name_for(self.spec)
-            if sys.modules.get(name) is self._module:
-                del sys.modules[name]
+        close_model(self.model, self._module, module_name_for(self.spec))
 
 
 def load(spec: LoadSpec) -> PythonEngine:
@@ -114,7 +72,7 @@ def load(spec: LoadSpec) -> PythonEngine:
     where = f"model {spec.model_name} v{spec.version}: model.py"
     if not spec.artifact.is_file():
         raise EngineError(f"{where} does not exist at {spec.artifact}")
-    module = _import(spec)
+    module = import_model_file(spec, where)
     class_name = spec.parameters.get("python_class", "Model")
     cls = getattr(module, class_name, None)
     if not isinstance(cls, type):
@@ -126,7 +84,7 @@ def load(spec: LoadSpec) -> PythonEngine:
     if not callable(getattr(cls, "infer", None)) and not streams:
         raise EngineError(f"{where}: class {class_name} has no infer(inputs) (or infer_stream) method")
     try:
-        model = cls(spec) if _takes_argument(cls) else cls()
+        model = cls(spec) if takes_argument(cls) else cls()
         hook = getattr(model, "load", None)
         if callable(hook):
             hook()
