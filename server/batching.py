@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from server.batch_policy import PolicyKind, WindowPolicy
+from server.batch_policy import BatchCostTuner, PolicyKind, WindowPolicy
 from server.config import BatchingSpec
 from server.errors import DeadlineExceeded, InvalidArgument, ResourceExhausted, Unavailable
 from server.stats import VersionStats
@@ -73,6 +73,9 @@ class Batcher:
         kind: PolicyKind = "always" if spec.always_wait_for_window else "adaptive"
         self._policy = WindowPolicy(kind, self._delay, max_batch_size, spec.preferred_batch_sizes)
         self._window_expired = False
+        self._tuner = BatchCostTuner(max_batch_size)
+        #: cap batch sizes where per-row engine time stops falling (off with explicit sizes or the test hook)
+        self._cost_aware = not spec.preferred_batch_sizes and not spec.hold_until_queued
         self._window_timer: asyncio.TimerHandle | None = None
         self._running: set[asyncio.Task[None]] = set()
         self._hold_open = False
@@ -140,7 +143,9 @@ class Batcher:
         try:
             outputs = await self._run_batch(inputs)
         finally:
-            self._stats.record_batch(rows, time.perf_counter_ns() - started)
+            elapsed = time.perf_counter_ns() - started
+            self._stats.record_batch(rows, elapsed)
+            self._tuner.record(rows, elapsed)
             self._idle_instances += 1
             if self.queued:
                 self._dispatch()
@@ -212,6 +217,8 @@ class Batcher:
         if self.spec.hold_until_queued:
             return False
         now = time.monotonic()
+        if self._cost_aware:
+            self._policy.max_rows = self._tuner.steady_cap  # never wait for rows the batch would not take
         wait = self._policy.decide(self._queued_rows(head.key), head.enqueued, now)
         if wait <= 0:
             self._window_expired = head.enqueued + self._delay <= now
@@ -231,6 +238,8 @@ class Batcher:
         fitting = [s for s in self.spec.preferred_batch_sizes if s <= limit]
         if fitting:
             limit = fitting[-1]
+        elif self._cost_aware:
+            limit = min(limit, self._tuner.cap())
         batch: list[Pending] = []
         rows = 0
         now = time.monotonic()
@@ -274,7 +283,9 @@ class Batcher:
             try:
                 outputs = await self._run_batch(inputs)
             finally:
-                self._stats.record_batch(rows, time.perf_counter_ns() - t0)
+                elapsed = time.perf_counter_ns() - t0
+                self._stats.record_batch(rows, elapsed)
+                self._tuner.record(rows, elapsed)
             self._resolve(batch, outputs, rows)
         except Exception as exc:
             for pending in batch:

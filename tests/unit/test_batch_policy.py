@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from server.batch_policy import EARLY_FILLS_TO_GROW, LONELY_WINDOWS_TO_STOP, WindowPolicy
+from server.batch_policy import EARLY_FILLS_TO_GROW, LONELY_WINDOWS_TO_STOP, BatchCostTuner, WindowPolicy
 
 WINDOW = 0.002
 
@@ -80,3 +80,42 @@ def test_expected_size_grows_after_a_run_of_early_fills():
         policy.decide(rows=6, head_enqueued=2.0 + i, now=2.0 + i)
         policy.observe(rows=6, now=2.0 + i, window_expired=False)
     assert policy.expected_rows == 7
+
+
+def feed(tuner: BatchCostTuner, rows: int, ns_per_row: float, times: int = 10) -> None:
+    for _ in range(times):
+        tuner.record(rows, int(rows * ns_per_row))
+
+
+def test_tuner_leaves_batches_uncapped_while_bigger_batches_are_cheaper_per_row():
+    tuner = BatchCostTuner(64)
+    feed(tuner, 1, 10_000)
+    feed(tuner, 8, 2_000)
+    feed(tuner, 32, 500)
+    assert tuner.steady_cap == 64
+
+
+def test_tuner_caps_batches_where_per_row_time_stops_falling():
+    tuner = BatchCostTuner(32)
+    feed(tuner, 1, 10_500_000)  # the example encoder on one CPU core
+    feed(tuner, 4, 9_800_000)
+    feed(tuner, 16, 11_500_000)
+    assert tuner.steady_cap == 7  # the 4–7 rows bucket was cheapest per row
+
+
+def test_tuner_keeps_exploring_other_sizes_now_and_then():
+    tuner = BatchCostTuner(32, explore_every=4)
+    feed(tuner, 1, 10_500_000)
+    feed(tuner, 4, 9_800_000)
+    feed(tuner, 16, 11_500_000)
+    caps = [tuner.cap() for _ in range(4 * 6)]
+    explored = caps[3::4]
+    assert sorted(explored) == [1, 3, 7, 15, 31, 32]  # every bucket size, smaller and larger
+    assert all(c == 7 for i, c in enumerate(caps) if i % 4 != 3)
+
+
+def test_tuner_needs_enough_samples_before_capping():
+    tuner = BatchCostTuner(32, min_samples=4)
+    feed(tuner, 1, 1_000, times=3)
+    feed(tuner, 16, 5_000, times=3)
+    assert tuner.steady_cap == 32
