@@ -78,7 +78,9 @@ typecheck: $(VENV)/.installed  ## mypy
 
 ci: lint typecheck proto-check proto-lint test  ## what .ci/run runs
 
-bench: $(MODELS)/.built  ## run the benchmarks, write bench/results/
+bench: $(MODELS)/.built  ## run the benchmarks (installs h2load from Debian's nghttp2-client if missing), write bench/results/
+	@command -v h2load >/dev/null || { command -v apt-get >/dev/null && apt-get install -y -q nghttp2-client >/dev/null; } \
+	  || { echo "bench needs h2load: install nghttp2-client"; exit 1; }
 	$(PY) -m bench.run --repository $(MODELS)
 
 clean:

@@ -1,0 +1,89 @@
+"""``inferd serve``: run the server until a signal, with a graceful drain (a second signal stops at once)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+
+def serve(args: argparse.Namespace) -> int:
+    from server.app import InferdServer, ServerOptions, StartupError
+    from server.repository import RepositoryError
+
+    logging.basicConfig(
+        level=getattr(logging, args.log_level), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    options = ServerOptions(
+        repository=args.repository,
+        host=args.host,
+        port=args.port,
+        max_receive_message_mb=args.max_receive_message_mb,
+        max_send_message_mb=args.max_send_message_mb,
+        reuse_port=args.reuse_port,
+        drain_seconds=args.drain_seconds,
+        grace_seconds=args.grace_seconds,
+        admin_port=args.admin_port,
+        poll_interval=args.poll_interval,
+        device=args.device,
+        trt_auto_build=args.trt_auto_build,
+        trt_cache_dir=args.trt_cache_dir,
+        gpu_memory_fraction=args.gpu_memory_fraction,
+    )
+
+    abandoned: list[bool] = []
+
+    async def run() -> int:
+        loop = asyncio.get_running_loop()
+        signals = asyncio.Queue[int]()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, signals.put_nowait, sig)
+        try:
+            server = InferdServer(options)
+        except RepositoryError as exc:
+            print(f"inferd: {exc}", file=sys.stderr)
+            return 2
+        starting = loop.create_task(server.start())
+        first_signal = loop.create_task(signals.get())
+        await asyncio.wait({starting, first_signal}, return_when=asyncio.FIRST_COMPLETED)
+        if starting.done():
+            try:
+                port = starting.result()
+            except StartupError as exc:
+                print(f"inferd: {exc}", file=sys.stderr)
+                return 2
+            if args.port_file:
+                partial = args.port_file.with_name(args.port_file.name + ".tmp")
+                partial.write_text(str(port))
+                os.replace(partial, args.port_file)  # readers never see an empty file
+            await first_signal
+        else:
+            # nothing has been SERVING yet: abandon the loads (their threads finish in the background)
+            logging.getLogger("inferd").warning("signal during start-up: stopping without loading the rest")
+            abandoned.append(True)
+            starting.cancel()
+            results = await asyncio.gather(starting, return_exceptions=True)
+            if isinstance(results[0], StartupError):
+                print(f"inferd: {results[0]}", file=sys.stderr)
+                return 2
+        # first signal: graceful drain; a second one while draining stops at once
+        stopping = loop.create_task(server.stop(drain=starting.done() and not starting.cancelled()))
+        second_signal = loop.create_task(signals.get())
+        await asyncio.wait({stopping, second_signal}, return_when=asyncio.FIRST_COMPLETED)
+        if not stopping.done():
+            logging.getLogger("inferd").warning("second signal: stopping without waiting for in-flight requests")
+            os._exit(1)
+        second_signal.cancel()
+        return 0
+
+    code = asyncio.run(run())
+    if abandoned:
+        # model loads abandoned at start-up may still be running in their threads: do not wait for them
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
