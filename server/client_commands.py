@@ -187,37 +187,20 @@ def _pairs(items: list[str], what: str) -> dict[str, int]:
 
 
 def admin(args: argparse.Namespace) -> int:
-    """load / unload / traffic: inferd.v1.ModelService calls."""
-    import grpc
+    """load / unload / traffic: inferd.v1.ModelService calls through the SDK's ModelControl."""
+    from inferd import Client, ModelControl
 
-    from inferd.errors import from_rpc_error
-    from inferd.v1 import admin_pb2, admin_pb2_grpc, model_config_pb2
-
-    with grpc.insecure_channel(args.address) as channel:
-        stub = admin_pb2_grpc.ModelServiceStub(channel)
-        try:
-            if args.command == "load":
-                reply = stub.LoadModel(
-                    admin_pb2.LoadModelRequest(name=args.model, versions=args.version), timeout=args.timeout
-                )
-            elif args.command == "unload":
-                reply = stub.UnloadModel(
-                    admin_pb2.UnloadModelRequest(name=args.model, version=args.version), timeout=args.timeout
-                )
-            else:
-                weights = [
-                    model_config_pb2.TrafficWeight(label=k, weight=v)
-                    for k, v in _pairs(args.weight, "--weight").items()
-                ]
-                reply = stub.SetTraffic(
-                    admin_pb2.SetTrafficRequest(
-                        name=args.model, version_labels=_pairs(args.label, "--label"), traffic=weights
-                    ),
-                    timeout=args.timeout,
-                )
-        except grpc.RpcError as exc:
-            raise from_rpc_error(exc) from None
-    _print_status([reply.status])
+    with Client(args.address, timeout=args.timeout) as client:
+        control = ModelControl(client)
+        if args.command == "load":
+            status = control.load(args.model, args.version)
+        elif args.command == "unload":
+            status = control.unload(args.model, args.version or None)
+        else:
+            status = control.set_traffic(
+                args.model, labels=_pairs(args.label, "--label"), weights=_pairs(args.weight, "--weight")
+            )
+    _print_status([status])
     return 0
 
 

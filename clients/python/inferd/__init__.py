@@ -7,9 +7,20 @@ with Client("127.0.0.1:8001", timeout=5) as client:
 
 from inferd import errors
 from inferd.client import AsyncClient, Client
+from inferd.control import AsyncModelControl, ModelControl
 from inferd.errors import InferdError
 from inferd.predictions import Prediction, StreamChunk
 
 __version__ = "0.1.0"
 
-__all__ = ["AsyncClient", "Client", "InferdError", "Prediction", "StreamChunk", "__version__", "errors"]
+__all__ = [
+    "AsyncClient",
+    "AsyncModelControl",
+    "Client",
+    "InferdError",
+    "ModelControl",
+    "Prediction",
+    "StreamChunk",
+    "__version__",
+    "errors",
+]
