@@ -192,8 +192,10 @@ async def test_full_queue_rejects_with_resource_exhausted_naming_the_model(stub)
 
 
 async def test_expired_request_never_reaches_the_engine_and_gets_deadline_exceeded(stub):
+    doomed = asyncio.ensure_future(stub.Predict(request("held2", rows_for(0, 1)), timeout=1.0))
+    await wait_for(stub, "held2", lambda s: s.queue_depth == 1)  # the server holds it (the hook waits for 2)
     with pytest.raises(grpc.aio.AioRpcError) as info:
-        await stub.Predict(request("held2", rows_for(0, 1)), timeout=0.2)
+        await doomed
     assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     await wait_for(stub, "held2", lambda s: s.queue_depth == 0 and s.expired_before_run == 1)
     xs = [rows_for(1, 1), rows_for(2, 1)]
