@@ -33,6 +33,11 @@ RunBatch = Callable[[Arrays], Awaitable[dict[str, np.ndarray]]]
 ShapeKey = tuple[tuple[str, str, tuple[int, ...]], ...]
 
 
+#: A cancellation this close to a request's deadline is counted as expiry: gRPC cancels a call at its
+#: deadline by its own clock, which can run a little ahead of the deadline we computed at decode time.
+DEADLINE_SLACK_S = 0.010
+
+
 def shape_key(inputs: Arrays) -> ShapeKey:
     """Requests batch together only when everything but the batch dimension agrees."""
     return tuple((name, a.dtype.str, a.shape[1:]) for name, a in inputs.items())
@@ -162,7 +167,7 @@ class Batcher:
             except ValueError:
                 return  # already taken into a batch; its result is discarded
             self.queued -= 1
-            if pending.deadline is not None and time.monotonic() >= pending.deadline:
+            if pending.deadline is not None and time.monotonic() >= pending.deadline - DEADLINE_SLACK_S:
                 self._stats.expired_before_run += 1  # gRPC cancelled the call at its deadline
             else:
                 self._stats.cancelled_before_run += 1

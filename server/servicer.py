@@ -20,6 +20,7 @@ from google.protobuf.message import DecodeError
 from inferd.tensors import DTYPE_BY_NAME
 from inferd.v1 import inference_pb2
 from server import gpu
+from server.batching import DEADLINE_SLACK_S
 from server.codec import RequestIds, decode_request, encode_outputs, encode_parameter, encode_response
 from server.errors import InvalidArgument, NotFound, ResourceExhausted, ServingError
 from server.interceptors import current_request_id
@@ -64,6 +65,13 @@ def _parse(cls: type[_Req], data: bytes) -> _Req:
         return cls.FromString(data)
     except DecodeError:
         raise InvalidArgument(f"the request is not a valid {cls.DESCRIPTOR.full_name}") from None
+
+
+def _cancel_code(deadline: float | None) -> str:
+    """How a call that gRPC cancelled ended: at its deadline (DEADLINE_EXCEEDED) or by the caller."""
+    if deadline is not None and time.monotonic() >= deadline - DEADLINE_SLACK_S:
+        return "DEADLINE_EXCEEDED"
+    return "CANCELLED"
 
 
 class InferenceServicer:
@@ -125,7 +133,7 @@ class InferenceServicer:
             stats.failed[exc.code.name] += 1
             raise
         except asyncio.CancelledError:
-            stats.failed["CANCELLED"] += 1
+            stats.failed[_cancel_code(request.deadline)] += 1
             raise
         except Exception:
             stats.failed["INTERNAL"] += 1
@@ -184,7 +192,7 @@ class InferenceServicer:
             stats.failed[exc.code.name] += 1
             raise
         except (asyncio.CancelledError, GeneratorExit):
-            stats.failed["CANCELLED"] += 1
+            stats.failed[_cancel_code(request.deadline)] += 1
             raise
         except Exception:
             stats.failed["INTERNAL"] += 1
