@@ -57,11 +57,6 @@ class ShapeRange:
     opt: tuple[int, ...]
     max: tuple[int, ...]
 
-    def contains(self, shape: Sequence[int]) -> bool:
-        return len(shape) == len(self.min) and all(
-            lo <= s <= hi for lo, s, hi in zip(self.min, shape, self.max, strict=True)
-        )
-
 
 @dataclass(frozen=True, slots=True)
 class OptimizationProfile:

@@ -114,7 +114,6 @@ class InferdServer:
         self.port = 0
         self.admin_port = 0
         self._poller: asyncio.Task[None] | None = None
-        self._stopped = asyncio.Event()
 
     def _build_grpc_server(self, *, inference: bool, admin: bool) -> grpc.aio.Server:
         server = grpc.aio.server(interceptors=[ErrorStatusInterceptor()], options=grpc_options(self.options))
@@ -182,7 +181,3 @@ class InferdServer:
         await self.shadow.close()
         await self.manager.close()
         self._server = None
-        self._stopped.set()
-
-    async def wait_stopped(self) -> None:
-        await self._stopped.wait()

@@ -18,7 +18,6 @@ So a caller alone pays a few arrival gaps once per probe interval, and a loaded 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Literal
 
 PolicyKind = Literal["eager", "always", "adaptive"]
@@ -30,11 +29,6 @@ PROBE_MIN_HOLD = 50e-6
 LONELY_WINDOWS_TO_STOP = 3
 #: After this many batches in a row reach the expected size early, the expected size grows by one.
 EARLY_FILLS_TO_GROW = 16
-
-
-@dataclass(slots=True)
-class WindowDecision:
-    wait: float  # seconds still to wait; 0 = dispatch now
 
 
 class WindowPolicy:

@@ -60,10 +60,10 @@ class ModelManager:
     async def load_all(self) -> None:
         names = self.repository.model_names()
         await asyncio.gather(*(self.load(name) for name in names))
-        for name in names:
-            self._seen[name] = self.fingerprint(name)
 
-    async def load(self, name: str, versions: list[int] | None = None) -> ModelEntry:
+    async def load(
+        self, name: str, versions: list[int] | None = None, *, fingerprint: str | None = None
+    ) -> ModelEntry:
         """(Re)load a model from the repository; see the module docstring for the swap order."""
         try:
             source = self.repository.read_model(name)
@@ -73,7 +73,7 @@ class ModelManager:
             raise NotFound(f"model '{name}' is not in the repository {self.repository.root}")
         async with self._locks[name]:
             self._unloaded.discard(name)
-            self._seen[name] = self.fingerprint(name)
+            self._seen[name] = fingerprint or self.fingerprint(name)  # polling compares against this
             return await self._load_locked(source, versions)
 
     async def _load_locked(self, source: ModelSource, versions: list[int] | None) -> ModelEntry:
@@ -220,9 +220,7 @@ class ModelManager:
             digest.update((directory / "config.pbtxt").read_bytes())
             for entry in sorted(directory.iterdir()):
                 if entry.is_dir():
-                    for item in sorted(entry.iterdir()):
-                        stat = item.stat()
-                        digest.update(f"{entry.name}/{item.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+                    digest.update(f"{entry.name}:{version_fingerprint(entry)}".encode())
         except OSError as exc:
             digest.update(str(exc).encode())
         return digest.hexdigest()
@@ -234,9 +232,8 @@ class ModelManager:
         for name in sorted(on_disk):
             fingerprint = self.fingerprint(name)
             if self._seen.get(name) != fingerprint:
-                self._seen[name] = fingerprint
                 changed.append(name)
-                await self.load(name)
+                await self.load(name, fingerprint=fingerprint)
         for name in sorted(set(self._seen) - on_disk):
             changed.append(name)
             if self.registry.get(name) is not None:

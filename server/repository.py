@@ -79,9 +79,6 @@ class Repository:
             return ModelSource(name, directory, None, str(exc), versions)
         return ModelSource(name, directory, spec, None, versions)
 
-    def scan(self) -> list[ModelSource]:
-        return [self.read_model(name) for name in self.model_names()]
-
     def artifact(self, version_dir: Path, filename: str) -> Path:
         """The artefact path inside a version folder, refusing anything that escapes the root."""
         return self._inside(version_dir / filename)

@@ -67,11 +67,16 @@ def _parse(cls: type[_Req], data: bytes) -> _Req:
         raise InvalidArgument(f"the request is not a valid {cls.DESCRIPTOR.full_name}") from None
 
 
-def _cancel_code(deadline: float | None) -> str:
-    """How a call that gRPC cancelled ended: at its deadline (DEADLINE_EXCEEDED) or by the caller."""
-    if deadline is not None and time.monotonic() >= deadline - DEADLINE_SLACK_S:
-        return "DEADLINE_EXCEEDED"
-    return "CANCELLED"
+def _failure_code(exc: BaseException, deadline: float | None) -> str:
+    """The status name a failed call is counted under; a call gRPC cancelled ended at its deadline
+    (DEADLINE_EXCEEDED) or by the caller (CANCELLED)."""
+    if isinstance(exc, ServingError):
+        return exc.code.name
+    if isinstance(exc, (asyncio.CancelledError, GeneratorExit)):
+        if deadline is not None and time.monotonic() >= deadline - DEADLINE_SLACK_S:
+            return "DEADLINE_EXCEEDED"
+        return "CANCELLED"
+    return "INTERNAL"
 
 
 class InferenceServicer:
@@ -129,14 +134,8 @@ class InferenceServicer:
             rows = slot.validator.validate(request.inputs, request.requested_outputs)
             outputs = await slot.infer(request.inputs, request.deadline, rows, request.parameters)
             data = self._serialise(encode_response(request, slot.version, outputs, slot.validator.output_names))
-        except ServingError as exc:
-            stats.failed[exc.code.name] += 1
-            raise
-        except asyncio.CancelledError:
-            stats.failed[_cancel_code(request.deadline)] += 1
-            raise
-        except Exception:
-            stats.failed["INTERNAL"] += 1
+        except BaseException as exc:
+            stats.failed[_failure_code(exc, request.deadline)] += 1
             raise
         stats.success += 1
         stats.record_latency(time.perf_counter_ns() - started)
@@ -188,14 +187,8 @@ class InferenceServicer:
                         message.parameters[key].CopyFrom(encode_parameter(value))
                     index += 1
                     yield self._serialise(message)
-        except ServingError as exc:
-            stats.failed[exc.code.name] += 1
-            raise
-        except (asyncio.CancelledError, GeneratorExit):
-            stats.failed[_cancel_code(request.deadline)] += 1
-            raise
-        except Exception:
-            stats.failed["INTERNAL"] += 1
+        except BaseException as exc:
+            stats.failed[_failure_code(exc, request.deadline)] += 1
             raise
         stats.success += 1
 

@@ -39,12 +39,3 @@ class InferRequest:
     output_encoding: str = "raw"
     routing_key: str = ""
     chunk_rows: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class InferResult:
-    """Outputs of one request and the version that produced them."""
-
-    model: str
-    version: int
-    outputs: Mapping[str, np.ndarray]

@@ -167,10 +167,7 @@ class Client(_Base):
     ) -> dict[str, np.ndarray]:
         """Run one prediction; returns outputs by name as read-only arrays (``.copy()`` to modify)."""
         request = build_predict_request(model, inputs, version, label, outputs, request_id, parameters, routing_key)
-        try:
-            response = self._predict(request, timeout=self._timeout(timeout), metadata=self._metadata)
-        except grpc.RpcError as err:
-            raise from_rpc_error(err) from None
+        response = self._unary(self._predict, request, timeout)
         return decode_outputs(response.outputs)
 
     def predict_response(
@@ -188,10 +185,7 @@ class Client(_Base):
     ) -> Prediction:
         """Like predict, but also says which model version served and echoes the request id."""
         request = build_predict_request(model, inputs, version, label, outputs, request_id, parameters, routing_key)
-        try:
-            response = self._predict(request, timeout=self._timeout(timeout), metadata=self._metadata)
-        except grpc.RpcError as err:
-            raise from_rpc_error(err) from None
+        response = self._unary(self._predict, request, timeout)
         return to_prediction(response)
 
     def predict_stream(
@@ -380,10 +374,7 @@ class AsyncClient(_Base):
     ) -> dict[str, np.ndarray]:
         """Run one prediction; returns outputs by name as read-only arrays (``.copy()`` to modify)."""
         request = build_predict_request(model, inputs, version, label, outputs, request_id, parameters, routing_key)
-        try:
-            response = await self._predict(request, timeout=self._timeout(timeout), metadata=self._metadata)
-        except grpc.RpcError as err:
-            raise from_rpc_error(err) from None
+        response = await self._unary(self._predict, request, timeout)
         return decode_outputs(response.outputs)
 
     async def predict_response(
@@ -401,10 +392,7 @@ class AsyncClient(_Base):
     ) -> Prediction:
         """Like predict, but also says which model version served and echoes the request id."""
         request = build_predict_request(model, inputs, version, label, outputs, request_id, parameters, routing_key)
-        try:
-            response = await self._predict(request, timeout=self._timeout(timeout), metadata=self._metadata)
-        except grpc.RpcError as err:
-            raise from_rpc_error(err) from None
+        response = await self._unary(self._predict, request, timeout)
         return to_prediction(response)
 
     def predict_stream(

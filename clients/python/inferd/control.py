@@ -14,10 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import grpc
-
 from inferd.client import AsyncClient, Client
-from inferd.errors import from_rpc_error
 from inferd.v1 import admin_pb2, admin_pb2_grpc, inference_pb2, model_config_pb2
 
 
@@ -39,11 +36,7 @@ class ModelControl:
         self._stub = admin_pb2_grpc.ModelServiceStub(client.channel)
 
     def _call(self, method: Any, request: Any, timeout: float | None) -> Any:
-        client = self._client
-        try:
-            return method(request, timeout=client._timeout(timeout), metadata=client._metadata)
-        except grpc.RpcError as err:
-            raise from_rpc_error(err) from None
+        return self._client._unary(method, request, timeout)  # the client's timeout, metadata and errors
 
     def load(
         self, name: str, versions: Sequence[int] | None = None, *, timeout: float | None = None
@@ -82,11 +75,7 @@ class AsyncModelControl:
         self._stub = admin_pb2_grpc.ModelServiceStub(client.channel)
 
     async def _call(self, method: Any, request: Any, timeout: float | None) -> Any:
-        client = self._client
-        try:
-            return await method(request, timeout=client._timeout(timeout), metadata=client._metadata)
-        except grpc.RpcError as err:
-            raise from_rpc_error(err) from None
+        return await self._client._unary(method, request, timeout)
 
     async def load(
         self, name: str, versions: Sequence[int] | None = None, *, timeout: float | None = None
