@@ -61,9 +61,7 @@ class ModelManager:
         names = self.repository.model_names()
         await asyncio.gather(*(self.load(name) for name in names))
 
-    async def load(
-        self, name: str, versions: list[int] | None = None, *, fingerprint: str | None = None
-    ) -> ModelEntry:
+    async def load(self, name: str, versions: list[int] | None = None, *, fingerprint: str | None = None) -> ModelEntry:
         """(Re)load a model from the repository; see the module docstring for the swap order."""
         try:
             source = self.repository.read_model(name)
