@@ -292,7 +292,7 @@ def cases() -> list[EngineCase]:
 
 def load_spec(case: EngineCase, root: Path, cache: Path) -> Any:
     from engines.base import LoadSpec, Signature, TensorSig
-    from server.config import load_config
+    from server.models.config import load_config
 
     config = load_config(root / case.model / "config.pbtxt", model_name=case.model)
     parameters = {**config.parameters, **case.parameters, "trt_cache_dir": str(cache)}

@@ -120,7 +120,7 @@ def _stats(address: str, model: str) -> inference_pb2.VersionStatistics:
 def compute_floor(root: Path, model: str, input_name: str, seconds: float) -> dict[str, float]:
     """The engine called in-process on one core: requests/s at batch 1, rows/s at batch 32."""
     from engines.base import LoadSpec, load_engine
-    from server.config import load_config
+    from server.models.config import load_config
 
     spec = load_config(root / model / "config.pbtxt", model_name=model)
     backend = spec.engines[0]

@@ -18,16 +18,16 @@ from grpc_reflection.v1alpha import reflection
 from engines.base import available_backends
 from inferd.v1 import admin_pb2_grpc
 from server import __version__
-from server.admin import SERVICE_NAME as ADMIN_SERVICE_NAME
-from server.admin import ModelServicer
-from server.gpu import DEFAULT_FRACTION as DEFAULT_GPU_MEMORY_FRACTION
-from server.health import Health
-from server.interceptors import ErrorStatusInterceptor
-from server.lifecycle import ModelManager
-from server.registry import Registry
-from server.repository import Repository
-from server.servicer import SERVICE_NAME, InferenceServicer, MessageLimits, ServerInfo
-from server.shadow import ShadowMirror
+from server.api.health import Health
+from server.api.inference import SERVICE_NAME, InferenceServicer, MessageLimits, ServerInfo
+from server.api.interceptors import ErrorStatusInterceptor
+from server.api.model_service import SERVICE_NAME as ADMIN_SERVICE_NAME
+from server.api.model_service import ModelServicer
+from server.models.gpu import DEFAULT_FRACTION as DEFAULT_GPU_MEMORY_FRACTION
+from server.models.manager import ModelManager
+from server.models.registry import Registry
+from server.models.repository import Repository
+from server.models.shadow import ShadowMirror
 
 log = logging.getLogger("inferd")
 _MiB = 1024 * 1024

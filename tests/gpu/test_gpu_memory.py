@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from server import gpu
-from server.config import load_config
-from server.slot import Slot
+from server.models import gpu
+from server.models.config import load_config
+from server.models.slot import Slot
 from tests.gpu.conftest import require_cuda
 from tests.support import write_model
 from tests.unit.test_engine_fallback import CONFIG, double_py, write_double_pt

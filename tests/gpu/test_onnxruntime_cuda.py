@@ -10,7 +10,7 @@ import pytest
 from bench.gpu import example_input
 from engines import ort as ort_engine
 from engines.base import LoadSpec
-from server.config import load_config
+from server.models.config import load_config
 from tests.gpu.conftest import require_cuda
 
 pytestmark = pytest.mark.gpu

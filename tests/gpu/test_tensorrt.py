@@ -16,7 +16,7 @@ import pytest
 from bench.gpu import example_input
 from engines.base import EngineError, LoadSpec
 from engines.plan_meta import metadata_path, read_metadata
-from server.config import load_config
+from server.models.config import load_config
 from tests.gpu.conftest import require_tensorrt
 
 pytestmark = pytest.mark.gpu

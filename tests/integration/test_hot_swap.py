@@ -15,8 +15,8 @@ import numpy as np
 
 from inferd.tensors import from_numpy, to_numpy
 from inferd.v1 import admin_pb2, admin_pb2_grpc, inference_pb2, inference_pb2_grpc
-from server.registry import ModelEntry
-from server.types import SlotState
+from server.core.types import SlotState
+from server.models.registry import ModelEntry
 from tests.support import SCALE_CONFIG, ServerThread, scale_model, write_model
 
 CALLERS = 16

@@ -22,8 +22,8 @@ from examples import tiny_lm
 from inferd import AsyncClient, Client, errors
 from inferd.tensors import from_numpy, to_numpy
 from inferd.v1 import inference_pb2, inference_pb2_grpc, tensor_pb2
-from server.streaming import StreamScheduler
-from server.types import SlotState
+from server.core.types import SlotState
+from server.scheduling.streams import StreamScheduler
 from tests.support import ServerThread, write_model
 
 LM_CONFIG = """
@@ -283,7 +283,7 @@ async def test_async_sdk_generate_with_a_seed_is_reproducible(server):
 
 
 def test_inferd_generate_prints_the_text(server, reference, capsys):
-    from server.cli import main
+    from server.cli.main import main
 
     code = main(
         ["generate", "lm", "When the storm", "--max-tokens", "15", "--temperature", "0", "--address", server.address]

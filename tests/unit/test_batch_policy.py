@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from server.batch_policy import EARLY_FILLS_TO_GROW, LONELY_WINDOWS_TO_STOP, BatchCostTuner, WindowPolicy
+from server.scheduling.batch_policy import EARLY_FILLS_TO_GROW, LONELY_WINDOWS_TO_STOP, BatchCostTuner, WindowPolicy
 
 WINDOW = 0.002
 

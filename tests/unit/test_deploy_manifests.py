@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from server.cli import build_parser
+from server.cli.main import build_parser
 
 yaml = pytest.importorskip("yaml", reason="PyYAML comes with the dev extra (make venv)")
 

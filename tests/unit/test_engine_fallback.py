@@ -34,11 +34,11 @@ from engines.parity import (
 )
 from engines.selection import choose_reference, runs_on_gpu
 from inferd.v1 import inference_pb2, inference_pb2_grpc
-from server import gpu
-from server.cli import main as inferd_main
-from server.config import load_config
-from server.slot import Slot
-from server.types import SlotState
+from server.cli.main import main as inferd_main
+from server.core.types import SlotState
+from server.models import gpu
+from server.models.config import load_config
+from server.models.slot import Slot
 from tests.support import ServerThread, write_model
 
 HAVE_TENSORRT = importlib.util.find_spec("tensorrt") is not None

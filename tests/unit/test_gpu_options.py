@@ -15,8 +15,8 @@ import torch
 from engines import ort as ort_engine
 from engines import pt as pt_engine
 from engines.base import EngineError, LoadSpec, Signature, TensorSig
-from server.config import load_config
-from server.slot import Slot
+from server.models.config import load_config
+from server.models.slot import Slot
 from tests.support import write_model
 from tests.unit.test_engine_fallback import CONFIG, write_double_onnx, write_double_pt
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import math
 
-from server.stats import LATENCY_BOUNDS_US, VersionStats, latency_quantile
+from server.telemetry.stats import LATENCY_BOUNDS_US, VersionStats, latency_quantile
 
 
 def test_latency_lands_in_the_first_bucket_whose_bound_covers_it():

@@ -3,7 +3,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 
-from server.routing import TrafficSplit, should_mirror
+from server.models.routing import TrafficSplit, should_mirror
 
 
 def test_split_without_positive_weights_is_none():

@@ -8,7 +8,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from server import build_command, client_commands, generate_command, serve_command
+from server.cli import build as build_command
+from server.cli import client as client_commands
+from server.cli import generate as generate_command
+from server.cli import serve as serve_command
 
 DEFAULT_ADDRESS = os.environ.get("INFERD_ADDRESS", "127.0.0.1:8001")
 

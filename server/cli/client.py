@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from server import generate_command
+from server.cli import generate as generate_command
 
 
 def _parse_input(spec: str, dtypes: dict[str, str]) -> tuple[str, np.ndarray]:
@@ -119,7 +119,7 @@ def stats(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([json_format.MessageToDict(s) for s in statistics], indent=2))
         return 0
-    from server.stats import latency_quantile
+    from server.telemetry.stats import latency_quantile
 
     rows = [
         (

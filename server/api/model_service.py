@@ -5,11 +5,11 @@ from __future__ import annotations
 import grpc
 
 from inferd.v1 import admin_pb2, admin_pb2_grpc, inference_pb2
-from server.errors import InvalidArgument
-from server.lifecycle import ModelManager
-from server.registry import ModelEntry
-from server.repository import RepositoryError
-from server.status import model_status, version_status
+from server.api.views import model_status, version_status
+from server.core.errors import InvalidArgument
+from server.models.manager import ModelManager
+from server.models.registry import ModelEntry
+from server.models.repository import RepositoryError
 
 SERVICE_NAME = "inferd.v1.ModelService"
 

@@ -100,7 +100,7 @@ def _usage(message: str) -> SystemExit:
 
 def resolve_target(args: argparse.Namespace) -> BuildTarget:
     """Find the ONNX file, the config (when there is one) and the output path; SystemExit on bad input."""
-    from server.config import CONFIG_FILE, ConfigError, load_config
+    from server.models.config import CONFIG_FILE, ConfigError, load_config
 
     target: Path = args.target
     config_path: Path | None = None

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from server.slot import Slot
+from server.models.slot import Slot
 
 log = logging.getLogger("inferd.shadow")
 

@@ -14,7 +14,7 @@ from typing import Any
 import grpc
 from grpc.aio import AbortError
 
-from server.errors import ServingError
+from server.core.errors import ServingError
 
 log = logging.getLogger("inferd.errors")
 

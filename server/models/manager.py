@@ -15,10 +15,10 @@ from collections import defaultdict
 from collections.abc import Mapping
 from pathlib import Path
 
-from server.errors import FailedPrecondition, InvalidArgument, NotFound
-from server.registry import ModelEntry, Registry
-from server.repository import ModelSource, Repository, RepositoryError
-from server.slot import Slot
+from server.core.errors import FailedPrecondition, InvalidArgument, NotFound
+from server.models.registry import ModelEntry, Registry
+from server.models.repository import ModelSource, Repository, RepositoryError
+from server.models.slot import Slot
 
 log = logging.getLogger("inferd.lifecycle")
 

@@ -30,14 +30,14 @@ from engines.base import (
 )
 from engines.parity import parity_config, parity_inputs
 from engines.selection import NoEngineServes, runs_on_gpu, select_engine
-from server import gpu
-from server.batching import Batcher
-from server.config import ModelSpec, WarmupSpec
-from server.errors import DeadlineExceeded, FailedPrecondition, Unavailable
-from server.stats import VersionStats
-from server.streaming import StreamServer, streams_for
-from server.types import ParamValue, SlotState
-from server.validation import InputValidator
+from server.core.errors import DeadlineExceeded, FailedPrecondition, Unavailable
+from server.core.types import ParamValue, SlotState
+from server.models import gpu
+from server.models.config import ModelSpec, WarmupSpec
+from server.models.validation import InputValidator
+from server.scheduling.batcher import Batcher
+from server.scheduling.streams import StreamServer, streams_for
+from server.telemetry.stats import VersionStats
 
 log = logging.getLogger("inferd.slot")
 

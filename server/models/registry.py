@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 
-from server.config import ModelSpec, ShadowSpec
-from server.errors import NotFound, Unavailable
-from server.routing import TrafficSplit, should_mirror
-from server.slot import Slot
+from server.core.errors import NotFound, Unavailable
+from server.models.config import ModelSpec, ShadowSpec
+from server.models.routing import TrafficSplit, should_mirror
+from server.models.slot import Slot
 
 HealthListener = Callable[[str, bool], Awaitable[None]]
 

@@ -11,8 +11,8 @@ import numpy as np
 
 from engines.base import TensorSig
 from inferd.tensors import NUMPY_DTYPES, dtype_name_of
-from server.config import ModelSpec
-from server.errors import InvalidArgument
+from server.core.errors import InvalidArgument
+from server.models.config import ModelSpec
 
 #: numpy dtype string ("<f4") → inferd dtype name, for a one-lookup dtype check.
 _DTYPE_NAME: dict[str, str] = {dt.str: name for name, dt in NUMPY_DTYPES.items() if name != "BYTES"}

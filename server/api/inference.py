@@ -19,16 +19,16 @@ from google.protobuf.message import DecodeError
 
 from inferd.tensors import DTYPE_BY_NAME
 from inferd.v1 import inference_pb2
-from server import gpu
-from server.batching import DEADLINE_SLACK_S
-from server.codec import RequestIds, decode_request, encode_outputs, encode_parameter, encode_response
-from server.errors import InvalidArgument, NotFound, ResourceExhausted, ServingError
-from server.interceptors import current_request_id
-from server.registry import Registry
-from server.shadow import ShadowMirror
-from server.slot import Slot
-from server.status import model_status, version_statistics, version_status
-from server.types import InferRequest
+from server.api.codec import RequestIds, decode_request, encode_outputs, encode_parameter, encode_response
+from server.api.interceptors import current_request_id
+from server.api.views import model_status, version_statistics, version_status
+from server.core.errors import InvalidArgument, NotFound, ResourceExhausted, ServingError
+from server.core.types import InferRequest
+from server.models import gpu
+from server.models.registry import Registry
+from server.models.shadow import ShadowMirror
+from server.models.slot import Slot
+from server.scheduling.batcher import DEADLINE_SLACK_S
 
 SERVICE_NAME = "inferd.v1.InferenceService"
 #: gRPC metadata that makes traffic-split assignment sticky (same as PredictRequest.routing_key).

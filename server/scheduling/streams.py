@@ -37,9 +37,9 @@ from typing import Any, TypeVar
 import numpy as np
 
 from engines.generative import GenerationError, GenerativeEngine, Piece, StepOutput
-from server.errors import DeadlineExceeded, InvalidArgument, ResourceExhausted, ServingError, Unavailable
-from server.stats import StreamCounters
-from server.types import ParamValue
+from server.core.errors import DeadlineExceeded, InvalidArgument, ResourceExhausted, ServingError, Unavailable
+from server.core.types import ParamValue
+from server.telemetry.stats import StreamCounters
 
 log = logging.getLogger("inferd.streaming")
 

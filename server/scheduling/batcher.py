@@ -23,10 +23,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from server.batch_policy import BatchCostTuner, PolicyKind, WindowPolicy
-from server.config import BatchingSpec
-from server.errors import DeadlineExceeded, InvalidArgument, ResourceExhausted, Unavailable
-from server.stats import VersionStats
+from server.core.errors import DeadlineExceeded, InvalidArgument, ResourceExhausted, Unavailable
+from server.models.config import BatchingSpec
+from server.scheduling.batch_policy import BatchCostTuner, PolicyKind, WindowPolicy
+from server.telemetry.stats import VersionStats
 
 Arrays = Mapping[str, np.ndarray]
 RunBatch = Callable[[Arrays], Awaitable[dict[str, np.ndarray]]]

@@ -8,10 +8,10 @@ from __future__ import annotations
 import dataclasses
 
 from inferd.v1 import inference_pb2, model_config_pb2
-from server.registry import ModelEntry
-from server.slot import Slot
-from server.stats import LATENCY_BOUNDS_US
-from server.types import SlotState
+from server.core.types import SlotState
+from server.models.registry import ModelEntry
+from server.models.slot import Slot
+from server.telemetry.stats import LATENCY_BOUNDS_US
 
 STATE_TO_PROTO = {
     SlotState.LOADING: inference_pb2.VERSION_STATE_LOADING,

@@ -15,8 +15,8 @@ import numpy as np
 
 from inferd.tensors import TensorError, from_numpy, to_numpy
 from inferd.v1 import inference_pb2, tensor_pb2
-from server.errors import InvalidArgument
-from server.types import InferRequest, ParamValue
+from server.core.errors import InvalidArgument
+from server.core.types import InferRequest, ParamValue
 
 AnyPredictRequest = inference_pb2.PredictRequest | inference_pb2.PredictStreamRequest
 

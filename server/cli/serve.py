@@ -12,7 +12,7 @@ import sys
 
 def serve(args: argparse.Namespace) -> int:
     from server.app import InferdServer, ServerOptions, StartupError
-    from server.repository import RepositoryError
+    from server.models.repository import RepositoryError
 
     logging.basicConfig(
         level=getattr(logging, args.log_level), format="%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from server.config import CONFIG_FILE, ConfigError, ModelSpec, load_config
+from server.models.config import CONFIG_FILE, ConfigError, ModelSpec, load_config
 
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 _VERSION = re.compile(r"^[1-9][0-9]{0,17}$")

@@ -1,0 +1,1 @@
+"""The gRPC edges: protobuf stops here (servicers, codec, health, interceptors, status views)."""

@@ -1,0 +1,1 @@
+"""The `inferd` command: serve, client commands (through the SDK), generate, build."""

@@ -1,0 +1,1 @@
+"""Plain data and errors shared by every layer (no protobuf, no grpc)."""

@@ -1,0 +1,1 @@
+"""The data plane: batcher, batch policy, execution policy, stream admission and schedulers."""
