@@ -80,6 +80,15 @@ class EngineError(Exception):
     """A model version that cannot be loaded or run by a backend; the message says why."""
 
 
+class InvalidInput(EngineError):
+    """The engine refused the *values* of its inputs (an out-of-vocabulary id, a malformed string).
+
+    Backends raise it for the engine's own "invalid argument" errors, and python models may raise it
+    (``from engines.base import InvalidInput``) for input they reject. The server answers
+    INVALID_ARGUMENT naming the model, and in a batch only the request at fault fails.
+    """
+
+
 class BackendUnavailable(EngineError):
     """The backend's runtime library is not installed here."""
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine
+import time
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from textwrap import dedent
 from typing import Any, TypeVar
@@ -16,6 +17,38 @@ from typing import Any, TypeVar
 from server.app import InferdServer, ServerOptions
 
 T = TypeVar("T")
+
+#: how long ``eventually`` waits by default: generous, since CI machines are shared and slow
+EVENTUALLY_S = 30.0
+_POLL_S = 0.005
+
+
+def eventually(condition: Callable[[], T], *, timeout: float = EVENTUALLY_S, what: str = "") -> T:
+    """Poll ``condition`` until it returns something truthy and return that; fail after ``timeout``.
+
+    For state the test cannot await directly (another thread, another process). The one polling loop
+    of the test suite: every test that waits for a condition uses this or :func:`eventually_async`.
+    """
+    end = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() >= end:
+            raise AssertionError(f"not true within {timeout:g} s: {what or condition}")
+        time.sleep(_POLL_S)
+
+
+async def eventually_async(condition: Callable[[], T], *, timeout: float = EVENTUALLY_S, what: str = "") -> T:
+    """:func:`eventually` for a coroutine: yields to the event loop between polls."""
+    end = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() >= end:
+            raise AssertionError(f"not true within {timeout:g} s: {what or condition}")
+        await asyncio.sleep(_POLL_S)
 
 
 class ServerThread:
