@@ -1,7 +1,13 @@
-"""One loaded model version: its engine, the executor that runs it, its state and in-flight count.
+"""One loaded model version: its state, its engine calls, its batcher and stream server, its in-flight count.
 
-Lifecycle: LOADING → WARMING → READY → DRAINING → UNLOADED, or FAILED with the reason. Engine choice
-walks the configured preference list; why an engine was skipped is kept in ``engine_notes``.
+Lifecycle: LOADING → WARMING → READY → DRAINING → UNLOADED, or FAILED with the reason. Loading and
+warm-up are the Loader's (server/models/loader.py); where engine calls run is EngineCalls'
+(server/scheduling/execution.py).
+
+Closing is gated so nothing can slip in after the drain decided the slot is idle: ``drain_and_close``
+waits until no request or stream is in flight (bounded by ``timeout``), closes the gate in the same
+loop step that saw it idle — later arrivals get UNAVAILABLE, which clients retry — then closes the
+batcher and the stream server, and closes the engine only when no engine call on it is running.
 """
 
 from __future__ import annotations
@@ -9,43 +15,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import threading
 import time
 from collections.abc import Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-from engines.base import (
-    BACKENDS,
-    Engine,
-    EngineError,
-    LoadSpec,
-    backend_for_artifact,
-    check_outputs,
-    random_inputs,
-    zero_inputs,
-)
-from engines.parity import parity_config, parity_inputs
-from engines.selection import NoEngineServes, runs_on_gpu, select_engine
+from engines.base import Engine
 from server.core.errors import DeadlineExceeded, FailedPrecondition, Unavailable
 from server.core.types import ParamValue, SlotState
-from server.models import gpu
-from server.models.config import ModelSpec, WarmupSpec
+from server.models.config import ModelSpec
+from server.models.loader import Loader, LoadFailed
 from server.models.validation import InputValidator
 from server.scheduling.batcher import Batcher
+from server.scheduling.execution import EngineCalls
 from server.scheduling.streams import StreamServer, streams_for
 from server.telemetry.stats import VersionStats
 
 log = logging.getLogger("inferd.slot")
 
-#: "auto" execution runs engine calls on the event loop while they average under this (a thread hop
-#: costs more than the call itself for tiny models; longer calls would stall other requests).
-INLINE_BELOW_NS = 100_000
-#: Niceness of the threads that load and warm models (higher = yields more CPU to serving).
-LOADER_NICENESS = 15
+#: how long an unloaded or replaced version waits for its requests and streams by default
+DEFAULT_DRAIN_TIMEOUT_S = 30.0
 
 
 class Slot:
@@ -69,21 +59,20 @@ class Slot:
         self.backend = ""
         self.engine_notes: list[str] = []
         self.engine: Engine | None = None
+        #: requests and streams in flight (a stream counts from open to its last message)
         self.in_flight = 0
-        #: the version folder's files when this slot was made (lifecycle reloads the version when it changes)
+        #: the version folder's files when this slot was made (the manager reloads the version when it changes)
         self.artifact_fingerprint = ""
         self.validator = InputValidator(spec)
         self.stats = VersionStats()
-        #: moving average of engine call time; "auto" execution runs calls inline while it stays small
-        self._compute_ewma_ns = float(INLINE_BELOW_NS)
+        self.calls = EngineCalls(spec.name, version, spec.execution, spec.instance_count)
         self.batcher: Batcher | None = None
-        #: PredictStream server for generative and generator models (server/streaming.py); None = chunked
+        #: PredictStream server for generative and generator models; None = chunked outputs
         self.streams: StreamServer | None = None
+        #: closed once the drain saw the slot idle (or gave up): no new work is admitted after that
+        self._gate_closed = False
         self._idle = asyncio.Event()
         self._idle.set()
-        self._executor = ThreadPoolExecutor(
-            max_workers=spec.instance_count, thread_name_prefix=f"{spec.name}-v{version}"
-        )
 
     def __repr__(self) -> str:
         return f"Slot({self.model!r}, v{self.version}, {self.state.value})"
@@ -92,101 +81,28 @@ class Slot:
     def ready(self) -> bool:
         return self.state is SlotState.READY
 
-    def _candidates(self) -> list[str]:
-        if self.spec.engines:
-            return list(self.spec.engines)
-        found = backend_for_artifact(self.version_dir)
-        return [found] if found else []
-
-    def _load_spec(self, name: str, artifact: Path) -> LoadSpec:
-        return LoadSpec(
-            model_name=self.model,
-            version=self.version,
-            artifact=artifact,
-            signature=self.spec.signature,
-            max_batch_size=self.spec.max_batch_size,
-            parameters=self.parameters,
-            device=self.device,
-            instances=self.spec.instance_count,
-        )
-
-    def _admit(self, name: str, spec: LoadSpec) -> str | None:
-        """The GPU memory budget, for engines that would place the model on a GPU."""
-        return gpu.admit(spec) if runs_on_gpu(name, spec) else None
-
-    def _load_blocking(self) -> Engine:
-        """Walk the preference list: the first engine that loads and matches the reference serves."""
-        candidates = self._candidates()
-        if not candidates:
-            artefacts = ", ".join(b.artifact for b in BACKENDS.values())
-            raise EngineError(f"no model artefact in {self.version_dir} (expected one of {artefacts})")
-        warmup = [(w.kind, w.batch_sizes) for w in self.spec.warmup]
-        try:
-            selection = select_engine(
-                candidates,
-                self.version_dir,
-                self._load_spec,
-                parameters=self.parameters,
-                parity=parity_config(self.parameters),
-                parity_batches=lambda: parity_inputs(self.spec.signature, warmup, self.spec.max_batch_size),
-                output_names=[s.name for s in self.spec.signature.outputs],
-                explicit_reference="parity_reference" in self.parameters,
-                admit=self._admit,
-                where=f"model {self.model} version {self.version}",
-            )
-        except NoEngineServes as exc:
-            self.engine_notes.extend(exc.notes)
-            raise
-        self.engine_notes.extend(selection.notes)
-        self.backend = selection.backend
-        return selection.engine
-
-    def _warm_blocking(self, engine: Engine) -> None:
-        """Synthetic requests before READY, so lazy allocation and kernel selection happen before traffic.
-
-        The config's ``warmup`` entries decide (zero or random inputs, batch sizes, repetitions); without
-        any, one zero request of one row runs. Every output is checked against the signature.
-        Streaming-only engines warm themselves (a generative engine generates a couple of tokens).
-        """
-        if getattr(engine, "streaming_only", False):
-            warm = getattr(engine, "warmup", None)
-            if callable(warm):
-                self.stats.warmup_count += int(warm())
-            return
-        batched = self.spec.max_batch_size > 0
-        plan = self.spec.warmup or (WarmupSpec(),)
-        for step, warm in enumerate(plan):
-            for size in warm.batch_sizes if batched else (1,):
-                for repeat in range(warm.count):
-                    if warm.kind == "random":
-                        inputs = random_inputs(self.spec.signature, size, seed=step * 1000 + repeat)
-                    else:
-                        inputs = zero_inputs(self.spec.signature, size)
-                    outputs = engine.infer(inputs)
-                    check_outputs(self.spec.signature, outputs, batch=size if batched else None)
-                    self.stats.warmup_count += 1
-
     async def load(self) -> None:
-        """Load and warm the engine off the event loop; ends READY or FAILED (never raises)."""
-        loop = asyncio.get_running_loop()
+        """Load and warm the engine off the event loop; ends READY or FAILED (never raises but CancelledError)."""
         started = time.monotonic()
-        # Loading and warm-up run on a low-priority thread so that a swap steals as little CPU as
-        # possible from the models that are serving meanwhile.
-        loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"load-{self.model}", initializer=_lower_priority)
+        loader = Loader(self.spec, self.version, self.version_dir, self.device, self.parameters)
         try:
-            engine = await loop.run_in_executor(loader, self._load_blocking)
-            self.state = SlotState.WARMING
-            t0 = time.perf_counter_ns()
-            await loop.run_in_executor(loader, self._warm_blocking, engine)
-            self._compute_ewma_ns = (time.perf_counter_ns() - t0) / max(1, self.stats.warmup_count)
-        except Exception as exc:  # a broken model must never take the server down
-            self.state = SlotState.FAILED
-            self.reason = str(exc) or type(exc).__name__
-            log.error("model %s version %s FAILED: %s", self.model, self.version, self.reason)
+            loaded = await loader.load()
+        except asyncio.CancelledError:
+            self._fail("the load was cancelled")
+            raise
+        except LoadFailed as exc:
+            self.engine_notes.extend(exc.notes)
+            self._fail(str(exc))
             return
-        finally:
-            loader.shutdown(wait=False)
-        self.engine = engine
+        except Exception as exc:  # a broken model must never take the server down
+            self._fail(str(exc) or type(exc).__name__)
+            return
+        self.engine_notes.extend(loaded.notes)
+        self.backend = loaded.backend
+        self.stats.warmup_count += loaded.warmup_calls
+        if loaded.warmup_ns:
+            self.calls.note_cost(loaded.warmup_ns)
+        engine = self.engine = loaded.engine
         if self.spec.batching is not None:
             self.batcher = Batcher(
                 self.model,
@@ -197,13 +113,7 @@ class Slot:
                 self.stats,
             )
         self.streams = streams_for(
-            self.model,
-            engine,
-            self.spec.proto.streaming,
-            self.validator.output_names,
-            self.stats.streaming,
-            self._executor,
-            self.spec.execution,
+            self.model, engine, self.spec.streaming, self.validator.output_names, self.stats.streaming, self.calls
         )
         self.state = SlotState.READY
         log.info(
@@ -214,22 +124,31 @@ class Slot:
             time.monotonic() - started,
         )
 
-    def _inline(self) -> bool:
-        mode = self.spec.execution
-        return mode == "inline" or (mode == "auto" and self._compute_ewma_ns < INLINE_BELOW_NS)
+    def _fail(self, reason: str) -> None:
+        self.state = SlotState.FAILED
+        self.reason = reason
+        self._gate_closed = True
+        log.error("model %s version %s FAILED: %s", self.model, self.version, reason)
 
     async def _run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """One engine call: inline on the loop for tiny models (no thread hop), else on an executor thread."""
+        """One engine call, under the version's execution policy."""
         engine = self.engine
         if engine is None:
             raise Unavailable(f"model '{self.model}' version {self.version} is {self.state.value}")
-        started = time.perf_counter_ns()
-        if self._inline():
-            outputs = engine.infer(inputs)
-        else:
-            outputs = await asyncio.get_running_loop().run_in_executor(self._executor, engine.infer, inputs)
-        self._compute_ewma_ns += (time.perf_counter_ns() - started - self._compute_ewma_ns) * 0.1
-        return outputs
+        return await self.calls.run(engine.infer, inputs)
+
+    def _admit(self) -> None:
+        """Count one more request or stream in flight, or refuse it: not serving, or the gate is closed."""
+        if self._gate_closed or self.state not in (SlotState.READY, SlotState.DRAINING):
+            state = "unloading" if self.state is SlotState.DRAINING else self.state.value
+            raise Unavailable(f"model '{self.model}' version {self.version} is {state}; retry")
+        self.in_flight += 1
+        self._idle.clear()
+
+    def _release(self) -> None:
+        self.in_flight -= 1
+        if self.in_flight == 0:
+            self._idle.set()
 
     async def infer(
         self,
@@ -239,15 +158,12 @@ class Slot:
         parameters: Mapping[str, ParamValue] | None = None,
     ) -> dict[str, np.ndarray]:
         """Run one request, through the batcher when the model has one; expired work never runs."""
-        if self.state not in (SlotState.READY, SlotState.DRAINING):
-            raise Unavailable(f"model '{self.model}' version {self.version} is {self.state.value}")
         if self.streaming_only:
             raise FailedPrecondition(
                 f"model '{self.model}' only streams its answer: call PredictStream (SDK predict_stream or "
                 "generate, `inferd generate`), not Predict"
             )
-        self.in_flight += 1
-        self._idle.clear()
+        self._admit()
         try:
             batcher = self.batcher
             if batcher is not None:
@@ -262,9 +178,7 @@ class Slot:
             finally:
                 self.stats.record_batch(rows, time.perf_counter_ns() - t0)
         finally:
-            self.in_flight -= 1
-            if self.in_flight == 0:
-                self._idle.set()
+            self._release()
 
     @property
     def streaming_only(self) -> bool:
@@ -274,37 +188,55 @@ class Slot:
     @contextlib.contextmanager
     def busy(self) -> Iterator[None]:
         """Count a whole PredictStream as in flight, so a drain waits for open streams, not just their current step."""
-        if self.state not in (SlotState.READY, SlotState.DRAINING):
-            raise Unavailable(f"model '{self.model}' version {self.version} is {self.state.value}")
-        self.in_flight += 1
-        self._idle.clear()
+        self._admit()
         try:
             yield
         finally:
-            self.in_flight -= 1
-            if self.in_flight == 0:
-                self._idle.set()
+            self._release()
 
-    async def drain_and_close(self, reason: str = "unloaded") -> None:
-        """Stop taking work, let in-flight requests and open streams finish, then release the engine."""
+    async def _wait_idle(self, timeout: float | None) -> bool:
+        """Until nothing is in flight (True), or ``timeout`` seconds pass (False)."""
+        end = None if timeout is None else time.monotonic() + timeout
+        while self.in_flight:
+            left = None if end is None else end - time.monotonic()
+            if left is not None and left <= 0:
+                return False
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), left)
+        return True
+
+    async def drain_and_close(self, reason: str = "unloaded", timeout: float | None = DEFAULT_DRAIN_TIMEOUT_S) -> None:
+        """Stop taking work, let in-flight requests and open streams finish (up to ``timeout`` seconds, then
+        end them with UNAVAILABLE), then release the engine once no call on it runs."""
         if self.state in (SlotState.READY, SlotState.WARMING):
             self.state = SlotState.DRAINING
-        await self._idle.wait()
+        idle = await self._wait_idle(timeout)
+        self._gate_closed = True  # same loop step as the idle check: nothing slips in between
+        if not idle:
+            log.warning(
+                "model %s version %d: drain bound of %.1fs ran out with %d request(s)/stream(s) still open; "
+                "ending them with UNAVAILABLE",
+                self.model,
+                self.version,
+                timeout or 0.0,
+                self.in_flight,
+            )
         if self.batcher is not None:
             await self.batcher.close()
         if self.streams is not None:
             await self.streams.close()
+        if not idle and not await self._wait_idle(1.0):
+            # what is left is blocked writing to a client that stopped reading: it holds its own computed
+            # message, not the engine, so the engine can still be closed safely below
+            log.warning(
+                "model %s version %d: %d stream(s) still blocked on clients that stopped reading; closing anyway",
+                self.model,
+                self.version,
+                self.in_flight,
+            )
         engine, self.engine = self.engine, None
-        loop = asyncio.get_running_loop()
-        if engine is not None:
-            await loop.run_in_executor(self._executor, engine.close)
-        self._executor.shutdown(wait=False)
+        await self.calls.close(engine.close if engine is not None else None)
         if self.state is not SlotState.FAILED:
             self.state = SlotState.UNLOADED
             self.reason = reason
-
-
-def _lower_priority() -> None:
-    """Nice the calling thread (Linux: per-thread) so model loads yield the CPU to serving threads."""
-    with contextlib.suppress(AttributeError, OSError):  # not Linux, or not permitted: normal priority
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LOADER_NICENESS)
+        log.info("model %s version %d closed (%s)", self.model, self.version, reason)

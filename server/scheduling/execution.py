@@ -16,6 +16,7 @@ runs on a thread stops waiting, but the call is still counted until the thread r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -117,11 +118,7 @@ class EngineCalls:
             self._end(True, 0)
             raise Unavailable(f"model '{self.model}' version {self.version} is unloading") from None
 
-        def finished(_: Future[T]) -> None:
-            elapsed = time.perf_counter_ns() - started
-            loop.call_soon_threadsafe(self._end, True, elapsed)
-
-        future.add_done_callback(finished)
+        future.add_done_callback(lambda _: self._end_from_thread(loop, started))
         try:
             return await asyncio.wrap_future(future, loop=loop)
         except InvalidInput as exc:
@@ -138,7 +135,12 @@ class EngineCalls:
         self._begin(True)
         started = time.perf_counter_ns()
         future = self._executor.submit(fn)
-        future.add_done_callback(lambda _: loop.call_soon_threadsafe(self._end, True, time.perf_counter_ns() - started))
+        future.add_done_callback(lambda _: self._end_from_thread(loop, started))
+
+    def _end_from_thread(self, loop: asyncio.AbstractEventLoop, started: int) -> None:
+        """A thread's call returned: count it on the loop (unless the loop is gone: nothing left to count)."""
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(self._end, True, time.perf_counter_ns() - started)
 
     async def wait_idle(self) -> None:
         """Until no engine call is running."""
