@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from engines.base import Arrays, EngineError, LoadSpec, TensorSig
+from engines.base import Arrays, EngineError, InvalidInput, LoadSpec, TensorSig
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +153,10 @@ class OrtEngine:
         # ORT wants str elements for string tensors; the codec hands us bytes.
         self._string_inputs: tuple[str, ...] = tuple(s.name for s in spec.signature.inputs if s.dtype == "BYTES")
         self._string_outputs: tuple[str, ...] = tuple(s.name for s in spec.signature.outputs if s.dtype == "BYTES")
+        #: a failed run is raised (and the server logs what is not the client's fault); onnxruntime's own
+        #: ERROR line per failure would let any client flood stderr with bad ids, so runs log only FATAL
+        self._run_options = ort.RunOptions()
+        self._run_options.log_severity_level = 4
 
     def infer(self, inputs: Arrays) -> dict[str, np.ndarray]:
         session = self._session
@@ -166,8 +170,10 @@ class OrtEngine:
                     converted[name] = _to_str_array(converted[name])
             feed = converted
         try:
-            results = session.run(self._output_names, feed)
+            results = session.run(self._output_names, feed, self._run_options)
         except Exception as exc:  # onnxruntime raises its own pybind exception types
+            if is_invalid_argument(exc):
+                raise InvalidInput(f"onnxruntime refused the input values: {_status_message(exc)}") from exc
             raise EngineError(f"onnxruntime failed on model {self.spec.model_name}: {exc}") from exc
         outputs = dict(zip(self._output_names, results, strict=True))
         for name in self._string_outputs:
@@ -177,6 +183,21 @@ class OrtEngine:
     def close(self) -> None:
         """Drop the session; its memory is freed once in-flight calls holding it return."""
         self._session = None
+
+
+def is_invalid_argument(exc: BaseException) -> bool:
+    """Whether onnxruntime blamed the input (status INVALID_ARGUMENT, e.g. an out-of-range Gather index)."""
+    invalid = getattr(ort.capi.onnxruntime_pybind11_state, "InvalidArgument", None)
+    return (invalid is not None and isinstance(exc, invalid)) or "INVALID_ARGUMENT" in str(exc)
+
+
+def _status_message(exc: BaseException) -> str:
+    """onnxruntime's own explanation, without its "[ONNXRuntimeError] : 2 : INVALID_ARGUMENT :" prefix."""
+    text = str(exc)
+    _head, sep, tail = text.partition("INVALID_ARGUMENT :")
+    message = tail.strip() if sep else text.strip()
+    detail = message.rpartition("Status Message:")  # a kernel's failure: keep the kernel's reason
+    return detail[2].strip() if detail[1] else message
 
 
 def _to_str_array(array: np.ndarray) -> np.ndarray:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from engines.base import Arrays, BackendUnavailable, EngineError, LoadSpec, bool_parameter, dry_run
+from engines.base import Arrays, BackendUnavailable, EngineError, InvalidInput, LoadSpec, bool_parameter, dry_run
 
 
 def _device(spec: LoadSpec) -> torch.device:
@@ -244,15 +244,21 @@ class TorchEngine:
             args = [_to_tensor(inputs[name], self.device) for name in self._input_names]
         except KeyError as exc:
             raise EngineError(f"input {exc} is missing") from None
-        graphs = self._graphs
-        if graphs is not None and args:
-            rows = int(args[0].shape[0])
-            bucket = graphs.bucket_for(rows)
-            if bucket is not None:
-                return graphs.run(args, rows, bucket, self._map_outputs)
-        with torch.inference_mode(), self._autocast():
-            result = module(*args)
-            return self._map_outputs(result)
+        try:
+            graphs = self._graphs
+            if graphs is not None and args:
+                rows = int(args[0].shape[0])
+                bucket = graphs.bucket_for(rows)
+                if bucket is not None:
+                    return graphs.run(args, rows, bucket, self._map_outputs)
+            with torch.inference_mode(), self._autocast():
+                result = module(*args)
+                return self._map_outputs(result)
+        except (IndexError, RuntimeError) as exc:
+            reason = input_fault(exc)
+            if reason is None:
+                raise
+            raise InvalidInput(f"torch refused the input values: {reason}") from exc
 
     def _numpy(self, name: str, value: Any) -> np.ndarray:
         target = self._cast.get(name)
@@ -290,6 +296,22 @@ class TorchEngine:
     def close(self) -> None:
         self._module = None
         self._graphs = None
+
+
+#: the last line of a failure that torch raises for an index outside a lookup table (an embedding's
+#: vocabulary): IndexError in eager code, a RuntimeError ending in this line from TorchScript
+INDEX_OUT_OF_RANGE = "index out of range in self"
+
+
+def input_fault(exc: BaseException) -> str | None:
+    """The reason, if torch's error says the input values are at fault (an out-of-range lookup index)."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    last = lines[-1] if lines else ""
+    if isinstance(exc, IndexError):
+        return last or "index out of range"
+    if isinstance(exc, RuntimeError) and last.endswith(INDEX_OUT_OF_RANGE):
+        return last.removeprefix("RuntimeError:").strip()
+    return None
 
 
 def _powers_of_two(limit: int) -> list[int]:

@@ -28,9 +28,14 @@ from server.models.manager import ModelManager
 from server.models.registry import Registry
 from server.models.repository import Repository
 from server.models.shadow import ShadowMirror
+from server.models.slot import DEFAULT_DRAIN_TIMEOUT_S
 
 log = logging.getLogger("inferd")
 _MiB = 1024 * 1024
+#: on shutdown the port closes once no call was refused for this long (clients went elsewhere) ...
+REFUSE_QUIET_S = 0.1
+#: ... or after this long, if some client keeps sending here regardless
+REFUSE_MAX_S = 1.0
 
 
 class StartupError(Exception):
@@ -50,6 +55,9 @@ class ServerOptions:
     drain_seconds: float = 0.0
     #: Seconds in-flight RPCs get to finish once the port is closing.
     grace_seconds: float = 10.0
+    #: Seconds an unloaded or replaced version waits for its in-flight requests and open streams before
+    #: they are ended with UNAVAILABLE.
+    unload_drain_seconds: float = DEFAULT_DRAIN_TIMEOUT_S
     device: str = "cpu"
     #: Serve inferd.v1.ModelService on this port, bound to 127.0.0.1, instead of the main port (0 = any).
     admin_port: int | None = None
@@ -92,7 +100,11 @@ class InferdServer:
         self.health = Health((SERVICE_NAME,))
         self.registry = Registry(on_health_change=self.health.set_model)
         self.manager = ModelManager(
-            self.repository, self.registry, device=options.device, engine_defaults=options.engine_defaults()
+            self.repository,
+            self.registry,
+            device=options.device,
+            engine_defaults=options.engine_defaults(),
+            drain_timeout_s=options.unload_drain_seconds,
         )
         self.shadow = ShadowMirror()
         self.limits = MessageLimits(
@@ -163,21 +175,44 @@ class InferdServer:
         return self.port
 
     async def stop(self, *, drain: bool = True) -> None:
-        """Graceful drain: NOT_SERVING, wait drain_seconds, stop accepting, finish in-flight, close engines.
+        """Graceful shutdown, one INFO line per step (docs/operations.md):
 
-        ``drain=False`` skips the drain wait (a stop during start-up, before anything was SERVING).
+        1. health NOT_SERVING; 2. the drain window (``drain_seconds``: traffic still served while load
+        balancers move away); 3. new inference calls refused with UNAVAILABLE while the port stays open,
+        until they stop arriving (:mod:`server.api.shutdown_gate`); 4. the port closes and in-flight calls
+        get ``grace_seconds`` to finish; 5. the models close.
+
+        ``drain=False`` skips the drain window (a stop during start-up, before anything was SERVING).
         """
         if self._server is None:
             return
+        options = self.options
         await self.health.shutdown()
-        if drain and self.options.drain_seconds > 0:
-            await asyncio.sleep(self.options.drain_seconds)
+        log.info("shutdown: health is NOT_SERVING")
+        if drain and options.drain_seconds > 0:
+            log.info("shutdown: drain window of %gs started (requests are still served)", options.drain_seconds)
+            await asyncio.sleep(options.drain_seconds)
+            log.info("shutdown: drain window ended")
         if self._poller is not None:
             self._poller.cancel()
             await asyncio.gather(self._poller, return_exceptions=True)
-        await self._server.stop(self.options.grace_seconds)
+        gate = self.servicer.gate
+        gate.close()
+        log.info("shutdown: refusing new calls with UNAVAILABLE")
+        if not await gate.wait_quiet(REFUSE_QUIET_S, REFUSE_MAX_S):
+            log.info("shutdown: calls still arriving after %gs of refusals; closing the port anyway", REFUSE_MAX_S)
+        started = time.monotonic()
+        await self._server.stop(options.grace_seconds)
         if self._admin_server is not None:
             await self._admin_server.stop(0)
+        if time.monotonic() - started >= options.grace_seconds:
+            log.info(
+                "shutdown: port closed; grace of %gs expired, calls still running were ended (UNAVAILABLE)",
+                options.grace_seconds,
+            )
+        else:
+            log.info("shutdown: port closed; in-flight calls finished in %.2fs", time.monotonic() - started)
         await self.shadow.close()
         await self.manager.close()
+        log.info("shutdown: models closed")
         self._server = None

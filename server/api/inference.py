@@ -6,10 +6,9 @@ the size limits can be enforced with messages that name the limit and the flag t
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -21,6 +20,8 @@ from inferd.tensors import DTYPE_BY_NAME
 from inferd.v1 import inference_pb2
 from server.api.codec import RequestIds, decode_request, encode_outputs, encode_parameter, encode_response
 from server.api.interceptors import current_request_id
+from server.api.outcomes import CallOutcome
+from server.api.shutdown_gate import ShutdownGate
 from server.api.views import model_status, version_statistics, version_status
 from server.core.errors import InvalidArgument, NotFound, ResourceExhausted, ServingError
 from server.core.types import InferRequest
@@ -28,7 +29,6 @@ from server.models import gpu
 from server.models.registry import Registry
 from server.models.shadow import ShadowMirror
 from server.models.slot import Slot
-from server.scheduling.batcher import DEADLINE_SLACK_S
 
 SERVICE_NAME = "inferd.v1.InferenceService"
 #: gRPC metadata that makes traffic-split assignment sticky (same as PredictRequest.routing_key).
@@ -67,18 +67,6 @@ def _parse(cls: type[_Req], data: bytes) -> _Req:
         raise InvalidArgument(f"the request is not a valid {cls.DESCRIPTOR.full_name}") from None
 
 
-def _failure_code(exc: BaseException, deadline: float | None) -> str:
-    """The status name a failed call is counted under; a call gRPC cancelled ended at its deadline
-    (DEADLINE_EXCEEDED) or by the caller (CANCELLED)."""
-    if isinstance(exc, ServingError):
-        return exc.code.name
-    if isinstance(exc, (asyncio.CancelledError, GeneratorExit)):
-        if deadline is not None and time.monotonic() >= deadline - DEADLINE_SLACK_S:
-            return "DEADLINE_EXCEEDED"
-        return "CANCELLED"
-    return "INTERNAL"
-
-
 class InferenceServicer:
     def __init__(
         self, registry: Registry, limits: MessageLimits, info: ServerInfo, shadow: ShadowMirror | None = None
@@ -88,6 +76,8 @@ class InferenceServicer:
         self._info = info
         self._shadow = shadow or ShadowMirror()
         self._ids = RequestIds()
+        #: closed once the server's drain window has ended: new calls get UNAVAILABLE before the port closes
+        self.gate = ShutdownGate()
 
     def _route(self, request: InferRequest, context: grpc.aio.ServicerContext) -> Slot:
         """Pick the slot; the routing key header is only read for models with a traffic split."""
@@ -125,20 +115,16 @@ class InferenceServicer:
         return request
 
     async def predict(self, data: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        if self.gate.closed:
+            raise self.gate.refuse()
         started = time.perf_counter_ns()
         self._check_request_size(data)
         request = self._decode(_parse(inference_pb2.PredictRequest, data), context)
         slot = self._route(request, context)
-        stats = slot.stats
-        try:
+        with CallOutcome(slot.stats, request.deadline, started):
             rows = slot.validator.validate(request.inputs, request.requested_outputs)
             outputs = await slot.infer(request.inputs, request.deadline, rows, request.parameters)
             data = self._serialise(encode_response(request, slot.version, outputs, slot.validator.output_names))
-        except BaseException as exc:
-            stats.failed[_failure_code(exc, request.deadline)] += 1
-            raise
-        stats.success += 1
-        stats.record_latency(time.perf_counter_ns() - started)
         shadow = self._registry.shadow_for(request.model, slot)
         if shadow is not None:
             self._shadow.mirror(shadow, slot.version, request.inputs, rows, outputs)
@@ -148,54 +134,54 @@ class InferenceServicer:
         """Tokens of a generative model, items of a python generator, or chunks of an ordinary model's rows.
 
         Messages carry sequence_index 0, 1, 2, ... and final=true on the last only (docs/streaming.md);
-        the slot counts the whole stream as in flight, so a drain waits for it.
+        the slot counts the whole stream as in flight, so a drain waits for it. Every kind of stream is
+        counted in the version's statistics like a Predict call (its latency is not: see CallOutcome).
         """
+        if self.gate.closed:
+            raise self.gate.refuse()
         self._check_request_size(data)
         request = self._decode(_parse(inference_pb2.PredictStreamRequest, data), context)
         slot = self._route(request, context)
-        rows = slot.validator.validate(request.inputs, request.requested_outputs, enforce_max_batch=False)
-        if slot.streams is not None and request.chunk_rows:
-            raise InvalidArgument(f"model '{request.model}' streams as it generates, so chunk_rows cannot apply")
-        with slot.busy():
-            if slot.streams is not None:
-                async for message in self._stream_session(request, slot):
-                    yield message
-                return
-            async for message in self._chunks(request, slot, rows):
-                yield message
+        with CallOutcome(slot.stats, request.deadline):
+            rows = slot.validator.validate(request.inputs, request.requested_outputs, enforce_max_batch=False)
+            if slot.streams is not None and request.chunk_rows:
+                raise InvalidArgument(f"model '{request.model}' streams as it generates, so chunk_rows cannot apply")
+            with slot.busy():
+                if slot.streams is not None:
+                    messages = self._stream_session(request, slot)
+                else:
+                    messages = self._chunks(request, slot, rows)
+                # closed here, not by the garbage collector: the stream ends before the slot stops counting it
+                async with contextlib.aclosing(messages):
+                    async for message in messages:
+                        yield message
 
-    async def _stream_session(self, request: InferRequest, slot: Slot) -> AsyncIterator[bytes]:
-        """A generative or generator stream: each part as it is produced; outcomes counted like Predict's."""
+    async def _stream_session(self, request: InferRequest, slot: Slot) -> AsyncGenerator[bytes, None]:
+        """A generative or generator stream: each part as it is produced."""
         assert slot.streams is not None
         typed = request.output_encoding == "typed"
         order = request.requested_outputs or slot.validator.output_names
-        stats = slot.stats
-        index = 0
-        try:
-            session = slot.streams.session(request.inputs, request.parameters, request.deadline)
-            async with contextlib.aclosing(session) as parts:
-                async for part in parts:
-                    message = inference_pb2.PredictStreamResponse(
-                        model_name=request.model,
-                        model_version=slot.version,
-                        id=request.id,
-                        sequence_index=index,
-                        final=part.final,
-                        outputs=encode_outputs(part.outputs, [n for n in order if n in part.outputs], (), typed=typed),
-                    )
-                    for key, value in part.parameters.items():
-                        message.parameters[key].CopyFrom(encode_parameter(value))
-                    index += 1
-                    yield self._serialise(message)
-        except BaseException as exc:
-            stats.failed[_failure_code(exc, request.deadline)] += 1
-            raise
-        stats.success += 1
+        session = slot.streams.session(request.inputs, request.parameters, request.deadline)
+        async with contextlib.aclosing(session) as parts:
+            index = 0
+            async for part in parts:
+                message = inference_pb2.PredictStreamResponse(
+                    model_name=request.model,
+                    model_version=slot.version,
+                    id=request.id,
+                    sequence_index=index,
+                    final=part.final,
+                    outputs=encode_outputs(part.outputs, [n for n in order if n in part.outputs], (), typed=typed),
+                )
+                for key, value in part.parameters.items():
+                    message.parameters[key].CopyFrom(encode_parameter(value))
+                index += 1
+                yield self._serialise(message)
 
-    async def _chunks(self, request: InferRequest, slot: Slot, rows: int) -> AsyncIterator[bytes]:
+    async def _chunks(self, request: InferRequest, slot: Slot, rows: int) -> AsyncGenerator[bytes, None]:
         """Chunked outputs of an ordinary model: ``chunk_rows`` rows per message, final=true on the last."""
         spec = slot.spec
-        chunk = request.chunk_rows or spec.chunk_rows or spec.max_batch_size or rows
+        chunk = request.chunk_rows or spec.streaming.chunk_rows or spec.max_batch_size or rows
         if spec.max_batch_size > 0:
             chunk = min(chunk, spec.max_batch_size)
         else:

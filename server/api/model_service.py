@@ -27,6 +27,8 @@ class ModelServicer(admin_pb2_grpc.ModelServiceServicer):
     ) -> admin_pb2.LoadModelResponse:
         if not request.name:
             raise InvalidArgument("name is empty")
+        # the load is a task of the manager; this call only waits for it, so a client that cancels (or
+        # whose deadline passes) leaves the load running to READY or FAILED, never stuck in LOADING
         entry = await self._manager.load(request.name, list(request.versions) or None)
         return admin_pb2.LoadModelResponse(status=_status(request.name, entry))
 

@@ -14,6 +14,8 @@ from server.cli import generate as generate_command
 from server.cli import serve as serve_command
 
 DEFAULT_ADDRESS = os.environ.get("INFERD_ADDRESS", "127.0.0.1:8001")
+#: --unload-drain-seconds (the same default as the server's; kept here so that --help stays cheap)
+DEFAULT_UNLOAD_DRAIN_S = 30.0
 
 EPILOG = """examples:
   inferd serve --repository models --port 8001
@@ -71,7 +73,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--grace-seconds",
         type=float,
         default=10.0,
-        help="time in-flight requests get to finish (default %(default)s)",
+        help="on SIGTERM, time in-flight requests get to finish once the port closes (default %(default)s)",
+    )
+    serve.add_argument(
+        "--unload-drain-seconds",
+        type=float,
+        default=DEFAULT_UNLOAD_DRAIN_S,
+        metavar="S",
+        help="how long an unloaded or replaced version waits for its in-flight requests and open streams "
+        "before they are ended with UNAVAILABLE (default %(default)s)",
     )
     serve.add_argument(
         "--admin-port",

@@ -26,6 +26,7 @@ def serve(args: argparse.Namespace) -> int:
         reuse_port=args.reuse_port,
         drain_seconds=args.drain_seconds,
         grace_seconds=args.grace_seconds,
+        unload_drain_seconds=args.unload_drain_seconds,
         admin_port=args.admin_port,
         poll_interval=args.poll_interval,
         device=args.device,
@@ -35,6 +36,11 @@ def serve(args: argparse.Namespace) -> int:
     )
 
     abandoned: list[bool] = []
+    log = logging.getLogger("inferd")
+
+    def received(sig: int) -> int:
+        log.info("shutdown: %s received", signal.Signals(sig).name)
+        return sig
 
     async def run() -> int:
         loop = asyncio.get_running_loop()
@@ -59,10 +65,11 @@ def serve(args: argparse.Namespace) -> int:
                 partial = args.port_file.with_name(args.port_file.name + ".tmp")
                 partial.write_text(str(port))
                 os.replace(partial, args.port_file)  # readers never see an empty file
-            await first_signal
+            received(await first_signal)
         else:
+            received(first_signal.result())
             # nothing has been SERVING yet: abandon the loads (their threads finish in the background)
-            logging.getLogger("inferd").warning("signal during start-up: stopping without loading the rest")
+            log.warning("signal during start-up: stopping without loading the rest")
             abandoned.append(True)
             starting.cancel()
             results = await asyncio.gather(starting, return_exceptions=True)
@@ -74,9 +81,13 @@ def serve(args: argparse.Namespace) -> int:
         second_signal = loop.create_task(signals.get())
         await asyncio.wait({stopping, second_signal}, return_when=asyncio.FIRST_COMPLETED)
         if not stopping.done():
-            logging.getLogger("inferd").warning("second signal: stopping without waiting for in-flight requests")
+            received(second_signal.result())
+            log.warning("second signal: stopping without waiting for in-flight requests")
+            logging.shutdown()
             os._exit(1)
         second_signal.cancel()
+        stopping.result()  # a failed stop is an error exit, not a silent one
+        log.info("shutdown: exit")
         return 0
 
     code = asyncio.run(run())

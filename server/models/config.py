@@ -16,6 +16,14 @@ from google.protobuf import text_format
 from engines.base import BACKENDS, Signature, TensorSig
 from inferd.tensors import DTYPE_NAMES
 from inferd.v1 import model_config_pb2
+from server.models import test_hooks
+from server.scheduling.settings import (
+    DEFAULT_MAX_ACTIVE,
+    DEFAULT_MAX_BUFFERED,
+    DEFAULT_MAX_QUEUE_SIZE,
+    BatchingSpec,
+    StreamingSpec,
+)
 
 CONFIG_FILE = "config.pbtxt"
 EXECUTION_MODES = ("auto", "thread", "inline")
@@ -42,18 +50,6 @@ class VersionPolicy:
 
 
 @dataclass(frozen=True, slots=True)
-class BatchingSpec:
-    max_queue_delay_us: int = 0
-    preferred_batch_sizes: tuple[int, ...] = ()
-    max_queue_size: int = 0
-    default_timeout_us: int = 0
-    priority_levels: int = 0
-    default_priority_level: int = 0
-    always_wait_for_window: bool = False
-    hold_until_queued: int = 0
-
-
-@dataclass(frozen=True, slots=True)
 class ShadowSpec:
     """Mirror ``fraction`` of the model's traffic to a label's or a version's slot."""
 
@@ -71,7 +67,9 @@ class WarmupSpec:
 
 @dataclass(frozen=True, slots=True)
 class ModelSpec:
-    """A validated model configuration (plain data; the protobuf is kept for metadata replies)."""
+    """A validated model configuration: plain data, compared field by field to decide whether a reload
+    replaces a version. The protobuf is kept only for metadata replies (the API views read it; nothing
+    below this module does)."""
 
     name: str
     signature: Signature
@@ -81,12 +79,12 @@ class ModelSpec:
     parameters: Mapping[str, str]
     instance_count: int
     batching: BatchingSpec | None
-    chunk_rows: int
     version_labels: Mapping[str, int]
     execution: str
     traffic: tuple[tuple[str, int], ...] = ()
     shadow: ShadowSpec | None = None
     warmup: tuple[WarmupSpec, ...] = ()
+    streaming: StreamingSpec = field(default_factory=StreamingSpec)
     proto: model_config_pb2.ModelConfig = field(default_factory=model_config_pb2.ModelConfig, compare=False, repr=False)
 
 
@@ -160,7 +158,7 @@ def _version_policy(config: model_config_pb2.ModelConfig, source: str) -> Versio
     return VersionPolicy(kind="latest", num_versions=count)
 
 
-def _batching(config: model_config_pb2.ModelConfig, source: str) -> BatchingSpec | None:
+def _batching(config: model_config_pb2.ModelConfig, name: str, source: str) -> BatchingSpec | None:
     if not config.HasField("dynamic_batching"):
         return None
     db = config.dynamic_batching
@@ -175,15 +173,19 @@ def _batching(config: model_config_pb2.ModelConfig, source: str) -> BatchingSpec
             )
     if db.priority_levels and db.default_priority_level > db.priority_levels:
         raise ConfigError(f"{source}: default_priority_level exceeds priority_levels ({db.priority_levels})")
+    try:
+        hold = test_hooks.hold_until_queued(name)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
     return BatchingSpec(
         max_queue_delay_us=int(db.max_queue_delay_microseconds),
         preferred_batch_sizes=tuple(sorted(preferred)),
-        max_queue_size=int(db.max_queue_size),
+        max_queue_size=int(db.max_queue_size) or DEFAULT_MAX_QUEUE_SIZE,
         default_timeout_us=int(db.default_timeout_microseconds),
         priority_levels=int(db.priority_levels),
         default_priority_level=int(db.default_priority_level) or (1 if db.priority_levels else 0),
         always_wait_for_window=bool(db.always_wait_for_window),
-        hold_until_queued=int(db.hold_until_queued),
+        hold_until_queued=hold,
     )
 
 
@@ -212,6 +214,21 @@ def _shadow(config: model_config_pb2.ModelConfig, labels: Mapping[str, int], sou
     if shadow.label and shadow.label not in labels:
         raise ConfigError(f"{source}: shadow label '{shadow.label}' is not in version_labels")
     return ShadowSpec(fraction=float(shadow.fraction), label=shadow.label, version=int(shadow.version))
+
+
+def _streaming(config: model_config_pb2.ModelConfig, source: str) -> StreamingSpec:
+    """``streaming { ... }`` with zeros replaced by the defaults (docs/config.md#streaming-streaming)."""
+    streaming = config.streaming
+    if streaming.chunk_rows < 0:
+        raise ConfigError(f"{source}: streaming.chunk_rows must be >= 0")
+    active = int(streaming.max_active_streams) or DEFAULT_MAX_ACTIVE
+    return StreamingSpec(
+        max_active=active,
+        max_waiting=int(streaming.max_waiting_streams) or active,
+        max_buffered=int(streaming.max_buffered_outputs) or DEFAULT_MAX_BUFFERED,
+        max_step_streams=int(streaming.max_step_streams),
+        chunk_rows=int(streaming.chunk_rows),
+    )
 
 
 def _warmup(config: model_config_pb2.ModelConfig, source: str) -> tuple[WarmupSpec, ...]:
@@ -251,8 +268,6 @@ def spec_from_proto(config: model_config_pb2.ModelConfig, source: str, *, model_
     for label, version in labels.items():
         if version <= 0:
             raise ConfigError(f"{source}: version label '{label}' must point at a positive version")
-    if config.streaming.chunk_rows < 0:
-        raise ConfigError(f"{source}: streaming.chunk_rows must be >= 0")
     traffic = _traffic(list(config.traffic), labels, source)
     shadow = _shadow(config, labels, source)
     warmup = _warmup(config, source)
@@ -270,12 +285,12 @@ def spec_from_proto(config: model_config_pb2.ModelConfig, source: str, *, model_
         version_policy=_version_policy(config, source),
         parameters=dict(config.parameters),
         instance_count=max(1, int(config.instance_count)),
-        batching=_batching(config, source),
-        chunk_rows=int(config.streaming.chunk_rows),
+        batching=_batching(config, name, source),
         version_labels=labels,
         execution=execution,
         traffic=traffic,
         shadow=shadow,
         warmup=warmup,
+        streaming=_streaming(config, source),
         proto=normalised,
     )

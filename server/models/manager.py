@@ -1,9 +1,17 @@
 """Loading, swapping, unloading and relabelling models while traffic flows.
 
 Swap order is always: load and warm new slots, publish the new routing table with one reference swap,
-then drain the slots that left it (their in-flight requests and open streams finish) and close them.
-A version that fails to load never replaces one that serves. Changes to one model are serialised by
-a per-model lock; different models change independently.
+then drain the slots that left it (their in-flight requests and open streams finish, within
+``drain_timeout_s``) and close them. A version that fails to load never replaces one that serves.
+Changes to one model are serialised by a per-model lock; different models change independently.
+
+Loads are tasks owned by the manager: a caller (LoadModel, polling, start-up) only waits for one, so a
+caller that goes away does not cancel a load half-way and leave the model LOADING. A load asked for
+while an identical one still waits its turn joins it. ``close()`` waits for running loads.
+
+Nothing here grows with what clients send: per-model locks exist only while held or awaited, unknown
+names are answered NOT_FOUND before any state is made, and retired slots are kept only while they
+drain plus a short history.
 """
 
 from __future__ import annotations
@@ -11,16 +19,21 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections import defaultdict
+from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
 
-from server.core.errors import FailedPrecondition, InvalidArgument, NotFound
+from server.core.errors import FailedPrecondition, InvalidArgument, NotFound, ServingError, Unavailable
+from server.core.types import SlotState
+from server.models.locks import ModelLocks
 from server.models.registry import ModelEntry, Registry
 from server.models.repository import ModelSource, Repository, RepositoryError
-from server.models.slot import Slot
+from server.models.slot import DEFAULT_DRAIN_TIMEOUT_S, Slot
 
 log = logging.getLogger("inferd.lifecycle")
+
+#: closed slots kept in ``ModelManager.retired`` after their drain (draining ones are always listed)
+RETIRED_HISTORY = 32
 
 
 def version_fingerprint(version_dir: Path) -> str:
@@ -36,6 +49,9 @@ def version_fingerprint(version_dir: Path) -> str:
     return digest.hexdigest()
 
 
+LoadKey = tuple[str, tuple[int, ...]]
+
+
 class ModelManager:
     def __init__(
         self,
@@ -43,36 +59,96 @@ class ModelManager:
         registry: Registry,
         device: str = "cpu",
         engine_defaults: Mapping[str, str] | None = None,
+        drain_timeout_s: float = DEFAULT_DRAIN_TIMEOUT_S,
     ) -> None:
         self.repository = repository
         self.registry = registry
         self.device = device
         #: server-wide engine parameters (e.g. --trt-auto-build), under each model's own parameters
         self.engine_defaults: dict[str, str] = dict(engine_defaults or {})
-        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
-        self._draining: set[asyncio.Task[None]] = set()
+        #: longest a retired slot drains before what remains on it is ended (retryable) and it closes
+        self.drain_timeout_s = drain_timeout_s
+        self._locks = ModelLocks()
+        #: every load task not yet finished, with what it loads (close() waits for them)
+        self._loads: dict[asyncio.Task[ModelEntry], LoadKey] = {}
+        #: load tasks still waiting for their model's lock, by what they load: an identical request joins
+        self._queued: dict[LoadKey, asyncio.Task[ModelEntry]] = {}
+        self._draining: dict[asyncio.Task[None], Slot] = {}
+        self._closed_slots: deque[Slot] = deque(maxlen=RETIRED_HISTORY)
+        #: per model, the fingerprint of its files at its last completed load or API unload; polling
+        #: reloads a model whose files no longer match (so a load that failed to finish is retried)
         self._seen: dict[str, str] = {}
-        #: models unloaded through the API: polling leaves them out until LoadModel or their files change
-        self._unloaded: set[str] = set()
-        #: every slot retired by a swap, newest last (tests and `inferd models` history)
-        self.retired: list[Slot] = []
+        self._closing = False
+
+    @property
+    def retired(self) -> list[Slot]:
+        """Slots retired by swaps and unloads: the last RETIRED_HISTORY closed ones, then all still draining."""
+        return [*self._closed_slots, *self._draining.values()]
+
+    @property
+    def draining(self) -> int:
+        """Retired slots still draining or closing."""
+        return len(self._draining)
 
     async def load_all(self) -> None:
-        names = self.repository.model_names()
-        await asyncio.gather(*(self.load(name) for name in names))
+        """Start-up: load every model. Unlike a caller of load(), cancelling this (a signal during
+        start-up) abandons the loads: nothing serves yet, and the server is stopping."""
+        await asyncio.gather(*(self.start_load(name) for name in self.repository.model_names()))
 
-    async def load(self, name: str, versions: list[int] | None = None, *, fingerprint: str | None = None) -> ModelEntry:
-        """(Re)load a model from the repository; see the module docstring for the swap order."""
+    async def load(self, name: str, versions: list[int] | None = None) -> ModelEntry:
+        """(Re)load a model and wait for it; cancelling the caller does not cancel the load."""
+        return await asyncio.shield(self.start_load(name, versions))
+
+    def start_load(self, name: str, versions: list[int] | None = None) -> asyncio.Task[ModelEntry]:
+        """The task that (re)loads ``name`` (a queued identical one, or a new one); see the module docstring."""
+        if self._closing:
+            raise Unavailable("the server is shutting down; models are not loaded any more")
         try:
-            source = self.repository.read_model(name)
+            directory = self.repository.model_dir(name)  # a bad name or a model that is not there fails now
         except RepositoryError as exc:
             raise InvalidArgument(str(exc)) from None
-        if not source.directory.is_dir():
+        if not directory.is_dir():
             raise NotFound(f"model '{name}' is not in the repository {self.repository.root}")
-        async with self._locks[name]:
-            self._unloaded.discard(name)
-            self._seen[name] = fingerprint or self.fingerprint(name)  # polling compares against this
-            return await self._load_locked(source, versions)
+        key: LoadKey = (name, tuple(sorted(set(versions or ()))))
+        task = self._queued.get(key)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._load_task(key), name=f"load {name}")
+            self._queued[key] = task
+            self._loads[task] = key
+            task.add_done_callback(self._load_done)
+        return task
+
+    async def _load_task(self, key: LoadKey) -> ModelEntry:
+        name, versions = key
+        async with self._locks.hold(name):
+            self._forget_queued(key)  # from here on a new request waits for the next load
+            fingerprint = self.fingerprint(name)  # before reading: a change during the load is seen next poll
+            try:
+                source = self.repository.read_model(name)
+            except RepositoryError as exc:
+                raise InvalidArgument(str(exc)) from None
+            if not source.directory.is_dir():
+                raise NotFound(f"model '{name}' is not in the repository {self.repository.root}")
+            entry = await self._load_locked(source, list(versions) or None)
+            self._seen[name] = fingerprint  # only a load that completed: polling retries any other
+            return entry
+
+    def _forget_queued(self, key: LoadKey) -> None:
+        task = asyncio.current_task()
+        if self._queued.get(key) is task:
+            del self._queued[key]
+
+    def _load_done(self, task: asyncio.Task[ModelEntry]) -> None:
+        key = self._loads.pop(task)
+        if self._queued.get(key) is task:
+            del self._queued[key]
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if isinstance(exc, ServingError):
+            log.debug("%s: %s", task.get_name(), exc)
+        elif exc is not None:
+            log.error("%s failed", task.get_name(), exc_info=exc)
 
     async def _load_locked(self, source: ModelSource, versions: list[int] | None) -> ModelEntry:
         name = source.name
@@ -90,7 +166,7 @@ class ModelManager:
                 )
             else:
                 entry = ModelEntry.of(name, None, {}, error=source.error)
-                await self._retire(list(current.slots.values()) if current else [])
+                self._retire(list(current.slots.values()) if current else [])
             await self.registry.publish(entry)
             return entry
         spec = source.spec
@@ -114,10 +190,11 @@ class ModelManager:
                     spec, version, source.versions[version], device=self.device, engine_defaults=self.engine_defaults
                 )
                 fresh[version].artifact_fingerprint = files
-        if current is None and fresh:
+        listed = current is None and bool(fresh)
+        if listed:
             # a model seen for the first time is listed (LOADING, not serving) while it loads
             await self.registry.publish(ModelEntry.of(name, spec, fresh))
-        await asyncio.gather(*(slot.load() for slot in fresh.values()))
+        await self._load_slots(name, fresh, listed)
         final = dict(keep)
         notes: list[str] = []
         discard: list[Slot] = []
@@ -144,33 +221,61 @@ class ModelManager:
         await self.registry.publish(entry)
         kept = set(map(id, final.values()))
         leaving = [s for s in (current.slots.values() if current else []) if id(s) not in kept]
-        await self._retire(leaving + discard)
+        self._retire(leaving + discard)
         states = ", ".join(f"v{v}={s.state.value}" for v, s in sorted(final.items())) or error
         log.info("model %s: %s", name, states)
         return entry
 
-    async def _retire(self, slots: list[Slot]) -> None:
-        """Drain and close slots that no longer route, in the background."""
+    async def _load_slots(self, name: str, fresh: dict[int, Slot], listed: bool) -> None:
+        """Load and warm ``fresh``: each ends READY or FAILED. Should the load itself be cancelled (only
+        close() does that), none of them stays listed or LOADING, so polling or LoadModel can load the
+        model again."""
+        try:
+            results = await asyncio.gather(*(slot.load() for slot in fresh.values()), return_exceptions=True)
+            for slot, result in zip(fresh.values(), results, strict=True):
+                if isinstance(result, BaseException) and not slot.ready:  # Slot.load should not raise
+                    log.error("loading %r raised", slot, exc_info=result)
+                    slot.state, slot.reason = SlotState.FAILED, f"load failed: {result!r}"
+        except asyncio.CancelledError:
+            entry = self.registry.get(name)
+            if listed and entry is not None and set(map(id, entry.slots.values())) <= set(map(id, fresh.values())):
+                await self.registry.remove(name)
+            self._retire(list(fresh.values()))
+            log.warning("load of model %s was cancelled; polling or LoadModel will load it again", name)
+            raise
+
+    def _retire(self, slots: list[Slot]) -> None:
+        """Drain and close slots that no longer route, in the background (bounded by drain_timeout_s)."""
+        loop = asyncio.get_running_loop()
         for slot in slots:
-            self.retired.append(slot)
-            task = asyncio.get_running_loop().create_task(slot.drain_and_close("replaced or unloaded"))
-            self._draining.add(task)
-            task.add_done_callback(self._draining.discard)
+            task = loop.create_task(slot.drain_and_close("replaced or unloaded", timeout=self.drain_timeout_s))
+            self._draining[task] = slot
+            task.add_done_callback(self._drained)
+
+    def _drained(self, task: asyncio.Task[None]) -> None:
+        slot = self._draining.pop(task)
+        self._closed_slots.append(slot)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("closing %r failed", slot, exc_info=task.exception())
 
     async def wait_drained(self) -> None:
         while self._draining:
             await asyncio.gather(*list(self._draining), return_exceptions=True)
 
+    def _known(self, name: str) -> None:
+        """NOT_FOUND for a model that is not loaded, before any per-name state (a lock) is made for it."""
+        self.registry.entry(name)
+
     async def unload(self, name: str, version: int = 0, *, sticky: bool = True) -> ModelEntry | None:
         """Drain and close one version or the whole model. ``sticky``: polling will not bring it back
         until LoadModel is called or the model's files change (an unload asked for through the API)."""
-        async with self._locks[name]:
+        self._known(name)
+        async with self._locks.hold(name):
             current = self.registry.entry(name)
             if not version:
                 await self.registry.remove(name)
-                await self._retire(list(current.slots.values()))
+                self._retire(list(current.slots.values()))
                 if sticky:
-                    self._unloaded.add(name)
                     self._seen[name] = self.fingerprint(name)
                 else:
                     self._seen.pop(name, None)
@@ -184,14 +289,15 @@ class ModelManager:
                 name, current.spec, slots, labels=current.labels, traffic=current.traffic, note=current.note
             )
             await self.registry.publish(entry)
-            await self._retire([current.slots[version]])
+            self._retire([current.slots[version]])
             log.info("model %s version %d unloaded", name, version)
             return entry
 
     async def set_traffic(
         self, name: str, labels: Mapping[str, int], traffic: tuple[tuple[str, int], ...]
     ) -> ModelEntry:
-        async with self._locks[name]:
+        self._known(name)
+        async with self._locks.hold(name):
             current = self.registry.entry(name)
             for label, version in labels.items():
                 slot = current.slots.get(version)
@@ -227,17 +333,19 @@ class ModelManager:
         """Reconcile with the repository; returns the models that changed."""
         on_disk = set(self.repository.model_names())
         changed: list[str] = []
-        for name in sorted(on_disk):
-            fingerprint = self.fingerprint(name)
-            if self._seen.get(name) != fingerprint:
+        loading = {name for name, _versions in self._loads.values()}
+        for name in sorted(on_disk - loading):  # a model being loaded is looked at when its load ends
+            if self._seen.get(name) != self.fingerprint(name):
                 changed.append(name)
-                await self.load(name, fingerprint=fingerprint)
-        for name in sorted(set(self._seen) - on_disk):
+                try:
+                    await self.load(name)
+                except ServingError as exc:
+                    log.warning("repository poll: model %s: %s", name, exc)
+        for name in sorted(set(self._seen) - on_disk - loading):
             changed.append(name)
             if self.registry.get(name) is not None:
                 await self.unload(name, sticky=False)
             self._seen.pop(name, None)
-            self._unloaded.discard(name)
         return changed
 
     async def poll_forever(self, interval: float) -> None:
@@ -249,7 +357,17 @@ class ModelManager:
                 log.exception("repository poll failed; will retry")
 
     async def close(self) -> None:
+        """Refuse new loads, let running ones finish (cancelled after drain_timeout_s), then drain and
+        close every slot."""
+        self._closing = True
+        loads = list(self._loads)
+        if loads:
+            _done, pending = await asyncio.wait(loads, timeout=self.drain_timeout_s)
+            for task in pending:
+                log.warning("%s still running at shutdown; cancelled", task.get_name())
+                task.cancel()
+            await asyncio.gather(*loads, return_exceptions=True)
         for entry in self.registry.models():
             await self.registry.remove(entry.name)
-            await self._retire(list(entry.slots.values()))
+            self._retire(list(entry.slots.values()))
         await self.wait_drained()

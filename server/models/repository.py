@@ -54,11 +54,15 @@ class Repository:
                 names.append(entry.name)
         return names
 
+    def model_dir(self, name: str) -> Path:
+        """Where model ``name`` lives (it may not exist); a name that is not a model name is refused."""
+        if not _MODEL_NAME.match(name):
+            raise RepositoryError(f"'{name[:200]}' is not a valid model name")
+        return self.root / name
+
     def read_model(self, name: str) -> ModelSource:
         """Read one model's config and version folders; a bad config is reported, not raised."""
-        if not _MODEL_NAME.match(name):
-            raise RepositoryError(f"'{name}' is not a valid model name")
-        directory = self.root / name
+        directory = self.model_dir(name)
         try:
             directory = self._inside(directory)
             config_path = self._inside(directory / CONFIG_FILE)

@@ -111,6 +111,7 @@ class Slot:
                 self.spec.instance_count,
                 self._run,
                 self.stats,
+                version=self.version,
             )
         self.streams = streams_for(
             self.model, engine, self.spec.streaming, self.validator.output_names, self.stats.streaming, self.calls

@@ -1,58 +1,73 @@
 """Dynamic batching for one model version: deadline-aware, cancellable, bounded, prioritised.
 
 Policy. A request is dispatched at once when an engine instance is idle and the window policy
-(server/batch_policy.py) sees no gain in waiting, so a lone request does not sit out a window; batches
-form from the requests that arrive while every instance is busy, or while the adaptive policy holds
-the queue because recent windows filled. ``always_wait_for_window`` holds the oldest request up to
-``max_queue_delay`` unless a preferred size (or max_batch_size) is reached first. ``hold_until_queued``
-is a test hook that keeps the queue closed until that many requests wait.
+(server/scheduling/batch_policy.py) sees no gain in waiting, so a lone request does not sit out a
+window; batches form from the requests that arrive while every instance is busy, or while the adaptive
+policy holds the queue because recent windows filled. ``always_wait_for_window`` holds the oldest
+request up to ``max_queue_delay`` unless a preferred size (or max_batch_size) is reached first.
+``hold_until_queued`` is a test hook (set through the environment, see server/models/test_hooks.py)
+that keeps the queue closed until that many requests wait.
 
 Correctness first: a batch only joins requests with equal non-batch dimensions and dtypes; cancelled
-and expired requests are dropped before the engine runs; each future is resolved exactly once; an
-engine error fails only its own batch.
+and expired requests are dropped before the engine runs; each future is resolved exactly once; the
+queue is bounded (``max_queue_size``, never unbounded) and its counts are kept live (batch_queue.py).
+An engine call holds its instance until the call returns, even when every caller waiting for it has
+gone, so no more than ``instances`` calls ever run at once. After :meth:`Batcher.close` nothing is
+accepted and no timer dispatches.
+
+A failed batch. When an engine call on a batch of several requests fails with an error that may be
+one request's fault (the engine's INVALID_ARGUMENT, or any error that is not a serving status such as
+UNAVAILABLE), every member still waiting is **rerun alone**, in order, on the instance the batch held,
+and gets the outcome of its own call: the bad request fails with its own error, the others get their
+results. Rerunning each member alone was chosen over bisecting because batches are small (at most
+``max_batch_size`` requests), failures are rare, and it is the cheaper search for the engines that
+make batching matter on CPU, whose cost is per row: it reruns each row once (bisecting reruns about
+twice as many rows to find one culprit, and more for several). Bisecting saves calls only where a call's
+fixed cost dominates, and even there it needs as many calls as members once several are bad. It is
+also bounded by construction: one extra call per member, never a retry of a lone request, and a
+member whose deadline passes while it waits for its turn fails with DEADLINE_EXCEEDED instead of
+running. Reruns are counted in ``VersionStats.batch_reruns`` (and as engine calls in the batch stats).
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from typing import Any, TypeVar
 
 import numpy as np
 
-from server.core.errors import DeadlineExceeded, InvalidArgument, ResourceExhausted, Unavailable
-from server.models.config import BatchingSpec
+from server.core.deadlines import expired
+from server.core.errors import (
+    DeadlineExceeded,
+    InvalidArgument,
+    ResourceExhausted,
+    ServingError,
+    Unavailable,
+)
 from server.scheduling.batch_policy import BatchCostTuner, PolicyKind, WindowPolicy
+from server.scheduling.batch_queue import Arrays, BatchQueue, Pending, shape_key
+from server.scheduling.eager import resume
+from server.scheduling.settings import DEFAULT_MAX_QUEUE_SIZE, BatchingSpec
 from server.telemetry.stats import VersionStats
 
-Arrays = Mapping[str, np.ndarray]
-RunBatch = Callable[[Arrays], Awaitable[dict[str, np.ndarray]]]
-ShapeKey = tuple[tuple[str, str, tuple[int, ...]], ...]
+log = logging.getLogger("inferd.batcher")
+
+Outputs = dict[str, np.ndarray]
+RunBatch = Callable[[Arrays], Awaitable[Outputs]]
+T = TypeVar("T")
 
 
-#: A cancellation this close to a request's deadline is counted as expiry: gRPC cancels a call at its
-#: deadline by its own clock, which can run a little ahead of the deadline we computed at decode time.
-DEADLINE_SLACK_S = 0.010
+def may_be_one_requests_fault(exc: BaseException) -> bool:
+    """Whether a failed batch is worth splitting: the engine's own input error, or an unclassified one.
 
-
-def shape_key(inputs: Arrays) -> ShapeKey:
-    """Requests batch together only when everything but the batch dimension agrees."""
-    return tuple((name, a.dtype.str, a.shape[1:]) for name, a in inputs.items())
-
-
-@dataclass(slots=True, eq=False)
-class Pending:
-    inputs: Arrays
-    rows: int
-    key: ShapeKey
-    future: asyncio.Future[dict[str, np.ndarray]]
-    deadline: float | None
-    enqueued: float
-    priority: int
-    timer: asyncio.TimerHandle | None = None
+    A serving status other than INVALID_ARGUMENT (UNAVAILABLE while the version unloads, say) is about
+    the engine or the server, and rerunning the members would only repeat it.
+    """
+    return isinstance(exc, InvalidArgument) or not isinstance(exc, ServingError)
 
 
 class Batcher:
@@ -64,16 +79,19 @@ class Batcher:
         instances: int,
         run_batch: RunBatch,
         stats: VersionStats,
+        version: int | None = None,
     ) -> None:
         self.model = model
+        self.version = version
         self.spec = spec
         self.max_batch_size = max_batch_size
+        #: requests the queue holds at most; 0 in a spec means the default, never unbounded
+        self.max_queue_size = spec.max_queue_size or DEFAULT_MAX_QUEUE_SIZE
         self._run_batch = run_batch
         self._stats = stats
+        self.instances = instances
         self._idle_instances = instances
-        self._levels = max(1, spec.priority_levels)
-        self._queues: list[deque[Pending]] = [deque() for _ in range(self._levels)]
-        self.queued = 0
+        self._queue = BatchQueue(spec.priority_levels)
         self._delay = spec.max_queue_delay_us / 1e6
         kind: PolicyKind = "always" if spec.always_wait_for_window else "adaptive"
         self._policy = WindowPolicy(kind, self._delay, max_batch_size, spec.preferred_batch_sizes)
@@ -82,9 +100,16 @@ class Batcher:
         #: cap batch sizes where per-row engine time stops falling (off with explicit sizes or the test hook)
         self._cost_aware = not spec.preferred_batch_sizes and not spec.hold_until_queued
         self._window_timer: asyncio.TimerHandle | None = None
-        self._running: set[asyncio.Task[None]] = set()
+        #: engine calls this batcher started (batches, lone requests, reruns); each holds an instance
+        self._running: set[asyncio.Task[Any]] = set()
         self._hold_open = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.closed = False
+
+    @property
+    def queued(self) -> int:
+        """Requests waiting in the queue now."""
+        return self._queue.requests
 
     @property
     def default_priority(self) -> int:
@@ -103,15 +128,19 @@ class Batcher:
             )
         return raw - 1
 
-    async def submit(
-        self, inputs: Arrays, rows: int, deadline: float | None, priority: int = 0
-    ) -> dict[str, np.ndarray]:
-        if self.spec.max_queue_size and self.queued >= self.spec.max_queue_size:
+    def _unloading(self) -> Unavailable:
+        version = f" version {self.version}" if self.version is not None else ""
+        return Unavailable(f"model '{self.model}'{version} is unloading")
+
+    async def submit(self, inputs: Arrays, rows: int, deadline: float | None, priority: int = 0) -> Outputs:
+        if self.closed:
+            raise self._unloading()
+        if self.queued >= self.max_queue_size:
             raise ResourceExhausted(
-                f"model '{self.model}' queue is full ({self.spec.max_queue_size} requests waiting); retry later"
+                f"model '{self.model}' queue is full ({self.max_queue_size} requests waiting, its "
+                f"max_queue_size); retry later"
             )
-        loop = self._loop or asyncio.get_running_loop()
-        self._loop = loop
+        loop = self._loop = self._loop or asyncio.get_running_loop()
         now = time.monotonic()
         if self.spec.default_timeout_us:
             queue_deadline = now + self.spec.default_timeout_us / 1e6
@@ -131,89 +160,103 @@ class Batcher:
         if deadline is not None:
             pending.timer = loop.call_at(loop.time() + (deadline - now), self._expire, pending)
         pending.future.add_done_callback(functools.partial(self._forget, pending))
-        self._queues[priority].append(pending)
-        self.queued += 1
+        self._queue.push(pending)
         self._dispatch()
         return await pending.future
 
-    async def _run_now(self, inputs: Arrays, rows: int, now: float) -> dict[str, np.ndarray]:
+    def _start(self, call: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+        """Run one engine call as a task this batcher owns; it holds an instance until it returns."""
+        self._idle_instances -= 1
+        return self._own(call)
+
+    def _own(self, call: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+        task = asyncio.get_running_loop().create_task(call)
+        self._running.add(task)
+        task.add_done_callback(self._finished)
+        return task
+
+    def _finished(self, task: asyncio.Task[Any]) -> None:
+        """An engine call really returned (its callers may have gone long ago): free its instance."""
+        self._running.discard(task)
+        if not task.cancelled():
+            task.exception()  # its error reached its callers (or nobody waits any more): never "not retrieved"
+        self._release()
+
+    def _release(self) -> None:
+        self._idle_instances += 1
+        self._dispatch()
+
+    async def _run_now(self, inputs: Arrays, rows: int, now: float) -> Outputs:
         """The idle-engine fast path: no queue entry, future or task for a request that can run at once.
 
-        Parallelism stays bounded by the slot's executor threads even if a cancelled caller returns the
-        instance before its thread finishes.
+        The call starts right here (server/scheduling/eager.py). An engine call that answers without
+        yielding the loop (inline execution) is over before the caller could be cancelled. One that waits
+        (on an executor thread) goes on in a task of the batcher's, so a caller cancelled mid-call leaves
+        (``shield``) without handing the instance back while the engine still runs.
         """
         self._policy.observe(rows, now, False)
         self._idle_instances -= 1
+        call = self._call(inputs, rows)
+        try:
+            waiting_on = call.send(None)
+        except StopIteration as done:
+            self._release()
+            return done.value
+        except BaseException:
+            self._release()
+            raise
+        return await asyncio.shield(self._own(resume(call, waiting_on)))
+
+    async def _call(self, inputs: Arrays, rows: int) -> Outputs:
+        """One engine call, timed into the batch statistics and the cost tuner."""
         started = time.perf_counter_ns()
         try:
-            outputs = await self._run_batch(inputs)
+            return await self._run_batch(inputs)
         finally:
             elapsed = time.perf_counter_ns() - started
             self._stats.record_batch(rows, elapsed)
             self._tuner.record(rows, elapsed)
-            self._idle_instances += 1
-            if self.queued:
-                self._dispatch()
-        return outputs  # a lone request's outputs are returned whole, as without a batcher
 
     def _forget(self, pending: Pending, _future: object = None) -> None:
         """Runs when a future completes for any reason; a cancelled caller leaves the queue at once."""
         if pending.timer is not None:
             pending.timer.cancel()
-        if pending.future.cancelled():
-            queue = self._queues[pending.priority]
-            try:
-                queue.remove(pending)
-            except ValueError:
-                return  # already taken into a batch; its result is discarded
-            self.queued -= 1
-            if pending.deadline is not None and time.monotonic() >= pending.deadline - DEADLINE_SLACK_S:
-                self._stats.expired_before_run += 1  # gRPC cancelled the call at its deadline
-            else:
-                self._stats.cancelled_before_run += 1
+            pending.timer = None
+        if pending.future.cancelled() and self._queue.remove(pending):
+            self._count_cancel(pending)
+
+    def _count_cancel(self, pending: Pending) -> None:
+        if expired(pending.deadline):
+            self._stats.expired_before_run += 1  # gRPC cancelled the call at its deadline
+        else:
+            self._stats.cancelled_before_run += 1
 
     def _expire(self, pending: Pending) -> None:
-        if not pending.future.done():
-            queue = self._queues[pending.priority]
-            try:
-                queue.remove(pending)
-            except ValueError:
-                return  # already running: let it finish
-            self.queued -= 1
+        """A queued request's deadline passed: it leaves the queue without running."""
+        pending.timer = None
+        if not pending.future.done() and self._queue.remove(pending):
             self._stats.expired_before_run += 1
             pending.future.set_exception(DeadlineExceeded(f"deadline expired while queued for model '{self.model}'"))
 
-    def _queued_rows(self, key: ShapeKey | None = None) -> int:
-        return sum(p.rows for q in self._queues for p in q if key is None or p.key == key)
-
-    def _oldest(self) -> Pending | None:
-        for queue in self._queues:
-            if queue:
-                return queue[0]
-        return None
-
     def _dispatch(self) -> None:
         """Start as many batches as idle instances and the policy allow."""
-        while self._idle_instances > 0 and self.queued > 0:
+        while not self.closed and self._idle_instances > 0 and self.queued > 0:
             if self.spec.hold_until_queued and not self._hold_open:
                 if self.queued < self.spec.hold_until_queued:
                     return
                 self._hold_open = True  # release this group, then close again once the queue is empty
-            head = self._oldest()
+            head = self._queue.head()
             assert head is not None
             if self._should_wait(head):
                 return
-            batch = self._take_batch(head.key)
+            batch = self._take_batch(head)
             if not batch:
                 continue
             self._policy.observe(sum(p.rows for p in batch), time.monotonic(), self._window_expired)
             if self._window_timer is not None:
                 self._window_timer.cancel()
                 self._window_timer = None
-            self._idle_instances -= 1
-            task = asyncio.get_running_loop().create_task(self._execute(batch))
-            self._running.add(task)
-            task.add_done_callback(self._running.discard)
+            self._start(self._execute(batch))
         if self.queued == 0:
             self._hold_open = False
 
@@ -224,7 +267,7 @@ class Batcher:
         now = time.monotonic()
         if self._cost_aware:
             self._policy.max_rows = self._tuner.steady_cap  # never wait for rows the batch would not take
-        wait = self._policy.decide(self._queued_rows(head.key), head.enqueued, now)
+        wait = self._policy.decide(self._queue.rows(head.key), head.enqueued, now)
         if wait <= 0:
             self._window_expired = head.enqueued + self._delay <= now
             return False
@@ -234,41 +277,29 @@ class Batcher:
 
     def _window_elapsed(self) -> None:
         self._window_timer = None
-        self._dispatch()
+        if not self.closed:
+            self._dispatch()
 
-    def _take_batch(self, key: ShapeKey) -> list[Pending]:
+    def _take_batch(self, head: Pending) -> list[Pending]:
         """Highest priority first, FIFO within a level, same shape key, up to max (or a preferred) size."""
-        available = self._queued_rows(key)
-        limit = min(available, self.max_batch_size)
+        limit = min(self._queue.rows(head.key), self.max_batch_size)
         fitting = [s for s in self.spec.preferred_batch_sizes if s <= limit]
         if fitting:
             limit = fitting[-1]
         elif self._cost_aware:
             limit = min(limit, self._tuner.cap())
-        batch: list[Pending] = []
-        rows = 0
-        now = time.monotonic()
-        for queue in self._queues:
-            for pending in list(queue):
-                if pending.key != key:
-                    continue
-                if rows and rows + pending.rows > limit:
-                    break
-                queue.remove(pending)
-                self.queued -= 1
-                if pending.future.done():
-                    continue
-                if pending.deadline is not None and now >= pending.deadline:
-                    self._stats.expired_before_run += 1
-                    pending.future.set_exception(
-                        DeadlineExceeded(f"deadline expired while queued for model '{self.model}'")
-                    )
-                    continue
-                batch.append(pending)
-                rows += pending.rows
-            if rows >= limit:
-                break
-        return batch
+        return self._queue.take(head.key, limit, functools.partial(self._still_wanted, time.monotonic()))
+
+    def _still_wanted(self, now: float, pending: Pending) -> bool:
+        """For a request leaving the queue into a batch: False (and dealt with) if cancelled or expired."""
+        if pending.future.done():  # cancelled, its done-callback not run yet
+            self._count_cancel(pending)
+            return False
+        if pending.deadline is not None and now >= pending.deadline:
+            self._stats.expired_before_run += 1
+            pending.future.set_exception(DeadlineExceeded(f"deadline expired while queued for model '{self.model}'"))
+            return False
+        return True
 
     async def _execute(self, batch: list[Pending]) -> None:
         started = time.monotonic()
@@ -277,30 +308,65 @@ class Batcher:
             if pending.timer is not None:
                 pending.timer.cancel()
                 pending.timer = None
+        if len(batch) == 1:
+            inputs = batch[0].inputs
+        else:
+            names = batch[0].inputs.keys()
+            inputs = {name: np.concatenate([p.inputs[name] for p in batch]) for name in names}
+        rows = sum(p.rows for p in batch)
         try:
-            if len(batch) == 1:
-                inputs = batch[0].inputs
-            else:
-                names = batch[0].inputs.keys()
-                inputs = {name: np.concatenate([p.inputs[name] for p in batch]) for name in names}
-            rows = sum(p.rows for p in batch)
-            t0 = time.perf_counter_ns()
-            try:
-                outputs = await self._run_batch(inputs)
-            finally:
-                elapsed = time.perf_counter_ns() - t0
-                self._stats.record_batch(rows, elapsed)
-                self._tuner.record(rows, elapsed)
-            self._resolve(batch, outputs, rows)
+            outputs = await self._call(inputs, rows)
         except Exception as exc:
-            for pending in batch:
-                if not pending.future.done():
-                    pending.future.set_exception(exc)
-        finally:
-            self._idle_instances += 1
-            self._dispatch()
+            if len(batch) > 1 and may_be_one_requests_fault(exc):
+                await self._rerun_alone(batch, exc)
+            else:
+                self._fail(batch, exc)
+            return
+        try:
+            self._resolve(batch, outputs, rows)
+        except Exception as exc:  # the model answered the wrong number of rows: nobody's request is at fault
+            self._fail(batch, exc)
 
-    def _resolve(self, batch: list[Pending], outputs: dict[str, np.ndarray], rows: int) -> None:
+    async def _rerun_alone(self, batch: list[Pending], exc: Exception) -> None:
+        """Find the request(s) a failed batch failed on: each waiting member runs once, alone (see module doc)."""
+        log.debug("model %s: a batch of %d requests failed (%s); rerunning each alone", self.model, len(batch), exc)
+        loop = asyncio.get_running_loop()
+        now = time.monotonic()
+        for pending in batch:  # deadlines keep running while members wait for their turn
+            if pending.deadline is not None and not pending.future.done():
+                pending.timer = loop.call_at(loop.time() + (pending.deadline - now), self._expire_rerun, pending)
+        for pending in batch:
+            if pending.timer is not None:
+                pending.timer.cancel()
+                pending.timer = None
+            if pending.future.done():  # its caller left, or its deadline passed while it waited
+                continue
+            if pending.deadline is not None and time.monotonic() >= pending.deadline:
+                self._expire_rerun(pending)
+                continue
+            self._stats.batch_reruns += 1
+            try:
+                outputs = await self._call(pending.inputs, pending.rows)
+                self._resolve([pending], outputs, pending.rows)
+            except Exception as lone:
+                self._fail([pending], lone)
+
+    def _expire_rerun(self, pending: Pending) -> None:
+        pending.timer = None
+        if not pending.future.done():
+            pending.future.set_exception(
+                DeadlineExceeded(
+                    f"deadline expired while model '{self.model}' reran its failed batch one request at a time"
+                )
+            )
+
+    @staticmethod
+    def _fail(batch: list[Pending], exc: Exception) -> None:
+        for pending in batch:
+            if not pending.future.done():
+                pending.future.set_exception(exc)
+
+    def _resolve(self, batch: list[Pending], outputs: Outputs, rows: int) -> None:
         for name, array in outputs.items():
             if array.shape[:1] != (rows,):
                 raise RuntimeError(
@@ -319,14 +385,13 @@ class Batcher:
             offset = end
 
     async def close(self) -> None:
-        """Fail whatever still waits and let running batches finish."""
+        """Refuse new requests, fail whatever still waits (UNAVAILABLE) and wait for running engine calls."""
+        self.closed = True
         if self._window_timer is not None:
             self._window_timer.cancel()
-        for queue in self._queues:
-            while queue:
-                pending = queue.popleft()
-                self.queued -= 1
-                if not pending.future.done():
-                    pending.future.set_exception(Unavailable(f"model '{self.model}' is unloading"))
-        if self._running:
+            self._window_timer = None
+        for pending in self._queue.drain():
+            if not pending.future.done():
+                pending.future.set_exception(self._unloading())
+        while self._running:
             await asyncio.gather(*self._running, return_exceptions=True)

@@ -27,7 +27,7 @@ class BatchingSpec:
     default_priority_level: int = 0
     always_wait_for_window: bool = False
     #: test-only: keep the queue closed until this many requests wait (set through the environment,
-    #: never through the public config; see server/scheduling/test_hooks.py)
+    #: never through the public config; see server/models/test_hooks.py)
     hold_until_queued: int = 0
 
 

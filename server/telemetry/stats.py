@@ -95,6 +95,7 @@ def latency_quantile(counts: list[int], q: float) -> float:
 
 class VersionStats:
     __slots__ = (
+        "batch_reruns",
         "batch_sizes",
         "batches",
         "cancelled_before_run",
@@ -121,6 +122,8 @@ class VersionStats:
         self.compute_ns = 0
         self.expired_before_run = 0
         self.cancelled_before_run = 0
+        #: engine calls that reran one request of a failed batch alone, to find the request at fault
+        self.batch_reruns = 0
         self.warmup_count = 0
         #: successful Predict calls per latency bucket (bounds: LATENCY_BOUNDS_US)
         self.latency_counts = [0] * len(LATENCY_BOUNDS_US)

@@ -82,7 +82,8 @@ class ServerProcess:
         return f"127.0.0.1:{self.port}"
 
     def log(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def _fail(self, why: str) -> NoReturn:

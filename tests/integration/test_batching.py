@@ -1,14 +1,15 @@
 """Dynamic batching on a real server, made deterministic with the hold_until_queued test hook.
 
-The probe model answers, for every row, the id of the engine call that ran it and that call's size,
-so batch composition is read from the responses themselves.
+The hook is test-only: it is set through the environment (INFERD_TEST_HOLD_UNTIL_QUEUED, see
+server/models/test_hooks.py) before the server starts, never in config.pbtxt. The probe model answers,
+for every row, the id of the engine call that ran it and that call's size, so batch composition is read
+from the responses themselves.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import grpc
@@ -17,7 +18,8 @@ import pytest
 
 from inferd.tensors import from_numpy, to_numpy
 from inferd.v1 import inference_pb2, inference_pb2_grpc, tensor_pb2
-from tests.support import ServerThread, write_model
+from server.models.test_hooks import HOLD_UNTIL_QUEUED_ENV
+from tests.support import ServerThread, eventually_async, write_model
 
 PROBE_MODEL = """
 import itertools
@@ -54,18 +56,69 @@ dynamic_batching {{ {batching} }}
 
 
 MODELS = {
-    "held4": probe_config("hold_until_queued: 4"),
-    "held3_max4": probe_config("hold_until_queued: 3", max_batch_size=4),
-    "held3": probe_config("hold_until_queued: 3"),
-    "held2": probe_config("hold_until_queued: 2"),
+    "held4": probe_config(""),
+    "held3_max4": probe_config("", max_batch_size=4),
+    "held3": probe_config(""),
+    "held2": probe_config(""),
     "preferred": probe_config(
         "always_wait_for_window: true max_queue_delay_microseconds: 60000000 preferred_batch_sizes: [4]"
     ),
-    "bounded": probe_config("hold_until_queued: 100 max_queue_size: 2"),
-    "queue_timeout": probe_config("hold_until_queued: 100 default_timeout_microseconds: 100000"),
-    "prioritised": probe_config("hold_until_queued: 4 priority_levels: 2 default_priority_level: 2", max_batch_size=1),
+    "bounded": probe_config("max_queue_size: 2"),
+    "queue_timeout": probe_config("default_timeout_microseconds: 100000"),
+    "prioritised": probe_config("priority_levels: 2 default_priority_level: 2", max_batch_size=1),
     "eager": probe_config("max_queue_delay_microseconds: 60000000"),
 }
+
+#: the test hook, per model: its queue stays closed until this many requests wait
+HOLD_UNTIL_QUEUED = {
+    "held4": 4,
+    "held3_max4": 3,
+    "held3": 3,
+    "held2": 2,
+    "bounded": 100,
+    "queue_timeout": 100,
+    "prioritised": 4,
+    "vocab": 9,
+}
+
+VOCAB = 16
+VOCAB_CONFIG = """
+max_batch_size: 16
+input { name: "input_ids" data_type: DATA_TYPE_INT64 dims: [-1, 4] }
+output { name: "pooled" data_type: DATA_TYPE_FP32 dims: [-1, 3] }
+dynamic_batching { }
+"""
+
+
+def vocab_table() -> np.ndarray:
+    return np.arange(VOCAB * 3, dtype=np.float32).reshape(VOCAB, 3)
+
+
+def write_vocab_model(root: Path) -> None:
+    """A text-encoder-like ONNX model: token ids -> embedding lookup (Gather) -> sum over the sequence.
+
+    onnxruntime refuses an id outside the table with INVALID_ARGUMENT, like the example text_encoder.
+    """
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        [
+            helper.make_node("Gather", ["table", "input_ids"], ["embedded"], axis=0),
+            helper.make_node("ReduceSum", ["embedded", "axis"], ["pooled"], keepdims=0),
+        ],
+        "vocab",
+        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", 4])],
+        [helper.make_tensor_value_info("pooled", TensorProto.FLOAT, ["batch", 3])],
+        initializer=[
+            numpy_helper.from_array(vocab_table(), "table"),
+            numpy_helper.from_array(np.array([1], dtype=np.int64), "axis"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    write_model(root, "vocab", VOCAB_CONFIG)
+    (root / "vocab" / "1").mkdir()
+    (root / "vocab" / "1" / "model.onnx").write_bytes(model.SerializeToString())
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +126,11 @@ def batching_server(tmp_path_factory: pytest.TempPathFactory):
     root: Path = tmp_path_factory.mktemp("batching-repo")
     for name, config in MODELS.items():
         write_model(root, name, config, {1: PROBE_MODEL})
-    with ServerThread(root) as server:
-        yield server
+    write_vocab_model(root)
+    with pytest.MonkeyPatch.context() as env:  # set while the server lives: a config reload reads it again
+        env.setenv(HOLD_UNTIL_QUEUED_ENV, ",".join(f"{model}={n}" for model, n in HOLD_UNTIL_QUEUED.items()))
+        with ServerThread(root) as server:
+            yield server
 
 
 @pytest.fixture()
@@ -113,21 +169,31 @@ async def statistics(stub: inference_pb2_grpc.InferenceServiceStub, model: str) 
     return reply.statistics[0]
 
 
+@pytest.fixture()
+def counters(batching_server: ServerThread) -> Iterator[Callable[[str], inference_pb2.VersionStatistics]]:
+    """Reads a model's own counters from the server synchronously (for ``eventually_async`` conditions)."""
+    with grpc.insecure_channel(batching_server.address) as channel:
+        sync_stub = inference_pb2_grpc.InferenceServiceStub(channel)
+
+        def read(model: str) -> inference_pb2.VersionStatistics:
+            request = inference_pb2.ModelStatisticsRequest(name=model)
+            return sync_stub.ModelStatistics(request, timeout=5).statistics[0]
+
+        yield read
+
+
 async def wait_for(
-    stub: inference_pb2_grpc.InferenceServiceStub,
+    counters: Callable[[str], inference_pb2.VersionStatistics],
     model: str,
     condition: Callable[[inference_pb2.VersionStatistics], bool],
-    timeout: float = 10,
 ) -> inference_pb2.VersionStatistics:
-    """Poll the server's own counters until ``condition`` holds (the server tells us, no guessing)."""
-    end = time.monotonic() + timeout
-    while True:
-        stats = await statistics(stub, model)
-        if condition(stats):
-            return stats
-        if time.monotonic() > end:
-            raise AssertionError(f"condition not reached; statistics: {stats}")
-        await asyncio.sleep(0.01)
+    """Until the server's own counters satisfy ``condition`` (the server tells us, no guessing)."""
+
+    def check() -> inference_pb2.VersionStatistics | None:
+        stats = counters(model)
+        return stats if condition(stats) else None
+
+    return await eventually_async(check, what=f"a condition on the statistics of '{model}'")
 
 
 async def test_concurrent_requests_form_one_batch_with_each_caller_getting_its_own_rows(stub):
@@ -176,28 +242,28 @@ async def test_lone_request_is_not_held_by_the_window_when_the_engine_is_idle(st
     assert check_own_rows(reply, x)[1] == 1
 
 
-async def test_full_queue_rejects_with_resource_exhausted_naming_the_model(stub):
+async def test_full_queue_rejects_with_resource_exhausted_naming_the_model_and_its_limit(stub, counters):
     waiting = [stub.Predict(request("bounded", rows_for(i, 1)), timeout=30) for i in range(2)]
     tasks = [asyncio.ensure_future(call) for call in waiting]
-    await wait_for(stub, "bounded", lambda s: s.queue_depth == 2)
+    await wait_for(counters, "bounded", lambda s: s.queue_depth == 2)
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await stub.Predict(request("bounded", rows_for(9, 1)), timeout=10)
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert "model 'bounded' queue is full" in info.value.details()
+    assert "model 'bounded' queue is full (2 requests waiting, its max_queue_size)" in info.value.details()
     for task in tasks:
         task.cancel()
-    await wait_for(stub, "bounded", lambda s: s.queue_depth == 0)
+    await wait_for(counters, "bounded", lambda s: s.queue_depth == 0)
     stats = await statistics(stub, "bounded")
     assert stats.execution_count == 0
 
 
-async def test_expired_request_never_reaches_the_engine_and_gets_deadline_exceeded(stub):
+async def test_expired_request_never_reaches_the_engine_and_gets_deadline_exceeded(stub, counters):
     doomed = asyncio.ensure_future(stub.Predict(request("held2", rows_for(0, 1)), timeout=1.0))
-    await wait_for(stub, "held2", lambda s: s.queue_depth == 1)  # the server holds it (the hook waits for 2)
+    await wait_for(counters, "held2", lambda s: s.queue_depth == 1)  # the server holds it (the hook waits for 2)
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await doomed
     assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    await wait_for(stub, "held2", lambda s: s.queue_depth == 0 and s.expired_before_run == 1)
+    await wait_for(counters, "held2", lambda s: s.queue_depth == 0 and s.expired_before_run == 1)
     xs = [rows_for(1, 1), rows_for(2, 1)]
     replies = await asyncio.gather(*(stub.Predict(request("held2", x), timeout=10) for x in xs))
     seen = {check_own_rows(r, x) for r, x in zip(replies, xs, strict=True)}
@@ -216,14 +282,14 @@ async def test_queue_timeout_answers_deadline_exceeded_without_running(stub):
     assert stats.failure_count["DEADLINE_EXCEEDED"] == 1
 
 
-async def test_cancelling_one_caller_of_a_held_batch_leaves_the_others_answered(stub):
+async def test_cancelling_one_caller_of_a_held_batch_leaves_the_others_answered(stub, counters):
     first = stub.Predict(request("held3", rows_for(0, 1)), timeout=30)
     first_task = asyncio.ensure_future(first)
     kept_x = rows_for(1, 1)
     kept = asyncio.ensure_future(stub.Predict(request("held3", kept_x), timeout=30))
-    await wait_for(stub, "held3", lambda s: s.queue_depth == 2)
+    await wait_for(counters, "held3", lambda s: s.queue_depth == 2)
     first.cancel()
-    await wait_for(stub, "held3", lambda s: s.queue_depth == 1 and s.cancelled_before_run == 1)
+    await wait_for(counters, "held3", lambda s: s.queue_depth == 1 and s.cancelled_before_run == 1)
     xs = [rows_for(2, 1), rows_for(3, 1)]
     replies = await asyncio.gather(kept, *(stub.Predict(request("held3", x), timeout=10) for x in xs))
     seen = {check_own_rows(r, x) for r, x in zip(replies, [kept_x, *xs], strict=True)}
@@ -232,11 +298,11 @@ async def test_cancelling_one_caller_of_a_held_batch_leaves_the_others_answered(
         await first_task
 
 
-async def test_priorities_order_execution(stub):
+async def test_priorities_order_execution(stub, counters):
     low = [rows_for(i, 1) for i in range(2)]
     high = [rows_for(10 + i, 1) for i in range(2)]
     low_calls = [asyncio.ensure_future(stub.Predict(request("prioritised", x), timeout=10)) for x in low]
-    await wait_for(stub, "prioritised", lambda s: s.queue_depth == 2)
+    await wait_for(counters, "prioritised", lambda s: s.queue_depth == 2)
     high_calls = [stub.Predict(request("prioritised", x, priority=1), timeout=10) for x in high]
     high_replies = await asyncio.gather(*high_calls)
     low_replies = await asyncio.gather(*low_calls)
@@ -250,3 +316,23 @@ async def test_out_of_range_priority_is_invalid_argument(stub):
         await stub.Predict(request("prioritised", rows_for(0, 1), priority=5), timeout=10)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "'priority'" in info.value.details() and "1 to 2" in info.value.details()
+
+
+async def test_one_out_of_vocabulary_request_fails_alone_and_its_batch_mates_get_answers(stub):
+    good = [np.array([[i % VOCAB, 1, 2, 3]], dtype=np.int64) for i in range(8)]
+    bad = np.array([[1, 2, VOCAB + 100, 3]], dtype=np.int64)
+    messages = [
+        inference_pb2.PredictRequest(model_name="vocab", inputs=[from_numpy("input_ids", x)])
+        for x in [*good[:5], bad, *good[5:]]
+    ]
+    results = await asyncio.gather(*(stub.Predict(m, timeout=30) for m in messages), return_exceptions=True)
+    failed = results.pop(5)
+    assert isinstance(failed, grpc.aio.AioRpcError), failed
+    assert failed.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "model 'vocab'" in failed.details() and str(VOCAB + 100) in failed.details()
+    table = vocab_table()
+    for reply, x in zip(results, good, strict=True):
+        assert isinstance(reply, inference_pb2.PredictResponse), reply
+        np.testing.assert_allclose(decode(reply)["pooled"], table[x].sum(axis=1))
+    stats = await statistics(stub, "vocab")
+    assert {b.batch_size: b.count for b in stats.batch_sizes} == {9: 1, 1: 9}  # the batch, then each alone

@@ -1,11 +1,13 @@
-"""Model control details: polling reloads changed files, an API unload sticks against polling, the admin
-service can live on its own localhost port, and metadata describes the default version of a split model."""
+"""Model control details: polling reloads changed files, an API unload sticks against polling, a cancelled
+LoadModel does not strand its model, unknown names cost nothing, the admin service can live on its own
+localhost port, and metadata describes the default version of a split model."""
 
 from __future__ import annotations
 
 import os
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -14,7 +16,23 @@ import pytest
 
 from inferd.tensors import from_numpy, to_numpy
 from inferd.v1 import admin_pb2, admin_pb2_grpc, inference_pb2, inference_pb2_grpc
-from tests.support import SCALE_CONFIG, ServerThread, scale_model, write_model
+from server.core.types import SlotState
+from tests.support import SCALE_CONFIG, ServerThread, eventually, scale_model, write_model
+
+#: opened by a test to let GATED_MODEL's load() finish; the model imports it from this module
+LOAD_GATE = threading.Event()
+
+GATED_MODEL = """
+import numpy as np
+
+class Model:
+    def load(self):
+        from tests.integration.test_model_control import LOAD_GATE
+        LOAD_GATE.wait(30)
+
+    def infer(self, inputs):
+        return {"y": np.asarray(inputs["x"], dtype=np.float32) * 5}
+"""
 
 
 def predict(channel: grpc.Channel, model: str) -> inference_pb2.PredictResponse:
@@ -24,12 +42,11 @@ def predict(channel: grpc.Channel, model: str) -> inference_pb2.PredictResponse:
     return inference_pb2_grpc.InferenceServiceStub(channel).Predict(request, timeout=10)
 
 
-def eventually(condition: Callable[[], bool], timeout: float = 20) -> None:
-    end = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > end:
-            raise AssertionError("condition not reached")
-        time.sleep(0.02)
+@pytest.fixture
+def gate() -> Iterator[threading.Event]:
+    LOAD_GATE.clear()
+    yield LOAD_GATE
+    LOAD_GATE.set()  # never leave a loader thread blocked
 
 
 def test_polling_reloads_a_version_whose_files_changed(tmp_path: Path):
@@ -39,7 +56,7 @@ def test_polling_reloads_a_version_whose_files_changed(tmp_path: Path):
         model_py = tmp_path / "m" / "1" / "model.py"
         model_py.write_text(scale_model(3))
         os.utime(model_py, ns=(time.time_ns(), time.time_ns() + 1_000_000))  # a new mtime even on coarse clocks
-        eventually(lambda: to_numpy(predict(channel, "m").outputs[0])[0, 0] == 3.0)
+        eventually(lambda: to_numpy(predict(channel, "m").outputs[0])[0, 0] == 3.0, what="the reloaded version")
         assert predict(channel, "m").model_version == 1
 
 
@@ -56,6 +73,53 @@ def test_an_api_unload_is_not_undone_by_polling_until_load_model(tmp_path: Path)
         assert info.value.code() == grpc.StatusCode.NOT_FOUND
         admin.LoadModel(admin_pb2.LoadModelRequest(name="m"), timeout=10)
         assert predict(channel, "m").model_version == 1
+
+
+def test_a_cancelled_load_model_still_brings_the_model_up(tmp_path: Path, gate: threading.Event):
+    with ServerThread(tmp_path) as server, grpc.insecure_channel(server.address) as channel:
+        assert server.server is not None
+        registry, manager = server.server.registry, server.server.manager
+        write_model(tmp_path, "slow", SCALE_CONFIG, {1: GATED_MODEL})
+        admin = admin_pb2_grpc.ModelServiceStub(channel)
+        call = admin.LoadModel.future(admin_pb2.LoadModelRequest(name="slow"), timeout=30)
+
+        def loading() -> bool:
+            entry = registry.get("slow")
+            return entry is not None and entry.slots[1].state is SlotState.LOADING
+
+        eventually(loading, what="slow LOADING")
+        call.cancel()
+        with pytest.raises(grpc.FutureCancelledError):
+            call.result()
+        gate.set()
+        eventually(lambda: registry.entry("slow").serving, what="slow READY after its LoadModel was cancelled")
+        assert to_numpy(predict(channel, "slow").outputs[0])[0, 0] == 5.0
+        loaded = registry.entry("slow").slots[1]
+        retry = admin.LoadModel(admin_pb2.LoadModelRequest(name="slow"), timeout=30)
+        assert [(v.version, v.state) for v in retry.status.versions] == [(1, inference_pb2.VERSION_STATE_READY)]
+        assert registry.entry("slow").slots[1] is loaded  # a retry of a completed load changes nothing
+        assert server.call(manager.poll_once()) == []  # the load completed: polling agrees it is loaded
+        model_py = tmp_path / "slow" / "1" / "model.py"
+        os.utime(model_py, ns=(time.time_ns(), time.time_ns() + 1_000_000))
+        assert server.call(manager.poll_once()) == ["slow"]  # and still picks up a change of its files
+        assert registry.entry("slow").serving
+
+
+def test_unknown_model_names_answer_not_found_and_leave_no_state(tmp_path: Path):
+    write_model(tmp_path, "m", SCALE_CONFIG, {1: scale_model(2)})
+    with ServerThread(tmp_path) as server, grpc.insecure_channel(server.address) as channel:
+        assert server.server is not None
+        admin = admin_pb2_grpc.ModelServiceStub(channel)
+        for i in range(200):
+            name = f"ghost-{i}-" + "x" * 2000
+            for rpc, request in (
+                (admin.UnloadModel, admin_pb2.UnloadModelRequest(name=name)),
+                (admin.SetTraffic, admin_pb2.SetTrafficRequest(name=name, version_labels={"stable": 1})),
+            ):
+                with pytest.raises(grpc.RpcError) as info:
+                    rpc(request, timeout=10)
+                assert info.value.code() == grpc.StatusCode.NOT_FOUND
+        assert len(server.server.manager._locks) == 0
 
 
 def test_model_service_on_a_separate_admin_port_is_not_on_the_main_port(tmp_path: Path):

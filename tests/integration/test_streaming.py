@@ -23,8 +23,8 @@ from inferd import AsyncClient, Client, errors
 from inferd.tensors import from_numpy, to_numpy
 from inferd.v1 import inference_pb2, inference_pb2_grpc, tensor_pb2
 from server.core.types import SlotState
-from server.scheduling.streams import StreamScheduler
-from tests.support import ServerThread, write_model
+from server.scheduling.stream_scheduler import StreamScheduler
+from tests.support import ServerThread, eventually_async, write_model
 
 LM_CONFIG = """
 engine: "generative"
@@ -70,6 +70,8 @@ output { name: "n" data_type: DATA_TYPE_INT64 dims: [1] }
 FRAGILE_MODEL = """
 import numpy as np
 
+from engines.base import InvalidInput
+
 class Model:
     eos_id = None
     max_context = 64
@@ -84,6 +86,8 @@ class Model:
         return {"fragile": False}
 
     def prefill(self, caches, prompts):
+        if any(bytes(int(t) for t in prompt) == b"oov" for prompt in prompts):
+            raise InvalidInput("token 'oov' is not in the vocabulary")
         for cache, prompt in zip(caches, prompts):
             cache["fragile"] = bytes(int(t) for t in prompt) == b"boom"
         logits = np.zeros((len(caches), 256), dtype=np.float32)
@@ -132,6 +136,7 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.rmtree(source)
     write_model(root, "counter", COUNTER_CONFIG, {1: COUNTER_MODEL})
     write_model(root, "fragile", LM_CONFIG.format(streaming=""), {1: FRAGILE_MODEL})
+    write_model(root, "fragile_batch", LM_CONFIG.format(streaming=""), {1: FRAGILE_MODEL})
     write_model(root, "wide", WIDE_CONFIG, {1: WIDE_MODEL})
     return root
 
@@ -460,10 +465,7 @@ async def test_drain_waits_for_an_open_stream(server, stub):
     on_server(server, lambda: slot.streams.resume())
     rest = await collect(call)
     assert sum(len(tokens_of(m)) for m in [first, *rest]) == 6 and rest[-1].final
-    end = time.monotonic() + 10
-    while slot.state is not SlotState.UNLOADED and time.monotonic() < end:
-        await asyncio.sleep(0.01)
-    assert slot.state is SlotState.UNLOADED
+    await eventually_async(lambda: slot.state is SlotState.UNLOADED, timeout=10, what="the drained slot unloads")
 
 
 async def test_a_model_error_ends_its_stream_with_internal_and_the_scheduler_serves_on(stub):
@@ -476,6 +478,29 @@ async def test_a_model_error_ends_its_stream_with_internal_and_the_scheduler_ser
     assert [t for m in messages for t in tokens_of(m)] == [ord("a")] * 5
     stats = await streaming_stats(stub, "fragile")
     assert stats.streams_failed == 1 and stats.streams_completed == 1 and stats.active_streams == 0
+
+
+async def test_one_bad_prompt_fails_only_its_own_stream_in_a_shared_step(server, stub):
+    model = "fragile_batch"
+    on_server(server, lambda: scheduler(server, model).pause())  # hold until all have joined one step
+    prompts = [b"fine", b"boom", b"oov", b"also fine"]
+    calls = [stub.PredictStream(generation(model, p, max_tokens=5, temperature=0.0), timeout=30) for p in prompts]
+    tasks = [asyncio.ensure_future(collect(call)) for call in calls]
+    await wait_for(stub, model, lambda s: s.active_streams == len(prompts))
+    on_server(server, lambda: scheduler(server, model).resume())
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    for prompt, result in zip(prompts, results, strict=True):
+        if prompt == b"boom":  # its decode step fell over: a model failure
+            assert isinstance(result, grpc.aio.AioRpcError) and result.code() == grpc.StatusCode.INTERNAL
+        elif prompt == b"oov":  # the model said its input was bad: the client's fault, named
+            assert isinstance(result, grpc.aio.AioRpcError) and result.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "model 'fragile_batch'" in result.details() and "not in the vocabulary" in result.details()
+        else:
+            assert not isinstance(result, BaseException), f"{prompt!r} failed: {result}"
+            check_sequence(result)
+            assert [t for m in result for t in tokens_of(m)] == [ord("a")] * 5
+    stats = await wait_for(stub, model, lambda s: s.streams_completed == 2)
+    assert stats.streams_failed == 2 and stats.active_streams == 0 and stats.buffered_outputs == 0
 
 
 # --- python generators, chunked results, unary refusal ---------------------------------------------

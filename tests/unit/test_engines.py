@@ -27,6 +27,7 @@ from engines.base import (
     BackendUnavailable,
     Engine,
     EngineError,
+    InvalidInput,
     LoadSpec,
     Signature,
     TensorSig,
@@ -243,6 +244,22 @@ def test_onnx_engine_refuses_calls_after_close(repo: Path) -> None:
         engine.infer({"features": np.zeros((1, 256), np.float32)})
 
 
+def test_onnx_engine_answers_invalid_input_for_an_out_of_vocabulary_token(repo: Path) -> None:
+    engine = ort_engine.load(spec_for(repo, "text_encoder"))
+    ids = np.ones((2, 128), np.int64)
+    ids[1, 3] = 5000  # the vocabulary has 1024 ids
+    with pytest.raises(InvalidInput, match=r"onnxruntime refused the input values: .*idx=5000"):
+        engine.infer({"input_ids": ids})
+    assert engine.infer({"input_ids": ids[:1]})["logits"].shape == (1, 8)  # the session still serves
+
+
+def test_onnx_invalid_argument_is_told_apart_from_other_failures() -> None:
+    invalid = ort.capi.onnxruntime_pybind11_state.InvalidArgument("[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : x")
+    assert ort_engine.is_invalid_argument(invalid)
+    assert ort_engine.is_invalid_argument(RuntimeError("[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : bad dims"))
+    assert not ort_engine.is_invalid_argument(RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : oom"))
+
+
 # --- torch --------------------------------------------------------------------------------------------
 
 
@@ -333,6 +350,28 @@ def test_torch_engine_maps_tuple_and_dict_outputs_to_declared_names(tmp_path: Pa
         got = pt_engine.load(spec).infer({"a": a, "b": b})
         np.testing.assert_array_equal(got["total"], a + b)
         np.testing.assert_array_equal(got["diff"], a - b)
+
+
+def test_torch_engine_answers_invalid_input_for_an_index_outside_an_embedding(tmp_path: Path) -> None:
+    artifact = _script(
+        tmp_path,
+        "def __init__(self) -> None:\n"
+        "    super().__init__()\n"
+        "    self.table = torch.nn.Embedding(10, 4)\n\n"
+        "def forward(self, ids: torch.Tensor) -> torch.Tensor:\n"
+        "    return self.table(ids).sum(1)\n",
+    )
+    signature = Signature(inputs=(TensorSig("ids", "INT64", (-1, 3)),), outputs=(TensorSig("y", "FP32", (-1, 4)),))
+    engine = pt_engine.load(LoadSpec("lookup", 1, artifact, signature, max_batch_size=8))
+    with pytest.raises(InvalidInput, match="torch refused the input values: index out of range"):
+        engine.infer({"ids": np.array([[1, 2, 30]], np.int64)})
+    assert engine.infer({"ids": np.array([[1, 2, 3]], np.int64)})["y"].shape == (1, 4)
+
+
+def test_torch_errors_that_do_not_blame_the_input_stay_engine_errors() -> None:
+    assert pt_engine.input_fault(IndexError("index out of range in self")) == "index out of range in self"
+    assert pt_engine.input_fault(RuntimeError("trace...\nRuntimeError: index out of range in self")) is not None
+    assert pt_engine.input_fault(RuntimeError("CUDA out of memory")) is None
 
 
 # --- python -------------------------------------------------------------------------------------------
@@ -475,7 +514,7 @@ def test_python_engine_passes_spec_calls_hooks_and_honours_python_class(tmp_path
     engine = python_engine.load(echo_spec(path, parameters={"python_class": "Doubler"}))
     x = np.array([[1.0, 2.0]], np.float32)
     np.testing.assert_array_equal(engine.infer({"x": x})["y"], x * 2)
-    assert engine.infer_stream is not None
+    assert engine.streams  # infer_stream found (run through start_stream / advance_stream)
     events = sys.modules[python_engine.module_name_for(engine.spec)].events
     engine.close()
     assert events == [("init", "echo"), ("load",), ("close",)]

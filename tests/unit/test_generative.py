@@ -7,19 +7,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engines.base import LoadSpec, Signature, TensorSig, load_engine
-from engines.generative import (
-    FINISH_EOS,
-    FINISH_LENGTH,
-    FINISH_STOP,
+from engines.base import InvalidInput, LoadSpec, Signature, TensorSig, load_engine
+from engines.decoding import (
     Generation,
     GenerationError,
     GenerationParams,
-    GenerativeEngine,
     TextAssembler,
     parse_parameters,
     sample,
 )
+from engines.generative import FINISH_EOS, FINISH_LENGTH, FINISH_STOP, GenerativeEngine
+from engines.stream_part import StreamPart
 from examples import tiny_lm
 
 SIGNATURE = Signature(
@@ -47,6 +45,14 @@ def prompt(text: bytes) -> dict[str, np.ndarray]:
     array = np.empty(1, dtype=object)
     array[0] = text
     return {"prompt": array}
+
+
+def ids_of(part: StreamPart) -> list[int]:
+    return [int(t) for t in part.outputs["token_ids"]]
+
+
+def text_of(part: StreamPart) -> bytes:
+    return bytes(part.outputs["text"][0])
 
 
 # --- parameters ---------------------------------------------------------------------------------
@@ -145,8 +151,13 @@ def test_greedy_generation_matches_the_model_run_step_by_step(engine: Generative
     tokens: list[int] = []
     while g.finish_reason is None:
         (out,) = engine.step([g])
-        tokens.extend(out.token_ids)
+        tokens.extend(ids_of(out))
     assert g.finish_reason == FINISH_LENGTH
+    assert out.final and out.parameters == {
+        "finish_reason": "length",
+        "prompt_tokens": len(g.prompt),
+        "generated_tokens": 30,
+    }
     assert tokens == reference
     assert engine.release(g) > 0
 
@@ -164,8 +175,8 @@ def test_streams_stepped_together_equal_streams_stepped_alone(engine: Generative
             groups = [live] if batched else [[i] for i in live]
             for group in groups:
                 for i, result in zip(group, engine.step([gens[i] for i in group]), strict=True):
-                    out[i].extend(result.token_ids)
-                    if result.finish_reason:
+                    out[i].extend(ids_of(result))
+                    if result.final:
                         engine.release(gens[i])  # leaves mid-way: the pool moves another stream's row
         return out
 
@@ -175,11 +186,11 @@ def test_streams_stepped_together_equal_streams_stepped_alone(engine: Generative
 def test_eos_and_stop_end_a_stream_with_their_reason(engine: GenerativeEngine) -> None:
     g = engine.start(prompt(b"x"), {"max_tokens": 5, "temperature": 0.0})
     out = engine._advance(g, tiny_lm.EOS_ID)
-    assert (out.token_ids, out.finish_reason) == ((), FINISH_EOS)
+    assert (ids_of(out), out.final, out.parameters["finish_reason"]) == ([], True, FINISH_EOS)
     g = engine.start(prompt(b"x"), {"max_tokens": 5, "stop": "hi"})
-    assert engine._advance(g, ord("h")).text == b""
+    assert text_of(engine._advance(g, ord("h"))) == b""
     out = engine._advance(g, ord("i"))
-    assert (out.token_ids, out.text, out.finish_reason) == ((ord("i"),), b"", FINISH_STOP)
+    assert (ids_of(out), text_of(out), out.parameters["finish_reason"]) == ([ord("i")], b"", FINISH_STOP)
 
 
 def test_prompts_that_do_not_fit_are_refused(engine: GenerativeEngine) -> None:
@@ -222,3 +233,53 @@ def test_prompts_prefilled_together_match_prompts_prefilled_alone(version_dir: P
     alone = np.stack([model.prefill([model.new_cache(64)], [p])[0] for p in prompts])
     together = model.prefill([model.new_cache(64) for _ in prompts], prompts)
     np.testing.assert_allclose(together, alone, rtol=1e-5, atol=1e-5)
+
+
+# --- the stream message and failed steps -------------------------------------------------------------
+
+
+def test_merged_parts_read_as_one_message_with_the_last_parts_ending() -> None:
+    def part(ids: list[int], text: bytes, info: dict | None = None) -> StreamPart:
+        texts = np.empty(1, dtype=object)
+        texts[0] = text
+        outputs = {"token_ids": np.asarray(ids, dtype=np.int64), "text": texts}
+        return StreamPart(outputs, info is not None, info or {})
+
+    merged = StreamPart.merged([part([1], b"a"), part([], b""), part([2, 3], b"bc", {"finish_reason": "stop"})])
+    assert ids_of(merged) == [1, 2, 3] and text_of(merged) == b"abc"
+    assert merged.final and merged.parameters == {"finish_reason": "stop"}
+    single = part([4], b"d")
+    assert StreamPart.merged([single]) is single
+
+
+def test_a_failed_step_leaves_its_streams_ready_to_step_again(engine: GenerativeEngine) -> None:
+    def start(text: bytes) -> Generation:
+        return engine.start(prompt(text), {"max_tokens": 6, "temperature": 0.0, "ignore_eos": True})
+
+    def failing_decode(caches: object, tokens: object) -> np.ndarray:
+        raise RuntimeError("decode fell over")
+
+    def run(gens: list[Generation], fail_once: bool) -> list[list[int]]:
+        out: list[list[int]] = [[] for _ in gens]
+        for i, result in enumerate(engine.step(gens[:2])):  # two running streams ...
+            out[i].extend(ids_of(result))
+        if fail_once:  # ... and a fresh one join a step that fails in decode, after the prefill ran
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setattr(engine.model, "decode", failing_decode)
+                with pytest.raises(RuntimeError, match="decode fell over"):
+                    engine.step(gens)
+            assert not gens[2].started  # its cache was released again
+        while any(g.finish_reason is None for g in gens):
+            live = [i for i, g in enumerate(gens) if g.finish_reason is None]
+            for i, result in zip(live, engine.step([gens[i] for i in live]), strict=True):
+                out[i].extend(ids_of(result))
+        for g in gens:
+            engine.release(g)
+        return out
+
+    prompts = [b"The river", b"A", b"She planted"]
+    assert run([start(p) for p in prompts], fail_once=True) == run([start(p) for p in prompts], fail_once=False)
+
+
+def test_a_bad_generation_request_is_the_engines_invalid_input() -> None:
+    assert issubclass(GenerationError, InvalidInput)

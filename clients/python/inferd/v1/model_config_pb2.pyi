@@ -42,7 +42,7 @@ class VersionPolicy(_message.Message):
     def __init__(self, latest: _Optional[_Union[VersionPolicy.Latest, _Mapping]] = ..., all: _Optional[_Union[VersionPolicy.All, _Mapping]] = ..., specific: _Optional[_Union[VersionPolicy.Specific, _Mapping]] = ...) -> None: ...
 
 class DynamicBatching(_message.Message):
-    __slots__ = ("max_queue_delay_microseconds", "preferred_batch_sizes", "max_queue_size", "default_timeout_microseconds", "priority_levels", "default_priority_level", "always_wait_for_window", "hold_until_queued")
+    __slots__ = ("max_queue_delay_microseconds", "preferred_batch_sizes", "max_queue_size", "default_timeout_microseconds", "priority_levels", "default_priority_level", "always_wait_for_window")
     MAX_QUEUE_DELAY_MICROSECONDS_FIELD_NUMBER: _ClassVar[int]
     PREFERRED_BATCH_SIZES_FIELD_NUMBER: _ClassVar[int]
     MAX_QUEUE_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -50,7 +50,6 @@ class DynamicBatching(_message.Message):
     PRIORITY_LEVELS_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_PRIORITY_LEVEL_FIELD_NUMBER: _ClassVar[int]
     ALWAYS_WAIT_FOR_WINDOW_FIELD_NUMBER: _ClassVar[int]
-    HOLD_UNTIL_QUEUED_FIELD_NUMBER: _ClassVar[int]
     max_queue_delay_microseconds: int
     preferred_batch_sizes: _containers.RepeatedScalarFieldContainer[int]
     max_queue_size: int
@@ -58,8 +57,7 @@ class DynamicBatching(_message.Message):
     priority_levels: int
     default_priority_level: int
     always_wait_for_window: bool
-    hold_until_queued: int
-    def __init__(self, max_queue_delay_microseconds: _Optional[int] = ..., preferred_batch_sizes: _Optional[_Iterable[int]] = ..., max_queue_size: _Optional[int] = ..., default_timeout_microseconds: _Optional[int] = ..., priority_levels: _Optional[int] = ..., default_priority_level: _Optional[int] = ..., always_wait_for_window: _Optional[bool] = ..., hold_until_queued: _Optional[int] = ...) -> None: ...
+    def __init__(self, max_queue_delay_microseconds: _Optional[int] = ..., preferred_batch_sizes: _Optional[_Iterable[int]] = ..., max_queue_size: _Optional[int] = ..., default_timeout_microseconds: _Optional[int] = ..., priority_levels: _Optional[int] = ..., default_priority_level: _Optional[int] = ..., always_wait_for_window: _Optional[bool] = ...) -> None: ...
 
 class ModelWarmup(_message.Message):
     __slots__ = ("input_kind", "batch_sizes", "count")

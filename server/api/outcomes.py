@@ -1,0 +1,47 @@
+"""Per-call outcome accounting: every Predict and PredictStream call is counted once in its version's
+statistics, as a success or as a failure under its status name.
+
+One helper for the three kinds of call (Predict, a generative or generator stream, a chunked stream),
+so they cannot drift apart; the status name of a failure is :func:`server.core.deadlines.outcome_code`'s
+(a cancel at the deadline counts as DEADLINE_EXCEEDED).
+"""
+
+from __future__ import annotations
+
+import time
+from types import TracebackType
+
+from server.core.deadlines import outcome_code
+from server.telemetry.stats import VersionStats
+
+
+class CallOutcome:
+    """``with CallOutcome(stats, deadline): ...`` counts the block's outcome (it may span a stream's yields:
+    a stream closed by gRPC ends the block with GeneratorExit or CancelledError, counted as the client's
+    cancel or as expiry).
+
+    ``started_ns`` (``time.perf_counter_ns()`` when the call arrived) also records the latency of a
+    success; only unary calls pass it, since a stream's length follows how fast its client reads.
+    A plain class rather than ``contextlib.contextmanager``: it sits on the Predict hot path.
+    """
+
+    __slots__ = ("_deadline", "_started_ns", "_stats")
+
+    def __init__(self, stats: VersionStats, deadline: float | None, started_ns: int | None = None) -> None:
+        self._stats = stats
+        self._deadline = deadline
+        self._started_ns = started_ns
+
+    def __enter__(self) -> CallOutcome:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        stats = self._stats
+        if exc is not None:
+            stats.failed[outcome_code(exc, self._deadline)] += 1
+            return
+        stats.success += 1
+        if self._started_ns is not None:
+            stats.record_latency(time.perf_counter_ns() - self._started_ns)
