@@ -48,13 +48,19 @@ def _wrap_stream(
     behaviour: Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]], method: str
 ) -> Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]:
     async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        messages = behaviour(request, context)
         try:
-            async for item in behaviour(request, context):
+            async for item in messages:
                 yield item
         except AbortError:
             raise
         except Exception as exc:
             await _abort_for(exc, context, method)
+        finally:
+            # a stream gRPC ended (client gone, deadline) is closed now, not whenever it is collected
+            aclose = getattr(messages, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
     return stream
 

@@ -119,7 +119,7 @@ def stats(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([json_format.MessageToDict(s) for s in statistics], indent=2))
         return 0
-    from server.telemetry.stats import latency_quantile
+    from inferd.statistics import latency_quantile
 
     rows = [
         (
@@ -148,8 +148,8 @@ def stats(args: argparse.Namespace) -> int:
                 s.engine or "-",
                 str(s.success_count),
                 str(failed) + (f" {dict(s.failure_count)}" if failed else ""),
-                _bound_ms(latency_quantile([b.count for b in s.latency_buckets], 0.5)),
-                _bound_ms(latency_quantile([b.count for b in s.latency_buckets], 0.99)),
+                _bound_ms(latency_quantile(s.latency_buckets, 0.5)),
+                _bound_ms(latency_quantile(s.latency_buckets, 0.99)),
                 str(s.execution_count),
                 f"{s.inference_count / batches:.1f}",
                 f"{s.queue_time_ns / answered / 1e6:.3f}",

@@ -8,16 +8,17 @@ import logging
 import os
 import signal
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from server.app import ServerOptions
 
 
-def serve(args: argparse.Namespace) -> int:
-    from server.app import InferdServer, ServerOptions, StartupError
-    from server.models.repository import RepositoryError
+def server_options(args: argparse.Namespace) -> ServerOptions:
+    """The parsed ``inferd serve`` flags as the server's options."""
+    from server.app import ServerOptions
 
-    logging.basicConfig(
-        level=getattr(logging, args.log_level), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    options = ServerOptions(
+    return ServerOptions(
         repository=args.repository,
         host=args.host,
         port=args.port,
@@ -34,6 +35,16 @@ def serve(args: argparse.Namespace) -> int:
         trt_cache_dir=args.trt_cache_dir,
         gpu_memory_fraction=args.gpu_memory_fraction,
     )
+
+
+def serve(args: argparse.Namespace) -> int:
+    from server.app import InferdServer, StartupError
+    from server.models.repository import RepositoryError
+
+    logging.basicConfig(
+        level=getattr(logging, args.log_level), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    options = server_options(args)
 
     abandoned: list[bool] = []
     log = logging.getLogger("inferd")

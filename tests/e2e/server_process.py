@@ -20,6 +20,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from tests.support import eventually
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 #: The interpreter running the tests; under `make test` it is .venv/bin/python.
 BIN_DIR = Path(sys.executable).parent
@@ -93,16 +95,17 @@ class ServerProcess:
     def wait_ready(self, timeout: float = START_TIMEOUT_S) -> ServerProcess:
         """Poll for the port file (written once serving), then confirm health "" is SERVING."""
         deadline = time.monotonic() + timeout
-        while True:
+
+        def bound_port() -> int:
             if self.process.poll() is not None:
                 self._fail(f"the server exited with code {self.process.returncode} before serving")
             text = self.port_file.read_text().strip() if self.port_file.exists() else ""
-            if text.isdigit():
-                self.port = int(text)
-                break
-            if time.monotonic() > deadline:
-                self._fail(f"no port file after {timeout:.0f} s")
-            time.sleep(0.05)
+            return int(text) if text.isdigit() else 0
+
+        try:
+            self.port = eventually(bound_port, timeout=timeout, what="the port file")
+        except AssertionError:
+            self._fail(f"no port file after {timeout:.0f} s")
         remaining = max(1.0, deadline - time.monotonic())
         try:
             status = health_status(self.address, "", timeout=remaining)

@@ -16,7 +16,12 @@ from grpc_health.v1 import health_pb2
 
 from examples.build import build_repository
 from inferd import Client
+from server.app import InferdServer
+from server.cli.main import build_parser
+from server.cli.serve import server_options
+from server.models.slot import DEFAULT_DRAIN_TIMEOUT_S
 from tests.e2e.server_process import REPO_ROOT, ServerProcess, health_status, tool_env
+from tests.support import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -154,9 +159,7 @@ def test_sigterm_reports_not_serving_and_keeps_answering_through_the_drain_then_
         with Client(server.address, timeout=10) as client:
             sent = time.monotonic()
             server.process.send_signal(signal.SIGTERM)
-            while health_status(server.address) != NOT_SERVING:
-                assert time.monotonic() - sent < drain_s, "health never turned NOT_SERVING"
-                time.sleep(0.02)
+            eventually(lambda: health_status(server.address) == NOT_SERVING, timeout=drain_s, what="NOT_SERVING")
             assert health_status(server.address, "model/tokenizer") == NOT_SERVING
             assert health_status(server.address, "inferd.v1.InferenceService") == NOT_SERVING
             # Inside the drain window the port is still open and requests are still served.
@@ -167,3 +170,11 @@ def test_sigterm_reports_not_serving_and_keeps_answering_through_the_drain_then_
         assert time.monotonic() - sent >= drain_s * 0.9
     finally:
         server.terminate()
+
+
+def test_unload_drain_seconds_reaches_the_model_manager_with_the_servers_default(tmp_path: Path) -> None:
+    parse = build_parser().parse_args
+    default = server_options(parse(["serve", "--repository", str(tmp_path)]))
+    assert default.unload_drain_seconds == DEFAULT_DRAIN_TIMEOUT_S
+    options = server_options(parse(["serve", "--repository", str(tmp_path), "--unload-drain-seconds", "2.5"]))
+    assert InferdServer(options).manager.drain_timeout_s == 2.5

@@ -1,4 +1,5 @@
-"""grpc.health.v1 per server and per model; ListModels/ModelMetadata report failures with reasons."""
+"""grpc.health.v1 per server and per model; ListModels/ModelMetadata report failures with reasons;
+ModelStatistics counts every call, streams included."""
 
 from __future__ import annotations
 
@@ -6,12 +7,14 @@ import queue
 import threading
 
 import grpc
+import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from inferd import Client, errors
 from inferd.v1 import inference_pb2
 from tests.integration.conftest import build_small_repository
-from tests.support import ServerThread
+from tests.support import ServerThread, eventually
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -104,3 +107,39 @@ def test_watch_streams_serving_then_not_serving_when_the_server_drains(tmp_path)
     finally:
         channel.close()
         server.stop()
+
+
+def _counts(client: Client, model: str) -> tuple[int, dict[str, int]]:
+    (stats,) = client.statistics(model, 1)
+    return stats.success_count, dict(stats.failure_count)
+
+
+def test_chunked_streams_are_counted_in_model_statistics_like_predict(small_server: ServerThread):
+    x = np.arange(32, dtype=np.float32).reshape(8, 4) + 1
+    with Client(small_server.address, timeout=10) as client:
+        success, failed = _counts(client, "flaky")
+        assert len(list(client.predict_stream("flaky", {"x": x}, chunk_rows=2))) == 4
+        assert _counts(client, "flaky") == (success + 1, failed)
+
+        # the engine fails on the third chunk (its first value is 13): one INTERNAL, after two messages
+        x[4, 0] = 13
+        with pytest.raises(errors.Internal):
+            list(client.predict_stream("flaky", {"x": x}, chunk_rows=2))
+        failed["INTERNAL"] = failed.get("INTERNAL", 0) + 1
+        assert _counts(client, "flaky") == (success + 1, failed)
+
+        # refused before the first chunk, as Predict's validation would be
+        with pytest.raises(errors.InvalidArgument):
+            list(client.predict_stream("flaky", {"x": x.astype(np.float64)}, chunk_rows=2))
+        failed["INVALID_ARGUMENT"] = failed.get("INVALID_ARGUMENT", 0) + 1
+        assert _counts(client, "flaky") == (success + 1, failed)
+
+
+def test_a_chunked_stream_the_client_cancels_counts_as_cancelled(small_server: ServerThread):
+    with Client(small_server.address, timeout=30) as client:
+        cancelled = _counts(client, "wide")[1].get("CANCELLED", 0)
+        # 8 chunks of 2.4 MB: more than gRPC's flow-control window, so the server is still writing
+        stream = client.predict_stream("wide", {"x": np.ones((8, 1), np.float32)}, chunk_rows=1)
+        assert next(stream).sequence_index == 0
+        stream.close()
+        eventually(lambda: _counts(client, "wide")[1].get("CANCELLED", 0) == cancelled + 1, what="CANCELLED counted")

@@ -1,7 +1,8 @@
 """Client (blocking) and AsyncClient (asyncio) for an inferd server: numpy in, numpy out.
 
-Both wrap one gRPC channel, turn every ``grpc.RpcError`` into an :mod:`inferd.errors` exception and
-share the request/response conversions of :mod:`inferd.predictions`, so they behave the same.
+Both wrap one gRPC channel and turn every ``grpc.RpcError`` into an :mod:`inferd.errors` exception.
+What each call sends and how its answer is decoded is :mod:`inferd.requests`' (shared), so the twins
+differ only in how they wait: each method here builds its call there and runs it.
 """
 
 from __future__ import annotations
@@ -10,109 +11,26 @@ import asyncio
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 import grpc.aio
 import numpy as np
 from numpy.typing import ArrayLike
 
-from inferd import health as _health
-from inferd.errors import DeadlineExceeded, from_rpc_error
+from inferd import requests as rpc
+from inferd.connection import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_TARGET, Connection, MetadataLike
+from inferd.errors import from_rpc_error
 from inferd.health import HealthStatus
-from inferd.predictions import (
-    ParameterValue,
-    Prediction,
-    StreamChunk,
-    atexts,
-    build_predict_request,
-    build_stream_request,
-    decode_outputs,
-    generation_parameters,
-    prompt_inputs,
-    texts,
-    to_chunk,
-    to_prediction,
-)
-from inferd.v1 import inference_pb2, inference_pb2_grpc
+from inferd.predictions import ParameterValue, Prediction, StreamChunk, atexts, build_stream_request, texts, to_chunk
+from inferd.v1 import inference_pb2
 
 __all__ = ["DEFAULT_MAX_MESSAGE_BYTES", "DEFAULT_TARGET", "AsyncClient", "Client"]
 
-DEFAULT_TARGET = "127.0.0.1:8001"
-DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-
-MetadataLike = Mapping[str, str] | Sequence[tuple[str, str]]
-
-# While waiting for readiness these mean "not yet": no connection, attempt timed out, model not loaded.
-_NOT_YET = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.NOT_FOUND})
-_POLL_FIRST_S, _POLL_MAX_S = 0.02, 0.5
+R = TypeVar("R")
 
 
-class _Base:
-    """Settings and channel construction shared by the two clients."""
-
-    def __init__(
-        self,
-        target: str,
-        timeout: float | None,
-        metadata: MetadataLike | None,
-        channel: Any,
-    ) -> None:
-        self.target = target
-        self.timeout = timeout
-        self._owns_channel = channel is None
-        if metadata is None:
-            self._metadata: tuple[tuple[str, str], ...] | None = None
-        else:
-            pairs = metadata.items() if isinstance(metadata, Mapping) else metadata
-            self._metadata = tuple((key, value) for key, value in pairs) or None
-
-    @staticmethod
-    def _channel_options(max_message_bytes: int, options: Sequence[tuple[str, Any]] | None) -> list[tuple[str, Any]]:
-        merged = {
-            "grpc.max_send_message_length": max_message_bytes,
-            "grpc.max_receive_message_length": max_message_bytes,
-        }
-        merged.update(options or ())
-        return list(merged.items())
-
-    def _timeout(self, timeout: float | None) -> float | None:
-        return self.timeout if timeout is None else timeout
-
-    def _bind(self, channel: Any) -> None:
-        self.channel = channel
-        stub = inference_pb2_grpc.InferenceServiceStub(channel)
-        self._predict = stub.Predict
-        self._predict_stream = stub.PredictStream
-        self._model_metadata = stub.ModelMetadata
-        self._list_models = stub.ListModels
-        self._server_metadata = stub.ServerMetadata
-        self._model_statistics = stub.ModelStatistics
-        # Hand-written so the SDK does not need grpcio-health-checking: the "request" is the service name.
-        self._health_check = channel.unary_unary(
-            _health.CHECK_METHOD,
-            request_serializer=_health.encode_request,
-            response_deserializer=_health.decode_response,
-        )
-
-    def _not_ready(self, service: str, timeout: float, last: str) -> DeadlineExceeded:
-        what = f"service '{service}'" if service else "server"
-        return DeadlineExceeded(f"{what} at {self.target} not SERVING after {timeout:g}s (last: {last})")
-
-
-def _metadata_request(model: str, version: int | None, label: str | None) -> inference_pb2.ModelMetadataRequest:
-    return inference_pb2.ModelMetadataRequest(name=model, version=version or 0, version_label=label or "")
-
-
-def _health_error(err: grpc.RpcError) -> HealthStatus:
-    """Check answers NOT_FOUND for a service it does not know; report that as a status, raise the rest."""
-    error = from_rpc_error(err)
-    if error.code == grpc.StatusCode.NOT_FOUND:
-        return "SERVICE_UNKNOWN"
-    raise error from None
-
-
-class Client(_Base):
+class Client(Connection):
     """A blocking client over one gRPC channel; thread-safe, meant to be shared and reused.
 
     ``timeout`` is the default per-call timeout in seconds (None = no deadline); every method also
@@ -131,14 +49,7 @@ class Client(_Base):
         credentials: grpc.ChannelCredentials | None = None,
         options: Sequence[tuple[str, Any]] | None = None,
     ) -> None:
-        super().__init__(target, timeout, metadata, channel)
-        if channel is None:
-            opts = self._channel_options(max_message_bytes, options)
-            if credentials is None:
-                channel = grpc.insecure_channel(target, options=opts)
-            else:
-                channel = grpc.secure_channel(target, credentials, options=opts)
-        self._bind(channel)
+        super().__init__(grpc, target, timeout, max_message_bytes, channel, metadata, credentials, options)
 
     def close(self) -> None:
         if self._owns_channel:
@@ -166,9 +77,8 @@ class Client(_Base):
         routing_key: str | None = None,
     ) -> dict[str, np.ndarray]:
         """Run one prediction; returns outputs by name as read-only arrays (``.copy()`` to modify)."""
-        request = build_predict_request(model, inputs, version, label, outputs, request_id, parameters, routing_key)
-        response = self._unary(self._predict, request, timeout)
-        return decode_outputs(response.outputs)
+        call = rpc.predict(model, inputs, version, label, outputs, request_id, parameters, routing_key)
+        return self._run(call, timeout)
 
     def predict_response(
         self,
@@ -184,9 +94,8 @@ class Client(_Base):
         routing_key: str | None = None,
     ) -> Prediction:
         """Like predict, but also says which model version served and echoes the request id."""
-        request = build_predict_request(model, inputs, version, label, outputs, request_id, parameters, routing_key)
-        response = self._unary(self._predict, request, timeout)
-        return to_prediction(response)
+        call = rpc.predict_response(model, inputs, version, label, outputs, request_id, parameters, routing_key)
+        return self._run(call, timeout)
 
     def predict_stream(
         self,
@@ -205,10 +114,8 @@ class Client(_Base):
         """Stream the answer chunk by chunk. The call starts on the first ``next()``; closing the iterator
         (``close()``, ``contextlib.closing``, or dropping it after ``break``) cancels it on the server.
         """
-        request = build_stream_request(
-            model, inputs, version, label, outputs, request_id, parameters, routing_key, chunk_rows
-        )
-        return self._chunks(request, self._timeout(timeout))
+        args = (model, inputs, version, label, outputs, request_id, parameters, routing_key, chunk_rows)
+        return self._chunks(build_stream_request(*args), timeout)
 
     def generate(
         self,
@@ -228,61 +135,33 @@ class Client(_Base):
         stop (a string or a list of strings), ignore_eos. Closing the iterator (or ``break``) cancels the
         generation on the server. Use ``predict_stream`` for token ids and the final finish_reason.
         """
-        request = build_stream_request(
-            model,
-            prompt_inputs(prompt, input_name),
-            version,
-            label,
-            None,
-            request_id,
-            generation_parameters(parameters),
-            None,
-            None,
-        )
-        return texts(self._chunks(request, self._timeout(timeout)))
-
-    def _chunks(
-        self, request: inference_pb2.PredictStreamRequest, timeout: float | None
-    ) -> Generator[StreamChunk, None, None]:
-        call = self._predict_stream(request, timeout=timeout, metadata=self._metadata)
-        try:
-            for response in call:
-                yield to_chunk(response)
-        except grpc.RpcError as err:
-            raise from_rpc_error(err) from None
-        finally:
-            call.cancel()  # a no-op once the stream has ended
+        request = rpc.generate(model, prompt, input_name, version, label, request_id, parameters)
+        return texts(self._chunks(request, timeout))
 
     def metadata(
-        self,
-        model: str,
-        version: int | None = None,
-        label: str | None = None,
-        *,
-        timeout: float | None = None,
+        self, model: str, version: int | None = None, label: str | None = None, *, timeout: float | None = None
     ) -> inference_pb2.ModelMetadataResponse:
         """The signature of the version that would serve (model, version, label)."""
-        return self._unary(self._model_metadata, _metadata_request(model, version, label), timeout)
+        return self._run(rpc.metadata(model, version, label), timeout)
 
     def list_models(self, *, timeout: float | None = None) -> list[inference_pb2.ModelStatus]:
-        return list(self._unary(self._list_models, inference_pb2.ListModelsRequest(), timeout).models)
+        return self._run(rpc.list_models(), timeout)
 
     def server_metadata(self, *, timeout: float | None = None) -> inference_pb2.ServerMetadataResponse:
-        return self._unary(self._server_metadata, inference_pb2.ServerMetadataRequest(), timeout)
+        return self._run(rpc.server_metadata(), timeout)
 
     def statistics(
         self, model: str = "", version: int | None = None, *, timeout: float | None = None
     ) -> list[inference_pb2.VersionStatistics]:
         """Per-version counters (requests, batches, batch sizes, queue and compute time); "" = every model."""
-        request = inference_pb2.ModelStatisticsRequest(name=model, version=version or 0)
-        return list(self._unary(self._model_statistics, request, timeout).statistics)
+        return self._run(rpc.statistics(model, version), timeout)
 
     def health(self, service: str = "", *, timeout: float | None = None) -> HealthStatus:
         """grpc.health.v1 status of the server ("") or a service; an unknown service is "SERVICE_UNKNOWN"."""
         try:
             status: HealthStatus = self._health_check(service, timeout=self._timeout(timeout), metadata=self._metadata)
         except grpc.RpcError as err:
-            return _health_error(err)
+            return rpc.health_status_of(err)
         return status
 
     def model_health(self, name: str, *, timeout: float | None = None) -> HealthStatus:
@@ -294,33 +173,42 @@ class Client(_Base):
 
         Raises DeadlineExceeded after ``timeout`` seconds, naming the last status seen.
         """
-        deadline = time.monotonic() + timeout
-        delay, last = _POLL_FIRST_S, "no answer"
-        while (remaining := deadline - time.monotonic()) > 0:
+        poll = rpc.Readiness(self.target, service, timeout)
+        while (remaining := poll.remaining()) > 0:
             try:
                 # wait_for_ready: wait for the connection rather than fail fast while the server starts.
-                status = self._health_check(service, timeout=remaining, metadata=self._metadata, wait_for_ready=True)
-            except grpc.RpcError as err:
-                error = from_rpc_error(err)
-                if error.code not in _NOT_YET:
-                    raise error from None
-                last = str(error)
-            else:
-                if status == "SERVING":
+                check = self._health_check(service, timeout=remaining, metadata=self._metadata, wait_for_ready=True)
+                if poll.serving(check):
                     return
-                last = status
-            time.sleep(max(0.0, min(delay, deadline - time.monotonic())))
-            delay = min(delay * 2, _POLL_MAX_S)
-        raise self._not_ready(service, timeout, last)
+            except grpc.RpcError as err:
+                poll.failed(err)
+            time.sleep(poll.pause())
+        raise poll.expired()
+
+    def _run(self, call: rpc.Call[R], timeout: float | None) -> R:
+        return call.decode(self._unary(getattr(self._stub, call.method), call.request, timeout))
 
     def _unary(self, method: Any, request: Any, timeout: float | None) -> Any:
+        """The one place a unary call gets its timeout, metadata and typed errors (ModelControl uses it too)."""
         try:
             return method(request, timeout=self._timeout(timeout), metadata=self._metadata)
         except grpc.RpcError as err:
             raise from_rpc_error(err) from None
 
+    def _chunks(
+        self, request: inference_pb2.PredictStreamRequest, timeout: float | None
+    ) -> Generator[StreamChunk, None, None]:
+        call = self._predict_stream(request, timeout=self._timeout(timeout), metadata=self._metadata)
+        try:
+            for response in call:
+                yield to_chunk(response)
+        except grpc.RpcError as err:
+            raise from_rpc_error(err) from None
+        finally:
+            call.cancel()  # a no-op once the stream has ended
 
-class AsyncClient(_Base):
+
+class AsyncClient(Connection):
     """The asyncio twin of Client (grpc.aio). Create it inside a running event loop.
 
     Same constructor and methods; the unary ones are coroutines and ``predict_stream`` returns an
@@ -338,14 +226,7 @@ class AsyncClient(_Base):
         credentials: grpc.ChannelCredentials | None = None,
         options: Sequence[tuple[str, Any]] | None = None,
     ) -> None:
-        super().__init__(target, timeout, metadata, channel)
-        if channel is None:
-            opts = self._channel_options(max_message_bytes, options)
-            if credentials is None:
-                channel = grpc.aio.insecure_channel(target, options=opts)
-            else:
-                channel = grpc.aio.secure_channel(target, credentials, options=opts)
-        self._bind(channel)
+        super().__init__(grpc.aio, target, timeout, max_message_bytes, channel, metadata, credentials, options)
 
     async def close(self) -> None:
         if self._owns_channel:
@@ -373,9 +254,8 @@ class AsyncClient(_Base):
         routing_key: str | None = None,
     ) -> dict[str, np.ndarray]:
         """Run one prediction; returns outputs by name as read-only arrays (``.copy()`` to modify)."""
-        request = build_predict_request(model, inputs, version, label, outputs, request_id, parameters, routing_key)
-        response = await self._unary(self._predict, request, timeout)
-        return decode_outputs(response.outputs)
+        call = rpc.predict(model, inputs, version, label, outputs, request_id, parameters, routing_key)
+        return await self._run(call, timeout)
 
     async def predict_response(
         self,
@@ -391,9 +271,8 @@ class AsyncClient(_Base):
         routing_key: str | None = None,
     ) -> Prediction:
         """Like predict, but also says which model version served and echoes the request id."""
-        request = build_predict_request(model, inputs, version, label, outputs, request_id, parameters, routing_key)
-        response = await self._unary(self._predict, request, timeout)
-        return to_prediction(response)
+        call = rpc.predict_response(model, inputs, version, label, outputs, request_id, parameters, routing_key)
+        return await self._run(call, timeout)
 
     def predict_stream(
         self,
@@ -412,10 +291,8 @@ class AsyncClient(_Base):
         """Stream the answer chunk by chunk (``async for``). ``aclose()`` (or ``contextlib.aclosing``)
         cancels the call at once; an iterator dropped after ``break`` is cancelled when asyncio finalises it.
         """
-        request = build_stream_request(
-            model, inputs, version, label, outputs, request_id, parameters, routing_key, chunk_rows
-        )
-        return self._chunks(request, self._timeout(timeout))
+        args = (model, inputs, version, label, outputs, request_id, parameters, routing_key, chunk_rows)
+        return self._chunks(build_stream_request(*args), timeout)
 
     def generate(
         self,
@@ -433,54 +310,26 @@ class AsyncClient(_Base):
 
         Same parameters as :meth:`Client.generate`; ``aclose()`` cancels the generation on the server.
         """
-        request = build_stream_request(
-            model,
-            prompt_inputs(prompt, input_name),
-            version,
-            label,
-            None,
-            request_id,
-            generation_parameters(parameters),
-            None,
-            None,
-        )
-        return atexts(self._chunks(request, self._timeout(timeout)))
-
-    async def _chunks(
-        self, request: inference_pb2.PredictStreamRequest, timeout: float | None
-    ) -> AsyncGenerator[StreamChunk, None]:
-        call = self._predict_stream(request, timeout=timeout, metadata=self._metadata)
-        try:
-            async for response in call:
-                yield to_chunk(response)
-        except grpc.RpcError as err:
-            raise from_rpc_error(err) from None
-        finally:
-            call.cancel()  # a no-op once the stream has ended
+        request = rpc.generate(model, prompt, input_name, version, label, request_id, parameters)
+        return atexts(self._chunks(request, timeout))
 
     async def metadata(
-        self,
-        model: str,
-        version: int | None = None,
-        label: str | None = None,
-        *,
-        timeout: float | None = None,
+        self, model: str, version: int | None = None, label: str | None = None, *, timeout: float | None = None
     ) -> inference_pb2.ModelMetadataResponse:
         """The signature of the version that would serve (model, version, label)."""
-        return await self._unary(self._model_metadata, _metadata_request(model, version, label), timeout)
+        return await self._run(rpc.metadata(model, version, label), timeout)
 
     async def list_models(self, *, timeout: float | None = None) -> list[inference_pb2.ModelStatus]:
-        return list((await self._unary(self._list_models, inference_pb2.ListModelsRequest(), timeout)).models)
+        return await self._run(rpc.list_models(), timeout)
 
     async def server_metadata(self, *, timeout: float | None = None) -> inference_pb2.ServerMetadataResponse:
-        return await self._unary(self._server_metadata, inference_pb2.ServerMetadataRequest(), timeout)
+        return await self._run(rpc.server_metadata(), timeout)
 
     async def statistics(
         self, model: str = "", version: int | None = None, *, timeout: float | None = None
     ) -> list[inference_pb2.VersionStatistics]:
         """Per-version counters (requests, batches, batch sizes, queue and compute time); "" = every model."""
-        request = inference_pb2.ModelStatisticsRequest(name=model, version=version or 0)
-        return list((await self._unary(self._model_statistics, request, timeout)).statistics)
+        return await self._run(rpc.statistics(model, version), timeout)
 
     async def health(self, service: str = "", *, timeout: float | None = None) -> HealthStatus:
         """grpc.health.v1 status of the server ("") or a service; an unknown service is "SERVICE_UNKNOWN"."""
@@ -489,7 +338,7 @@ class AsyncClient(_Base):
                 service, timeout=self._timeout(timeout), metadata=self._metadata
             )
         except grpc.RpcError as err:
-            return _health_error(err)
+            return rpc.health_status_of(err)
         return status
 
     async def model_health(self, name: str, *, timeout: float | None = None) -> HealthStatus:
@@ -501,29 +350,35 @@ class AsyncClient(_Base):
 
         Raises DeadlineExceeded after ``timeout`` seconds, naming the last status seen.
         """
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        delay, last = _POLL_FIRST_S, "no answer"
-        while (remaining := deadline - loop.time()) > 0:
+        poll = rpc.Readiness(self.target, service, timeout)
+        while (remaining := poll.remaining()) > 0:
             try:
-                status = await self._health_check(
-                    service, timeout=remaining, metadata=self._metadata, wait_for_ready=True
-                )
-            except grpc.RpcError as err:
-                error = from_rpc_error(err)
-                if error.code not in _NOT_YET:
-                    raise error from None
-                last = str(error)
-            else:
-                if status == "SERVING":
+                check = self._health_check(service, timeout=remaining, metadata=self._metadata, wait_for_ready=True)
+                if poll.serving(await check):
                     return
-                last = status
-            await asyncio.sleep(max(0.0, min(delay, deadline - loop.time())))
-            delay = min(delay * 2, _POLL_MAX_S)
-        raise self._not_ready(service, timeout, last)
+            except grpc.RpcError as err:
+                poll.failed(err)
+            await asyncio.sleep(poll.pause())
+        raise poll.expired()
+
+    async def _run(self, call: rpc.Call[R], timeout: float | None) -> R:
+        return call.decode(await self._unary(getattr(self._stub, call.method), call.request, timeout))
 
     async def _unary(self, method: Any, request: Any, timeout: float | None) -> Any:
+        """The one place a unary call gets its timeout, metadata and typed errors (AsyncModelControl uses it too)."""
         try:
             return await method(request, timeout=self._timeout(timeout), metadata=self._metadata)
         except grpc.RpcError as err:
             raise from_rpc_error(err) from None
+
+    async def _chunks(
+        self, request: inference_pb2.PredictStreamRequest, timeout: float | None
+    ) -> AsyncGenerator[StreamChunk, None]:
+        call = self._predict_stream(request, timeout=self._timeout(timeout), metadata=self._metadata)
+        try:
+            async for response in call:
+                yield to_chunk(response)
+        except grpc.RpcError as err:
+            raise from_rpc_error(err) from None
+        finally:
+            call.cancel()  # a no-op once the stream has ended

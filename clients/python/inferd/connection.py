@@ -1,0 +1,70 @@
+"""One gRPC channel with the SDK's settings: the base of Client and AsyncClient.
+
+Default timeout, metadata sent with every call, message limits and credentials; the inference stub and
+the hand-written grpc.health.v1 Check (so the SDK does not need grpcio-health-checking).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from types import ModuleType
+from typing import Any
+
+import grpc
+
+from inferd import health as _health
+from inferd.v1 import inference_pb2_grpc
+
+__all__ = ["DEFAULT_MAX_MESSAGE_BYTES", "DEFAULT_TARGET", "Connection", "MetadataLike"]
+
+DEFAULT_TARGET = "127.0.0.1:8001"
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+MetadataLike = Mapping[str, str] | Sequence[tuple[str, str]]
+
+
+class Connection:
+    """Settings, channel and stubs of a Client or AsyncClient; ``channels`` is ``grpc`` or ``grpc.aio``."""
+
+    def __init__(
+        self,
+        channels: ModuleType,
+        target: str,
+        timeout: float | None,
+        max_message_bytes: int,
+        channel: Any,
+        metadata: MetadataLike | None,
+        credentials: grpc.ChannelCredentials | None,
+        options: Sequence[tuple[str, Any]] | None,
+    ) -> None:
+        self.target = target
+        self.timeout = timeout
+        self._owns_channel = channel is None
+        if metadata is None:
+            self._metadata: tuple[tuple[str, str], ...] | None = None
+        else:
+            pairs = metadata.items() if isinstance(metadata, Mapping) else metadata
+            self._metadata = tuple((key, value) for key, value in pairs) or None
+        if channel is None:
+            merged = {
+                "grpc.max_send_message_length": max_message_bytes,
+                "grpc.max_receive_message_length": max_message_bytes,
+            }
+            merged.update(options or ())
+            opts = list(merged.items())
+            if credentials is None:
+                channel = channels.insecure_channel(target, options=opts)
+            else:
+                channel = channels.secure_channel(target, credentials, options=opts)
+        self.channel = channel
+        self._stub = inference_pb2_grpc.InferenceServiceStub(channel)
+        self._predict_stream = self._stub.PredictStream
+        # Hand-written so the SDK does not need grpcio-health-checking: the "request" is the service name.
+        self._health_check = channel.unary_unary(
+            _health.CHECK_METHOD,
+            request_serializer=_health.encode_request,
+            response_deserializer=_health.decode_response,
+        )
+
+    def _timeout(self, timeout: float | None) -> float | None:
+        return self.timeout if timeout is None else timeout
