@@ -7,9 +7,10 @@ grpcurl can all talk to it; ``call`` runs a coroutine on the server's loop to re
 from __future__ import annotations
 
 import asyncio
+import inspect
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from textwrap import dedent
 from typing import Any, TypeVar
@@ -39,11 +40,16 @@ def eventually(condition: Callable[[], T], *, timeout: float = EVENTUALLY_S, wha
         time.sleep(_POLL_S)
 
 
-async def eventually_async(condition: Callable[[], T], *, timeout: float = EVENTUALLY_S, what: str = "") -> T:
-    """:func:`eventually` for a coroutine: yields to the event loop between polls."""
+async def eventually_async(
+    condition: Callable[[], T | Awaitable[T]], *, timeout: float = EVENTUALLY_S, what: str = ""
+) -> T:
+    """:func:`eventually` for a coroutine: yields to the event loop between polls. ``condition`` may be
+    async (e.g. an RPC that reads the server's counters)."""
     end = time.monotonic() + timeout
     while True:
         value = condition()
+        if inspect.isawaitable(value):
+            value = await value
         if value:
             return value
         if time.monotonic() >= end:

@@ -15,6 +15,7 @@ import grpc
 import numpy as np
 import pytest
 
+from inferd.tensors import to_numpy
 from inferd.v1 import admin_pb2, admin_pb2_grpc, inference_pb2, inference_pb2_grpc
 from server.core.errors import Unavailable
 from server.core.types import SlotState
@@ -109,8 +110,10 @@ async def test_unload_never_closes_an_engine_while_a_cancelled_callers_call_stil
     assert slot.calls.running == 1  # the caller left; its engine call did not
 
     closing = asyncio.ensure_future(slot.drain_and_close("test", timeout=5))
-    await asyncio.sleep(0.05)
-    assert not closing.done(), "the engine was closed while a call on it was still running"
+    await eventually_async(lambda: slot.calls.closed, what="the drain reached closing the engine")
+    await asyncio.sleep(0)
+    assert model.close_saw_running is None, "the engine was closed while a call on it was still running"
+    assert not closing.done()
     model.release.set()
     await asyncio.wait_for(closing, 10)
     assert model.close_saw_running == 0
@@ -176,8 +179,8 @@ def test_unloading_a_python_model_with_two_instances_waits_for_a_cancelled_calle
         future.cancel()
         eventually(lambda: slot.in_flight == 0, what="the cancelled caller left the slot")
         admin_pb2_grpc.ModelServiceStub(channel).UnloadModel(admin_pb2.UnloadModelRequest(name="held"), timeout=10)
-        time.sleep(0.1)  # give a wrong implementation the chance to close the engine now
-        assert slot.state is not SlotState.UNLOADED
+        eventually(lambda: slot.calls.closed, what="the unload reached closing the engine")
+        assert model.close_saw_running is None and slot.state is not SlotState.UNLOADED
         model.release.set()
         eventually(lambda: slot.state is SlotState.UNLOADED, what="the version closed once its call returned")
         assert model.close_saw_running == 0
@@ -201,3 +204,62 @@ def test_a_stalled_deadline_less_stream_does_not_hold_an_unload_past_the_drain_b
             for _ in stream:
                 pass
         assert failure.value.code() is grpc.StatusCode.UNAVAILABLE
+
+
+#: a scale model whose calls beyond ``free_calls`` wait for ``release`` (the test holds a chunk mid-stream)
+GATED_MODEL = """
+import threading
+import numpy as np
+
+class Model:
+    def __init__(self):
+        self.release = threading.Event()
+        self.entered = threading.Event()
+        self.calls = 0
+        self.free_calls = 1_000_000
+
+    def infer(self, inputs):
+        self.calls += 1
+        if self.calls > self.free_calls:
+            self.entered.set()
+            self.release.wait(30)
+        return {"y": np.asarray(inputs["x"], dtype=np.float32) * FACTOR}
+"""
+
+GATED_CONFIG = """
+max_batch_size: 2
+execution: "thread"
+input { name: "x" data_type: DATA_TYPE_FP32 dims: [-1, 4] }
+output { name: "y" data_type: DATA_TYPE_FP32 dims: [-1, 4] }
+"""
+
+
+def test_a_swap_during_a_chunked_stream_finishes_the_stream_on_the_version_it_started_on(tmp_path: Path) -> None:
+    model_dir = write_model(tmp_path, "gated", GATED_CONFIG, {1: GATED_MODEL.replace("FACTOR", "2.0")})
+    with ServerThread(tmp_path) as server, grpc.insecure_channel(server.address) as channel:
+        assert server.server is not None
+        old = server.server.registry.route("gated")
+        model = old.engine.model  # type: ignore[union-attr]
+        model.calls, model.free_calls = 0, 1  # the first chunk runs, the second waits for the test
+        stub = inference_pb2_grpc.InferenceServiceStub(channel)
+        request = inference_pb2.PredictStreamRequest(model_name="gated", chunk_rows=2)
+        request.inputs.add(name="x", data_type="DATA_TYPE_FP32", shape=[6, 4], fp32_contents=[1.0] * 24)
+        stream = stub.PredictStream(request, timeout=30)
+        first = next(stream)
+        assert model.entered.wait(10), "the second chunk did not reach the engine"
+
+        (model_dir / "2").mkdir()
+        (model_dir / "2" / "model.py").write_text(GATED_MODEL.replace("FACTOR", "3.0"))
+        admin = admin_pb2_grpc.ModelServiceStub(channel)
+        admin.LoadModel(admin_pb2.LoadModelRequest(name="gated"), timeout=30)
+        assert stub.Predict(_predict("gated"), timeout=10).model_version == 2  # new calls go to the new version
+        assert old.state is SlotState.DRAINING  # the open stream holds the old one
+
+        model.release.set()
+        rest = list(stream)
+        messages = [first, *rest]
+        assert [m.sequence_index for m in messages] == [0, 1, 2] and messages[-1].final
+        assert {m.model_version for m in messages} == {1}
+        values = [to_numpy(m.outputs[0]) for m in messages]
+        assert [v.shape for v in values] == [(2, 4)] * 3 and all(np.allclose(v, 2.0) for v in values)
+        eventually(lambda: old.state is SlotState.UNLOADED, what="the old version closed after its stream")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -210,14 +209,12 @@ async def wait_for(
     timeout: float = 20,
 ) -> inference_pb2.StreamStatistics:
     """Poll the server's own counters until ``condition`` holds."""
-    end = time.monotonic() + timeout
-    while True:
+
+    async def check() -> inference_pb2.StreamStatistics | None:
         stats = await streaming_stats(stub, model)
-        if condition(stats):
-            return stats
-        if time.monotonic() > end:
-            raise AssertionError(f"condition not reached; streaming statistics: {stats}")
-        await asyncio.sleep(0.01)
+        return stats if condition(stats) else None
+
+    return await eventually_async(check, timeout=timeout, what=f"streaming statistics of {model}")
 
 
 async def collect(call: Any) -> list[inference_pb2.PredictStreamResponse]:
