@@ -90,8 +90,10 @@ def _wait_serving(address: str, timeout: float = 120) -> None:
 
 
 @contextmanager
-def running(command: list[str], address: str, health: bool = True) -> Iterator[subprocess.Popen[bytes]]:
-    process = subprocess.Popen(_pinned(command, SERVER_CPU), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+def running(
+    command: list[str], address: str, health: bool = True, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    process = subprocess.Popen(_pinned(command, SERVER_CPU), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     try:
         if health:
             _wait_serving(address)
