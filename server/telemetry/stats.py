@@ -79,20 +79,6 @@ LATENCY_BOUNDS_US: tuple[float, ...] = (
 _LATENCY_BOUNDS_NS = tuple(b * 1000 for b in LATENCY_BOUNDS_US)
 
 
-def latency_quantile(counts: list[int], q: float) -> float:
-    """The upper bound (µs) of the bucket holding quantile ``q``: an honest over-estimate, never interpolated."""
-    total = sum(counts)
-    if not total:
-        return 0.0
-    rank = q * total
-    seen = 0
-    for bound, count in zip(LATENCY_BOUNDS_US, counts, strict=True):
-        seen += count
-        if seen >= rank:
-            return bound
-    return math.inf
-
-
 class VersionStats:
     __slots__ = (
         "batch_reruns",
