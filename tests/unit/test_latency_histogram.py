@@ -15,4 +15,3 @@ def test_latency_lands_in_the_first_bucket_whose_bound_covers_it():
     stats.record_latency(10**13)  # far past the last finite bound
     by_bound = dict(zip(LATENCY_BOUNDS_US, stats.latency_counts, strict=True))
     assert by_bound[50] == 1 and by_bound[100] == 1 and by_bound[200] == 1 and by_bound[math.inf] == 1
-
