@@ -244,11 +244,11 @@ class ModelManager:
             log.warning("load of model %s was cancelled; polling or LoadModel will load it again", name)
             raise
 
-    def _retire(self, slots: list[Slot]) -> None:
+    def _retire(self, slots: list[Slot], reason: str = "replaced or unloaded") -> None:
         """Drain and close slots that no longer route, in the background (bounded by drain_timeout_s)."""
         loop = asyncio.get_running_loop()
         for slot in slots:
-            task = loop.create_task(slot.drain_and_close("replaced or unloaded", timeout=self.drain_timeout_s))
+            task = loop.create_task(slot.drain_and_close(reason, timeout=self.drain_timeout_s))
             self._draining[task] = slot
             task.add_done_callback(self._drained)
 
@@ -369,5 +369,5 @@ class ModelManager:
             await asyncio.gather(*loads, return_exceptions=True)
         for entry in self.registry.models():
             await self.registry.remove(entry.name)
-            self._retire(list(entry.slots.values()))
+            self._retire(list(entry.slots.values()), "server shutting down")
         await self.wait_drained()
