@@ -63,6 +63,16 @@ class LoadSpec:
     #: Engine calls that may run at once (the config's instance_count): GPU engines keep one
     #: execution context / CUDA stream per instance.
     instances: int = 1
+    #: The model repository's root (resolved): every file the engine reads must lie under it
+    #: (:func:`inside_root`). None: no repository (a test or a tool loading one file).
+    root: Path | None = None
+
+    def companion(self, filename: str) -> Path:
+        """A file beside the artefact (weights, a vocabulary), refused when it resolves outside the repository.
+
+        python and generative models should open their own files through this (``spec.companion("vocab.txt")``).
+        """
+        return inside_root(self.artifact.parent / filename, self.root)
 
 
 @runtime_checkable
@@ -91,6 +101,52 @@ class InvalidInput(EngineError):
 
 class BackendUnavailable(EngineError):
     """The backend's runtime library is not installed here."""
+
+
+class OutsideRepository(EngineError):
+    """A file an engine would read resolves outside the model repository (a symlink out, ``..``)."""
+
+
+def outside_reason(path: Path, root: Path) -> str | None:
+    """Why ``path`` may not be read — it resolves outside ``root`` (resolved) — or None when it may."""
+    shown = _shown(path, root)
+    try:
+        resolved = path.resolve()
+    except (OSError, RuntimeError):  # a symlink loop (RuntimeError before Python 3.13)
+        return f"'{shown}' cannot be resolved (a symlink loop?); refused"
+    if resolved == root or root in resolved.parents:
+        return None
+    if _has_symlink(path, root):
+        return f"'{shown}' is a symlink that leads outside the model repository; refused"
+    return f"'{shown}' resolves outside the model repository; refused"
+
+
+def inside_root(path: Path, root: Path | None) -> Path:
+    """``path`` resolved; OutsideRepository when it leaves ``root`` (no check without a root)."""
+    if root is None:
+        return path
+    reason = outside_reason(path, root)
+    if reason is not None:
+        raise OutsideRepository(reason)
+    return path.resolve()
+
+
+def _shown(path: Path, root: Path) -> str:
+    """``path`` relative to the root (clients read load failures), or just its name."""
+    try:
+        return str(path.relative_to(root)) or "."
+    except ValueError:
+        return f"…/{path.name}"
+
+
+def _has_symlink(path: Path, root: Path) -> bool:
+    """Whether ``path`` or one of its folders up to ``root`` is a symlink."""
+    current = path
+    while current != root and current != current.parent:
+        if current.is_symlink():
+            return True
+        current = current.parent
+    return False
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from engines.base import Arrays, EngineError, LoadSpec, Signature
+from engines.base import Arrays, EngineError, InvalidInput, LoadSpec, Signature
 from engines.decoding import (
     DEFAULT_MAX_TOKENS,
     Generation,
@@ -56,6 +56,8 @@ class StepModel(Protocol):
     length unchanged): the server then steps the streams of the failed step again in smaller groups to
     find the one at fault, and only that stream fails. Raise ``engines.base.InvalidInput`` for a prompt
     the model cannot take (an out-of-vocabulary id): the client gets INVALID_ARGUMENT, not INTERNAL.
+    The engine itself refuses a prompt whose ids ``encode`` put outside ``0 .. vocab_size - 1`` (an
+    optional attribute; without it, the width of the warm-up's logits), so ``prefill`` never sees one.
     """
 
     eos_id: int | None
@@ -96,6 +98,10 @@ class GenerativeEngine:
             raise EngineError(f"parameter default_max_tokens must be an integer, got '{raw}'") from None
         self.eos_id = model.eos_id
         self.max_context = int(model.max_context)
+        #: token ids a prompt may hold are 0 .. vocab - 1: the model's ``vocab_size`` if it has one, else
+        #: the width of the first logits it returns (the warm-up's), so no prompt reaches it unchecked
+        vocab = getattr(model, "vocab_size", None)
+        self.vocab: int | None = vocab if isinstance(vocab, int) and vocab > 0 else None
         self._closed = False
 
     def infer(self, inputs: Arrays) -> dict[str, np.ndarray]:
@@ -111,9 +117,17 @@ class GenerativeEngine:
             )
         value = prompt.reshape(-1)[0]
         text = value if isinstance(value, bytes) else str(value).encode("utf-8")
-        ids = np.asarray(self.model.encode(text), dtype=np.int64)
+        try:
+            ids = np.asarray(self.model.encode(text), dtype=np.int64).reshape(-1)
+        except InvalidInput as exc:
+            raise GenerationError(f"input '{self.prompt_input}': {exc}") from None
+        except OverflowError:  # an id past int64: outside any vocabulary
+            raise GenerationError(
+                f"input '{self.prompt_input}': a token id is outside the model's vocabulary"
+            ) from None
         if ids.size == 0:
             raise GenerationError("the prompt encodes to no tokens")
+        self._check_ids(ids)
         if ids.size + params.max_tokens > self.max_context:
             raise GenerationError(
                 f"prompt ({ids.size} tokens) + max_tokens ({params.max_tokens}) exceed the model's context of "
@@ -121,6 +135,20 @@ class GenerativeEngine:
             )
         rng = np.random.default_rng(params.seed)
         return Generation(params=params, prompt=ids, rng=rng, text=TextAssembler(params.stop))
+
+    def _check_ids(self, ids: np.ndarray) -> None:
+        """Refuse a prompt with a token id outside the vocabulary (the model would index out of range)."""
+        low, high = int(ids.min()), int(ids.max())
+        vocab = self.vocab
+        if low >= 0 and (vocab is None or high < vocab):
+            return
+        bad = low if low < 0 else high
+        position = int(np.flatnonzero(ids == bad)[0])
+        limit = f"[0, {vocab})" if vocab is not None else "(negative)"
+        raise GenerationError(
+            f"input '{self.prompt_input}': token id {bad} at position {position} is outside the model's "
+            f"vocabulary {limit}"
+        )
 
     def step(self, gens: Sequence[Generation]) -> list[StreamPart]:
         """Advance every stream by one token: one batched prefill for the new ones, one batched decode for the rest.
@@ -151,7 +179,10 @@ class GenerativeEngine:
             for i in fresh:  # back to unstarted: a later step prefills them afresh
                 self.release(gens[i])
             raise
-        tokens = sample(np.stack(logits), gens)
+        stacked = np.stack(logits)
+        if self.vocab is None and stacked.ndim == 2:
+            self.vocab = int(stacked.shape[1])
+        tokens = sample(stacked, gens)
         return [self._advance(gen, int(token)) for gen, token in zip(gens, tokens, strict=True)]
 
     def _advance(self, gen: Generation, token: int) -> StreamPart:
@@ -234,7 +265,7 @@ def load(spec: LoadSpec) -> GenerativeEngine:
     """Import ``model.py``, build its class (``Model`` or parameter ``python_class``) and warm it up."""
     where = f"model {spec.model_name} v{spec.version}: model.py"
     if not spec.artifact.is_file():
-        raise EngineError(f"{where} does not exist at {spec.artifact}")
+        raise EngineError(f"{where} does not exist")
     check_signature(spec.signature, spec.max_batch_size, f"model {spec.model_name}")
     module = import_model_file(spec, where, "generative")
     class_name = spec.parameters.get("python_class", "Model")

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
-from engines.base import Arrays, EngineError, InvalidInput, LoadSpec, TensorSig
+from engines.base import Arrays, EngineError, InvalidInput, LoadSpec, TensorSig, inside_root, outside_reason
+from engines.onnx_external import MalformedModel, external_locations
 
 log = logging.getLogger(__name__)
 
@@ -223,10 +225,32 @@ def session_options(spec: LoadSpec) -> ort.SessionOptions:
     return options
 
 
+def check_external_data(spec: LoadSpec, artifact: Path) -> None:
+    """Refuse a model whose external data files are absolute paths or resolve outside the repository
+    (onnxruntime's own checks vary by version, and do not know the repository root)."""
+    try:
+        locations = external_locations(artifact)
+    except (MalformedModel, OSError, ValueError):
+        return  # not a protobuf we can read: onnxruntime refuses it with its own reason
+    where = f"model {spec.model_name} v{spec.version}: model.onnx"
+    for location in dict.fromkeys(locations):
+        shown = repr(location[:120])
+        if not location or "\0" in location:
+            raise EngineError(f"{where} names external data {shown}, which is not a file name; refused")
+        path = Path(location)
+        if path.is_absolute():
+            raise EngineError(f"{where} names external data by an absolute path {shown}; refused")
+        if spec.root is not None:
+            reason = outside_reason(artifact.parent / path, spec.root)
+            if reason is not None:
+                raise EngineError(f"{where}: external data {reason}")
+
+
 def load(spec: LoadSpec, providers: Sequence[str] | None = None) -> OrtEngine:
     """Open ``model.onnx`` and check it against the config's signature."""
     if not spec.artifact.is_file():
-        raise EngineError(f"model {spec.model_name} v{spec.version}: {spec.artifact} does not exist")
+        raise EngineError(f"model {spec.model_name} v{spec.version}: {spec.artifact.name} does not exist")
+    check_external_data(spec, inside_root(spec.artifact, spec.root))
     chosen = list(providers) if providers is not None else choose_providers(spec)
     try:
         session = ort.InferenceSession(

@@ -1,9 +1,13 @@
 """PyTorch backend: TorchScript archives (``model.pt``).
 
 Only ``torch.jit.load`` is used. inferd never calls ``torch.load`` on a pickle, because unpickling
-runs arbitrary code from the model file; a TorchScript archive holds code and weights without that
-risk. ``torch.export`` programs (``.pt2``) are not supported on purpose: ``torch.export.load`` falls
-back to ``torch.load(weights_only=False)`` when its weights-only read fails, i.e. it may unpickle.
+runs arbitrary *Python* code from the model file. A TorchScript archive is code too, but TorchScript
+code: it runs only TorchScript operators, and the few of those that touch the filesystem
+(``torch.from_file``, ``torch.save``) are refused — in the archive's code before it is loaded and in
+the loaded graphs (engines/torchscript_guard.py). It can still use as much memory and CPU as it likes;
+see docs/engines.md. ``torch.export`` programs (``.pt2``) are not supported on purpose:
+``torch.export.load`` falls back to ``torch.load(weights_only=False)`` when its weights-only read
+fails, i.e. it may unpickle.
 
 Thread-safety: a TorchScript module with no Python state is safe to call from several threads at
 once, and ``infer`` keeps no per-call state of its own. Note that ``intra_op_threads`` sets
@@ -21,7 +25,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from engines.base import Arrays, BackendUnavailable, EngineError, InvalidInput, LoadSpec, bool_parameter, dry_run
+from engines.base import (
+    Arrays,
+    BackendUnavailable,
+    EngineError,
+    InvalidInput,
+    LoadSpec,
+    bool_parameter,
+    dry_run,
+    inside_root,
+)
+from engines.torchscript_guard import FileAccess, check_archive, check_module
 
 
 def _device(spec: LoadSpec) -> torch.device:
@@ -341,7 +355,7 @@ def _compile(module: torch.jit.ScriptModule, mode: str) -> tuple[torch.jit.Scrip
 def load(spec: LoadSpec) -> TorchEngine:
     """Load ``model.pt`` with ``torch.jit.load`` and dry-run it against the signature."""
     if not spec.artifact.is_file():
-        raise EngineError(f"model {spec.model_name} v{spec.version}: {spec.artifact} does not exist")
+        raise EngineError(f"model {spec.model_name} v{spec.version}: {spec.artifact.name} does not exist")
     bytes_inputs = [s.name for s in spec.signature.inputs if s.dtype == "BYTES"]
     if bytes_inputs:
         raise EngineError(f"inputs {bytes_inputs} are BYTES, which the torch engine cannot pass to a model")
@@ -353,14 +367,24 @@ def load(spec: LoadSpec) -> TorchEngine:
             raise EngineError(f"parameter 'intra_op_threads' must be an integer, got '{threads}'") from None
     device = _device(spec)
     options, notes = TorchOptions.from_parameters(spec.parameters).for_device(device)
+    artifact = inside_root(spec.artifact, spec.root)
+    refused = f"model {spec.model_name} v{spec.version}: model.pt refused:"
     try:
-        module = torch.jit.load(str(spec.artifact), map_location=device)
+        check_archive(artifact)  # before torch.jit.load, which runs the archive's __setstate__ code
+    except FileAccess as exc:
+        raise EngineError(f"{refused} {exc}") from None
+    try:
+        module = torch.jit.load(str(artifact), map_location=device)
     except Exception as exc:
         raise EngineError(
             f"model {spec.model_name} v{spec.version}: model.pt is not a loadable TorchScript archive "
             "(save it with torch.jit.script/trace + torch.jit.save; pickled modules are refused): "
             f"{_first_line(exc)}"
         ) from exc
+    try:
+        check_module(module)
+    except FileAccess as exc:
+        raise EngineError(f"{refused} {exc}") from None
     module.eval()
     _check_arity(spec, module)
     if options.compile:

@@ -138,7 +138,7 @@ def load(spec: LoadSpec) -> PythonEngine:
     """Import ``model.py``, build its class, run ``load()`` and a dry run against the signature."""
     where = f"model {spec.model_name} v{spec.version}: model.py"
     if not spec.artifact.is_file():
-        raise EngineError(f"{where} does not exist at {spec.artifact}")
+        raise EngineError(f"{where} does not exist")
     module = import_model_file(spec, where)
     class_name = spec.parameters.get("python_class", "Model")
     cls = getattr(module, class_name, None)

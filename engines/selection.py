@@ -2,8 +2,9 @@
 
 For each engine named in ``engine_preference`` (in order):
 
-1. its artefact must exist in the version folder (``model.plan`` for tensorrt — or ``model.onnx`` when
-   TensorRT auto-build is on);
+1. the server must allow the engine (``inferd serve --allowed-engines``), and its artefact must exist in
+   the version folder (``model.plan`` for tensorrt — or ``model.onnx`` when TensorRT auto-build is on)
+   and resolve inside the model repository (a symlink out is refused);
 2. an optional admission check may refuse it (the server's GPU memory budget);
 3. it must load (a missing runtime, a refused plan or a failed dry run is a reason to move on);
 4. unless it *is* the reference, its outputs on the warm-up inputs must match the reference engine's
@@ -26,13 +27,15 @@ from pathlib import Path
 
 import numpy as np
 
-from engines.base import BACKENDS, Engine, EngineError, LoadSpec, bool_parameter, load_engine
+from engines.base import BACKENDS, Engine, EngineError, LoadSpec, bool_parameter, load_engine, outside_reason
 from engines.parity import ParityConfig, ParityReport, compare_outputs, merge_reports
 
 log = logging.getLogger("inferd.engines")
 
 #: engine name, spec → a refusal reason, or None to go ahead (e.g. the GPU memory budget).
 Admission = Callable[[str, LoadSpec], str | None]
+#: engine name → whether the server lets it serve (``--allowed-engines``).
+Allowed = Callable[[str], bool]
 
 
 class NoEngineServes(EngineError):
@@ -123,11 +126,13 @@ class _Reference:
         version_dir: Path,
         make_spec: Callable[[str, Path], LoadSpec],
         parameters: Mapping[str, str],
+        allowed: Allowed | None = None,
     ) -> None:
         self.name = name
         self._version_dir = version_dir
         self._make_spec = make_spec
         self._parameters = parameters
+        self._allowed = allowed
         self._engine: Engine | None = None
         self._error: str | None = None
         self._outputs: dict[int, dict[str, np.ndarray]] = {}
@@ -143,12 +148,20 @@ class _Reference:
         if self._error is not None:
             raise EngineError(self._error)
         if self._engine is None:
+            if self._allowed is not None and not self._allowed(self.name):
+                self._error = f"the reference engine {self.name} is not allowed on this server (--allowed-engines)"
+                raise EngineError(self._error)
             artifact = artifact_for(self.name, self._version_dir, self._parameters)
             if artifact is None:
                 self._error = f"the reference engine {self.name} has no {BACKENDS[self.name].artifact}"
                 raise EngineError(self._error)
+            spec = self._make_spec(self.name, artifact)
+            refused = outside_reason(artifact, spec.root) if spec.root is not None else None
+            if refused is not None:
+                self._error = f"the reference engine {self.name}: {refused}"
+                raise EngineError(self._error)
             try:
-                self._engine = load_engine(self.name, reference_spec(self.name, self._make_spec(self.name, artifact)))
+                self._engine = load_engine(self.name, reference_spec(self.name, spec))
             except EngineError as exc:
                 self._error = f"the reference engine {self.name} did not load: {exc}"
                 raise EngineError(self._error) from None
@@ -191,6 +204,7 @@ def select_engine(
     explicit_reference: bool = False,
     admit: Admission | None = None,
     where: str = "",
+    allowed: Allowed | None = None,
 ) -> Selection:
     """Walk ``candidates`` as the module docstring says; EngineError with every reason when none serves."""
     notes: list[str] = []
@@ -200,15 +214,22 @@ def select_engine(
         log.warning("%s: engine %s skipped: %s", where, name, reason)
 
     reference_name = choose_reference(candidates, version_dir, parity, explicit=explicit_reference)
-    reference = _Reference(reference_name, version_dir, make_spec, parameters) if reference_name else None
+    reference = _Reference(reference_name, version_dir, make_spec, parameters, allowed) if reference_name else None
     batches: Sequence[Mapping[str, np.ndarray]] | None = None
     try:
         for name in candidates:
+            if allowed is not None and not allowed(name):
+                skip(name, f"engine {name} is not allowed on this server (--allowed-engines)")
+                continue
             artifact = artifact_for(name, version_dir, parameters)
             if artifact is None:
                 skip(name, f"no {BACKENDS[name].artifact} in version {version_dir.name}")
                 continue
             spec = make_spec(name, artifact)
+            refused = outside_reason(artifact, spec.root) if spec.root is not None else None
+            if refused is not None:
+                skip(name, refused)
+                continue
             if admit is not None:
                 refusal = admit(name, spec)
                 if refusal:

@@ -2,6 +2,10 @@
 
 Each (model, version) is imported under its own module name, so two versions never share globals,
 and is removed from ``sys.modules`` again when its engine closes or its load fails.
+
+A ``model.py`` is code: once imported it can do anything the server process can (docs/engines.md).
+What the server does check is that the file itself lies in the model repository: one that resolves
+outside it (a symlink out) is refused *before* it is imported.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import re
 import sys
 from types import ModuleType
 
-from engines.base import EngineError, LoadSpec
+from engines.base import EngineError, LoadSpec, inside_root
 
 
 def module_name_for(spec: LoadSpec, kind: str = "model") -> str:
@@ -26,9 +30,10 @@ def module_name_for(spec: LoadSpec, kind: str = "model") -> str:
 def import_model_file(spec: LoadSpec, where: str, kind: str = "model") -> ModuleType:
     """Execute ``spec.artifact`` as a fresh module; any failure becomes an EngineError naming ``where``."""
     name = module_name_for(spec, kind)
+    inside_root(spec.artifact, spec.root)  # refused before any of it runs
     import_spec = importlib.util.spec_from_file_location(name, spec.artifact)
     if import_spec is None or import_spec.loader is None:
-        raise EngineError(f"{where} cannot be imported from {spec.artifact}")
+        raise EngineError(f"{where} cannot be imported")
     module = importlib.util.module_from_spec(import_spec)
     sys.modules[name] = module  # dataclasses and typing look the module up while it executes
     try:

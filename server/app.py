@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -20,9 +20,12 @@ from inferd.v1 import admin_pb2_grpc
 from server import __version__
 from server.api.health import Health
 from server.api.inference import SERVICE_NAME, InferenceServicer, MessageLimits, ServerInfo
+from server.api.inputs import DEFAULT_MAX_REQUEST_ELEMENTS
 from server.api.interceptors import ErrorStatusInterceptor
+from server.api.live_calls import LiveCalls, stop_server
 from server.api.model_service import SERVICE_NAME as ADMIN_SERVICE_NAME
 from server.api.model_service import ModelServicer
+from server.api.transport import TransportLimits
 from server.models.gpu import DEFAULT_FRACTION as DEFAULT_GPU_MEMORY_FRACTION
 from server.models.manager import ModelManager
 from server.models.registry import Registry
@@ -49,6 +52,8 @@ class ServerOptions:
     port: int = 8001
     max_receive_message_mb: int = 64
     max_send_message_mb: int = 64
+    #: Elements a Predict(Stream) request's inputs may hold, checked before any is decoded.
+    max_request_elements: int = DEFAULT_MAX_REQUEST_ELEMENTS
     #: Let several processes share the port (SO_REUSEPORT). Off: a busy port fails loudly.
     reuse_port: bool = False
     #: Seconds between NOT_SERVING and closing the port on shutdown (lets the mesh move traffic).
@@ -69,6 +74,11 @@ class ServerOptions:
     trt_cache_dir: Path | None = None
     #: Share of each GPU's memory that model loads may fill; None = 0.9 (or the model's own parameter).
     gpu_memory_fraction: float | None = None
+    #: Engines models may be served by (--allowed-engines); None = every engine. A model whose engine is
+    #: not listed ends FAILED, so e.g. ("onnxruntime", "torch", "tensorrt") refuses model.py models.
+    allowed_engines: tuple[str, ...] | None = None
+    #: HTTP/2 limits: streams per connection, keepalive enforcement, connection idle and age (transport.py)
+    transport: TransportLimits = field(default_factory=TransportLimits)
 
     def engine_defaults(self) -> dict[str, str]:
         """Server-wide engine parameters; a model's config.pbtxt parameters override them."""
@@ -83,13 +93,15 @@ class ServerOptions:
 
 
 def grpc_options(options: ServerOptions) -> list[tuple[str, int]]:
-    """Transport limits sit above ours so oversize messages reach our handler and get a clear message."""
+    """gRPC's message limits sit above ours so oversize messages reach our handler and get a clear message;
+    then the HTTP/2 connection limits (:class:`~server.api.transport.TransportLimits`)."""
     receive = options.max_receive_message_mb * _MiB
     send = options.max_send_message_mb * _MiB
     return [
         ("grpc.max_receive_message_length", receive * 2 + _MiB),
         ("grpc.max_send_message_length", send + _MiB),
         ("grpc.so_reuseport", 1 if options.reuse_port else 0),
+        *options.transport.grpc_options(),
     ]
 
 
@@ -105,22 +117,34 @@ class InferdServer:
             device=options.device,
             engine_defaults=options.engine_defaults(),
             drain_timeout_s=options.unload_drain_seconds,
+            allowed_engines=options.allowed_engines,
         )
         self.shadow = ShadowMirror()
         self.limits = MessageLimits(
             max_receive_bytes=options.max_receive_message_mb * _MiB,
             max_send_bytes=options.max_send_message_mb * _MiB,
+            max_request_elements=options.max_request_elements,
         )
         self.info = ServerInfo(
             name="inferd",
             version=__version__,
-            engines=tuple(available_backends()),
+            engines=tuple(
+                e for e in available_backends() if options.allowed_engines is None or e in options.allowed_engines
+            ),
             extensions=("health", "reflection", "streaming", "chunked-outputs", "model-control", "statistics"),
             started=time.monotonic(),
             gpu_memory_fraction=options.gpu_memory_fraction or DEFAULT_GPU_MEMORY_FRACTION,
         )
-        self.servicer = InferenceServicer(self.registry, self.limits, self.info, self.shadow)
+        self.servicer = InferenceServicer(
+            self.registry,
+            self.limits,
+            self.info,
+            self.shadow,
+            max_predict_streams_per_connection=options.transport.max_predict_streams_per_connection,
+        )
         self.admin = ModelServicer(self.manager)
+        #: the main port's open calls: at shutdown, calls that can never finish do not hold the grace period
+        self.calls = LiveCalls()
         self._server: grpc.aio.Server | None = None
         self._admin_server: grpc.aio.Server | None = None
         self.port = 0
@@ -128,7 +152,8 @@ class InferdServer:
         self._poller: asyncio.Task[None] | None = None
 
     def _build_grpc_server(self, *, inference: bool, admin: bool) -> grpc.aio.Server:
-        server = grpc.aio.server(interceptors=[ErrorStatusInterceptor()], options=grpc_options(self.options))
+        calls = self.calls if inference else LiveCalls()  # outermost: it counts every call, health's too
+        server = grpc.aio.server(interceptors=[calls, ErrorStatusInterceptor()], options=grpc_options(self.options))
         services = [reflection.SERVICE_NAME, "grpc.health.v1.Health"]
         if inference:
             server.add_generic_rpc_handlers((self.servicer.handler(),))
@@ -177,10 +202,12 @@ class InferdServer:
     async def stop(self, *, drain: bool = True) -> None:
         """Graceful shutdown, one INFO line per step (docs/operations.md):
 
-        1. health NOT_SERVING; 2. the drain window (``drain_seconds``: traffic still served while load
-        balancers move away); 3. new inference calls refused with UNAVAILABLE while the port stays open,
-        until they stop arriving (:mod:`server.api.shutdown_gate`); 4. the port closes and in-flight calls
-        get ``grace_seconds`` to finish; 5. the models close.
+        1. health NOT_SERVING (open health Watch streams get it and end); 2. the drain window
+        (``drain_seconds``: traffic still served while load balancers move away); 3. new inference calls
+        refused with UNAVAILABLE while the port stays open, until they stop arriving
+        (:mod:`server.api.shutdown_gate`); 4. the port closes and in-flight calls get ``grace_seconds`` to
+        finish, except calls that can never finish (a health Watch whose client reads nothing,
+        :mod:`server.api.live_calls`); 5. the models close.
 
         ``drain=False`` skips the drain window (a stop during start-up, before anything was SERVING).
         """
@@ -202,7 +229,9 @@ class InferdServer:
         if not await gate.wait_quiet(REFUSE_QUIET_S, REFUSE_MAX_S):
             log.info("shutdown: calls still arriving after %gs of refusals; closing the port anyway", REFUSE_MAX_S)
         started = time.monotonic()
-        await self._server.stop(options.grace_seconds)
+        stalled = await stop_server(self._server, options.grace_seconds, self.calls)
+        if stalled:
+            log.info("shutdown: cancelled %d health watch(es) whose clients read nothing", stalled)
         if self._admin_server is not None:
             await self._admin_server.stop(0)
         if time.monotonic() - started >= options.grace_seconds:

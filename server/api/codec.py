@@ -1,7 +1,10 @@
 """PredictRequest/PredictResponse ⇄ internal requests and numpy outputs.
 
-Protobuf stops here. Inputs in raw_contents become zero-copy numpy views; outputs are written as raw
-bytes unless the caller wrote typed tensors (a person with grpcurl) or asked for typed ones.
+Protobuf stops here. A request is read in two steps: its routing and options first, its input tensors
+only once the model is known and what they declare fits its signature (server/api/inputs.py). Inputs
+in raw_contents become zero-copy numpy views (of the request itself when it is large: wire.py);
+outputs are written as raw bytes unless the caller wrote typed tensors (a person with grpcurl) or
+asked for typed ones.
 """
 
 from __future__ import annotations
@@ -10,17 +13,21 @@ import itertools
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
+from typing import TypeVar
 
 import numpy as np
+from google.protobuf.message import DecodeError
 
-from inferd.tensors import TensorError, from_numpy, to_numpy
+from inferd.tensors import from_numpy
 from inferd.v1 import inference_pb2, tensor_pb2
+from server.api.wire import MIN_BYTES, split_payloads
+from server.core.echo import echo
 from server.core.errors import InvalidArgument
 from server.core.types import InferRequest, ParamValue
 
 AnyPredictRequest = inference_pb2.PredictRequest | inference_pb2.PredictStreamRequest
+_Req = TypeVar("_Req", inference_pb2.PredictRequest, inference_pb2.PredictStreamRequest)
 
-_RAW = tensor_pb2.TENSOR_ENCODING_RAW
 _TYPED = tensor_pb2.TENSOR_ENCODING_TYPED
 
 
@@ -40,7 +47,7 @@ def decode_parameters(params: Mapping[str, tensor_pb2.Parameter]) -> dict[str, P
     for key, param in params.items():
         which = param.WhichOneof("value")
         if which is None:
-            raise InvalidArgument(f"parameter '{key}' has no value")
+            raise InvalidArgument(f"parameter {echo(key)} has no value")
         out[key] = getattr(param, which)
     return out
 
@@ -55,38 +62,41 @@ def encode_parameter(value: ParamValue) -> tensor_pb2.Parameter:
     return tensor_pb2.Parameter(string_param=str(value))
 
 
+def parse_request(cls: type[_Req], data: bytes) -> tuple[_Req, list[memoryview] | None]:
+    """The message, and for a large request each input's raw_contents as a zero-copy view of ``data``
+    (server/api/wire.py: the message then holds none); None when the message holds them."""
+    payloads: list[memoryview] | None = None
+    if len(data) >= MIN_BYTES:
+        split = split_payloads(data)
+        if split is not None:
+            data, payloads = split
+    try:
+        return cls.FromString(data), payloads
+    except DecodeError:
+        raise InvalidArgument(f"the request is not a valid {cls.DESCRIPTOR.full_name}") from None
+
+
 def decode_request(new_id: Callable[[], str], message: AnyPredictRequest, time_remaining: float | None) -> InferRequest:
-    """Turn a Predict(Stream)Request into an InferRequest; malformed tensors → INVALID_ARGUMENT."""
+    """The request's routing and options. Its input tensors are decoded later, by
+    server/api/inputs.py, once the model's signature is known (so a tensor the model cannot take is
+    never decoded); that also settles an unspecified output encoding."""
     if not message.model_name:
         raise InvalidArgument("model_name is empty")
     if message.model_version < 0:
         raise InvalidArgument(f"model_version {message.model_version} is negative")
-    inputs: dict[str, np.ndarray] = {}
-    typed = True
-    for tensor in message.inputs:
-        if tensor.name in inputs:
-            raise InvalidArgument(f"input '{tensor.name}' is sent twice")
-        if tensor.raw_contents:
-            typed = False
-        try:
-            inputs[tensor.name] = to_numpy(tensor)
-        except TensorError as exc:
-            raise InvalidArgument(f"input {exc}") from None
-    encoding = message.output_encoding
-    typed_out = encoding == _TYPED or (encoding != _RAW and typed and bool(inputs))
     chunk_rows = message.chunk_rows if isinstance(message, inference_pb2.PredictStreamRequest) else 0
     if chunk_rows < 0:
         raise InvalidArgument(f"chunk_rows {chunk_rows} is negative")
     return InferRequest(
         model=message.model_name,
-        inputs=inputs,
+        inputs={},
         id=message.id or new_id(),
         version=message.model_version or None,
         label=message.version_label or None,
         requested_outputs=tuple(message.requested_outputs),
         parameters=decode_parameters(message.parameters) if message.parameters else {},
         deadline=None if time_remaining is None else time.monotonic() + time_remaining,
-        output_encoding="typed" if typed_out else "raw",
+        output_encoding="typed" if message.output_encoding == _TYPED else "raw",
         routing_key=message.routing_key,
         chunk_rows=chunk_rows,
     )

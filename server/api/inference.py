@@ -10,15 +10,22 @@ import contextlib
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import TypeVar
 
 import grpc
 import numpy as np
-from google.protobuf.message import DecodeError
 
 from inferd.tensors import DTYPE_BY_NAME
 from inferd.v1 import inference_pb2
-from server.api.codec import RequestIds, decode_request, encode_outputs, encode_parameter, encode_response
+from server.api.codec import (
+    RequestIds,
+    decode_request,
+    encode_outputs,
+    encode_parameter,
+    encode_response,
+    parse_request,
+)
+from server.api.connection_limits import ConnectionStreams
+from server.api.inputs import DEFAULT_MAX_REQUEST_ELEMENTS, InputDecoder
 from server.api.interceptors import current_request_id
 from server.api.outcomes import CallOutcome
 from server.api.shutdown_gate import ShutdownGate
@@ -33,7 +40,6 @@ from server.models.slot import Slot
 SERVICE_NAME = "inferd.v1.InferenceService"
 #: gRPC metadata that makes traffic-split assignment sticky (same as PredictRequest.routing_key).
 ROUTING_KEY_HEADER = "x-inferd-routing-key"
-_Req = TypeVar("_Req", inference_pb2.PredictRequest, inference_pb2.PredictStreamRequest)
 _MiB = 1024 * 1024
 
 
@@ -43,6 +49,8 @@ class MessageLimits:
 
     max_receive_bytes: int = 64 * _MiB
     max_send_bytes: int = 64 * _MiB
+    #: elements a request's inputs may hold (--max-request-elements; see codec.InputDecoder)
+    max_request_elements: int = DEFAULT_MAX_REQUEST_ELEMENTS
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,24 +68,27 @@ def _slice_rows(inputs: Mapping[str, np.ndarray], start: int, stop: int) -> dict
     return {name: array[start:stop] for name, array in inputs.items()}
 
 
-def _parse(cls: type[_Req], data: bytes) -> _Req:
-    try:
-        return cls.FromString(data)
-    except DecodeError:
-        raise InvalidArgument(f"the request is not a valid {cls.DESCRIPTOR.full_name}") from None
-
-
 class InferenceServicer:
     def __init__(
-        self, registry: Registry, limits: MessageLimits, info: ServerInfo, shadow: ShadowMirror | None = None
+        self,
+        registry: Registry,
+        limits: MessageLimits,
+        info: ServerInfo,
+        shadow: ShadowMirror | None = None,
+        *,
+        max_predict_streams_per_connection: int = 0,
     ) -> None:
         self._registry = registry
         self._limits = limits
         self._info = info
+        #: checks input tensors against the routed model's signature, then decodes them
+        self._inputs = InputDecoder(limits.max_request_elements)
         self._shadow = shadow or ShadowMirror()
         self._ids = RequestIds()
         #: closed once the server's drain window has ended: new calls get UNAVAILABLE before the port closes
         self.gate = ShutdownGate()
+        #: open PredictStreams per connection, capped (server/api/connection_limits.py; 0 = no cap)
+        self.connection_streams = ConnectionStreams(max_predict_streams_per_connection)
 
     def _route(self, request: InferRequest, context: grpc.aio.ServicerContext) -> Slot:
         """Pick the slot; the routing key header is only read for models with a traffic split."""
@@ -119,10 +130,11 @@ class InferenceServicer:
             raise self.gate.refuse()
         started = time.perf_counter_ns()
         self._check_request_size(data)
-        request = self._decode(_parse(inference_pb2.PredictRequest, data), context)
+        message, payloads = parse_request(inference_pb2.PredictRequest, data)
+        request = self._decode(message, context)
         slot = self._route(request, context)
         with CallOutcome(slot.stats, request.deadline, started):
-            rows = slot.validator.validate(request.inputs, request.requested_outputs)
+            request, rows = await self._inputs.decode(message, request, slot.validator, payloads)
             outputs = await slot.infer(request.inputs, request.deadline, rows, request.parameters)
             data = self._serialise(encode_response(request, slot.version, outputs, slot.validator.output_names))
         shadow = self._registry.shadow_for(request.model, slot)
@@ -140,10 +152,13 @@ class InferenceServicer:
         if self.gate.closed:
             raise self.gate.refuse()
         self._check_request_size(data)
-        request = self._decode(_parse(inference_pb2.PredictStreamRequest, data), context)
+        stream_message, payloads = parse_request(inference_pb2.PredictStreamRequest, data)
+        request = self._decode(stream_message, context)
         slot = self._route(request, context)
-        with CallOutcome(slot.stats, request.deadline):
-            rows = slot.validator.validate(request.inputs, request.requested_outputs, enforce_max_batch=False)
+        with CallOutcome(slot.stats, request.deadline), self.connection_streams.hold(context.peer()):
+            request, rows = await self._inputs.decode(
+                stream_message, request, slot.validator, payloads, enforce_max_batch=False
+            )
             if slot.streams is not None and request.chunk_rows:
                 raise InvalidArgument(f"model '{request.model}' streams as it generates, so chunk_rows cannot apply")
             with slot.busy():

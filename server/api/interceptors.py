@@ -14,6 +14,7 @@ from typing import Any
 import grpc
 from grpc.aio import AbortError
 
+from server.core.echo import bounded
 from server.core.errors import ServingError
 
 log = logging.getLogger("inferd.errors")
@@ -24,7 +25,7 @@ current_request_id: ContextVar[str] = ContextVar("current_request_id", default="
 
 async def _abort_for(exc: Exception, context: grpc.aio.ServicerContext, method: str) -> None:
     if isinstance(exc, ServingError):
-        await context.abort(exc.code, exc.message)
+        await context.abort(exc.code, bounded(exc.message))  # trailers have a hard size limit
     request_id = current_request_id.get() or "unknown"
     log.error("unexpected error in %s (request id %s)", method, request_id, exc_info=exc)
     await context.abort(grpc.StatusCode.INTERNAL, f"internal error (request id {request_id}); see the server log")

@@ -12,6 +12,7 @@ from server.cli import build as build_command
 from server.cli import client as client_commands
 from server.cli import generate as generate_command
 from server.cli import serve as serve_command
+from server.cli import transport_flags
 
 DEFAULT_ADDRESS = os.environ.get("INFERD_ADDRESS", "127.0.0.1:8001")
 #: --unload-drain-seconds (the same default as the server's; kept here so that --help stays cheap)
@@ -61,6 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--max-send-message-mb", type=int, default=64, help="largest response sent, MiB (default %(default)s)"
+    )
+    serve.add_argument(
+        "--max-request-elements",
+        type=int,
+        default=64 * 1024 * 1024,
+        help="most elements a request's input tensors may hold, checked before decoding (default %(default)s)",
     )
     serve.add_argument("--reuse-port", action="store_true", help="share the port with other processes (SO_REUSEPORT)")
     serve.add_argument(
@@ -112,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="F",
         help="refuse GPU loads that would fill more than this share of a GPU's memory (default 0.9)",
     )
+    transport_flags.add_transport_flags(serve)
+    serve_command.add_engine_flags(serve)
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     serve.add_argument("--port-file", type=Path, help="write the bound port to this file once serving")
 

@@ -10,8 +10,35 @@ import signal
 import sys
 from typing import TYPE_CHECKING
 
+from server.cli.transport_flags import transport_limits
+
 if TYPE_CHECKING:
     from server.app import ServerOptions
+
+
+def engine_list(text: str) -> tuple[str, ...]:
+    """``--allowed-engines onnxruntime,torch``: known engine names, comma-separated (at least one)."""
+    from engines.base import BACKENDS
+
+    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    unknown = [n for n in names if n not in BACKENDS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"{', '.join(unknown) or 'nothing'} is not an engine; list some of: {', '.join(BACKENDS)}"
+        )
+    return names
+
+
+def add_engine_flags(parser: argparse.ArgumentParser) -> None:
+    """Flags that restrict what the repository's artefacts may run (docs/operations.md, Security model)."""
+    parser.add_argument(
+        "--allowed-engines",
+        type=engine_list,
+        default=None,
+        metavar="LIST",
+        help="engines models may be served by, comma-separated (default: all); e.g. onnxruntime,torch,tensorrt "
+        "refuses model.py (python, generative) models, which are code that can do anything the server can",
+    )
 
 
 def server_options(args: argparse.Namespace) -> ServerOptions:
@@ -24,6 +51,7 @@ def server_options(args: argparse.Namespace) -> ServerOptions:
         port=args.port,
         max_receive_message_mb=args.max_receive_message_mb,
         max_send_message_mb=args.max_send_message_mb,
+        max_request_elements=args.max_request_elements,
         reuse_port=args.reuse_port,
         drain_seconds=args.drain_seconds,
         grace_seconds=args.grace_seconds,
@@ -34,6 +62,8 @@ def server_options(args: argparse.Namespace) -> ServerOptions:
         trt_auto_build=args.trt_auto_build,
         trt_cache_dir=args.trt_cache_dir,
         gpu_memory_fraction=args.gpu_memory_fraction,
+        transport=transport_limits(args),
+        allowed_engines=getattr(args, "allowed_engines", None),
     )
 
 

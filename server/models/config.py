@@ -6,6 +6,7 @@ language. Errors name the file and, for syntax errors, the line and column.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ from google.protobuf import text_format
 from engines.base import BACKENDS, Signature, TensorSig
 from inferd.tensors import DTYPE_NAMES
 from inferd.v1 import model_config_pb2
+from server.core.echo import echo
 from server.models import test_hooks
 from server.scheduling.settings import (
     DEFAULT_MAX_ACTIVE,
@@ -27,6 +29,14 @@ from server.scheduling.settings import (
 
 CONFIG_FILE = "config.pbtxt"
 EXECUTION_MODES = ("auto", "thread", "inline")
+#: a model name: a folder name that is safe in a path, a log line and a metric label (checked with
+#: fullmatch, so a trailing newline is not a name)
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}")
+
+
+def is_model_name(name: str) -> bool:
+    """Whether ``name`` is a model name (the whole string, not a prefix or a line of it)."""
+    return MODEL_NAME.fullmatch(name) is not None
 
 
 class ConfigError(Exception):
@@ -104,15 +114,17 @@ def parse_config_text(text: str, source: str) -> model_config_pb2.ModelConfig:
     return config
 
 
-def load_config(path: Path, *, model_name: str | None = None) -> ModelSpec:
-    """Read and validate ``path`` (a config.pbtxt)."""
+def load_config(path: Path, *, model_name: str | None = None, display: str | None = None) -> ModelSpec:
+    """Read and validate ``path`` (a config.pbtxt); errors name it as ``display`` (e.g. relative to the
+    repository root, since clients read these errors) or else as ``path``."""
+    source = display or str(path)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+        raise ConfigError(f"{source}: cannot read: {exc.strerror}") from None
     except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not UTF-8 text") from None
-    return spec_from_proto(parse_config_text(text, str(path)), str(path), model_name=model_name)
+        raise ConfigError(f"{source}: not UTF-8 text") from None
+    return spec_from_proto(parse_config_text(text, source), source, model_name=model_name)
 
 
 def _tensor_sigs(
@@ -249,8 +261,12 @@ def spec_from_proto(config: model_config_pb2.ModelConfig, source: str, *, model_
     name = model_name or config.name
     if not name:
         raise ConfigError(f"{source}: the model has no name")
+    if not is_model_name(name):
+        raise ConfigError(
+            f"{source}: name {echo(name)} is not a model name (letters, digits, '_', '.', '-'; at most 128)"
+        )
     if config.name and model_name and config.name != model_name:
-        raise ConfigError(f"{source}: name '{config.name}' differs from its folder name '{model_name}'")
+        raise ConfigError(f"{source}: name {echo(config.name)} differs from its folder name {echo(model_name)}")
     if config.max_batch_size < 0:
         raise ConfigError(f"{source}: max_batch_size must be >= 0")
     batched = config.max_batch_size > 0

@@ -2,16 +2,23 @@
 
 Both steps run on a low-priority (niced) thread so that a swap steals as little CPU as possible from
 the models that serve meanwhile. The loader returns plain results; the Slot owns the state machine.
+
+Before any engine opens a file, the server's :class:`LoadPolicy` applies: nothing in the version
+folder may resolve outside the repository root (a symlink out fails the version, naming the file), and
+only the engines the operator allows (``inferd serve --allowed-engines``) may serve. Failure reasons
+and engine notes are what clients read (model metadata, ``inferd models``), so paths in them are made
+relative to the repository root; the log keeps the original text.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,13 +30,17 @@ from engines.base import (
     LoadSpec,
     backend_for_artifact,
     check_outputs,
+    outside_reason,
     random_inputs,
     zero_inputs,
 )
 from engines.parity import parity_config, parity_inputs
 from engines.selection import NoEngineServes, runs_on_gpu, select_engine
+from server.core.echo import public
 from server.models import gpu
 from server.models.config import ModelSpec, WarmupSpec
+
+log = logging.getLogger("inferd.loader")
 
 #: Niceness of the threads that load and warm models (higher = yields more CPU to serving).
 LOADER_NICENESS = 15
@@ -47,6 +58,52 @@ class Loaded:
     warmup_ns: float = 0.0
 
 
+@dataclass(frozen=True, slots=True)
+class LoadPolicy:
+    """What the server lets a version load: files under ``root`` only, and engines in ``allowed_engines``
+    (None = every engine)."""
+
+    root: Path
+    allowed_engines: frozenset[str] | None = None
+
+    @staticmethod
+    def of(root: Path, allowed_engines: Collection[str] | None = None) -> LoadPolicy:
+        return LoadPolicy(root.resolve(), None if allowed_engines is None else frozenset(allowed_engines))
+
+    def allows(self, engine: str) -> bool:
+        return self.allowed_engines is None or engine in self.allowed_engines
+
+    def refusal(self, engine: str) -> str:
+        allowed = ",".join(sorted(self.allowed_engines or ())) or "none"
+        return f"engine {engine} is not allowed on this server (--allowed-engines {allowed})"
+
+
+def confinement_problem(version_dir: Path, root: Path) -> str | None:
+    """Why a version folder may not be loaded: the folder or an entry in it resolves outside ``root``.
+
+    Only symlinks can lead out, so only they are resolved; a folder linked from inside the repository is
+    walked too (once: links that loop are not followed again). Hard links cannot be told apart from
+    ordinary files and are not checked.
+    """
+    reason = outside_reason(version_dir, root)
+    if reason is not None:
+        return reason
+    seen: set[str] = set()
+    for folder, dirs, files in os.walk(version_dir, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            dirs.clear()
+            continue
+        seen.add(real)
+        for entry in sorted([*dirs, *files]):
+            path = Path(folder) / entry
+            if path.is_symlink():
+                reason = outside_reason(path, root)
+                if reason is not None:
+                    return reason  # a folder that leads out is never walked: this returns first
+    return None
+
+
 class LoadFailed(Exception):
     """The version cannot serve; ``notes`` says why each engine was skipped."""
 
@@ -59,13 +116,24 @@ class Loader:
     """Loads one version of ``spec`` from ``version_dir`` (see the module docstring)."""
 
     def __init__(
-        self, spec: ModelSpec, version: int, version_dir: Path, device: str, parameters: Mapping[str, str]
+        self,
+        spec: ModelSpec,
+        version: int,
+        version_dir: Path,
+        device: str,
+        parameters: Mapping[str, str],
+        policy: LoadPolicy | None = None,
     ) -> None:
         self.spec = spec
         self.version = version
         self.version_dir = version_dir
         self.device = device
         self.parameters = dict(parameters)
+        #: without a policy (a Slot made by a test or a tool): the folder two levels up is the root
+        self.policy = policy or LoadPolicy.of(version_dir.resolve().parent.parent)
+
+    def _public(self, text: str) -> str:
+        return public(text, self.policy.root)
 
     def _load_spec(self, name: str, artifact: Path) -> LoadSpec:
         return LoadSpec(
@@ -77,6 +145,7 @@ class Loader:
             parameters=self.parameters,
             device=self.device,
             instances=self.spec.instance_count,
+            root=self.policy.root,
         )
 
     def _candidates(self) -> list[str]:
@@ -89,12 +158,33 @@ class Loader:
         """The GPU memory budget, for engines that would place the model on a GPU."""
         return gpu.admit(spec) if runs_on_gpu(name, spec) else None
 
+    def _allowed(self, candidates: list[str]) -> tuple[list[str], list[str]]:
+        """The candidates this server allows, and a note for each it refuses."""
+        allowed = [name for name in candidates if self.policy.allows(name)]
+        notes = [f"{name}: {self.policy.refusal(name)}" for name in candidates if name not in allowed]
+        return allowed, notes
+
     def select(self) -> Loaded:
         """Walk the preference list: the first engine that loads and matches the reference serves."""
+        try:
+            return self._select()
+        except LoadFailed as exc:
+            reason = self._public(str(exc))
+            if reason != str(exc):
+                log.info("model %s version %d: load failed: %s", self.spec.name, self.version, exc)
+            raise LoadFailed(reason, [self._public(n) for n in exc.notes]) from exc
+
+    def _select(self) -> Loaded:
+        problem = confinement_problem(self.version_dir, self.policy.root)
+        if problem is not None:
+            raise LoadFailed(problem, [])
         candidates = self._candidates()
         if not candidates:
             artefacts = ", ".join(b.artifact for b in BACKENDS.values())
-            raise LoadFailed(f"no model artefact in {self.version_dir} (expected one of {artefacts})", [])
+            raise LoadFailed(f"no model artefact in version {self.version} (expected one of {artefacts})", [])
+        candidates, refused = self._allowed(candidates)
+        if not candidates:
+            raise LoadFailed("; ".join(n.split(": ", 1)[1] for n in refused), refused)
         warmup = [(w.kind, w.batch_sizes) for w in self.spec.warmup]
         try:
             selection = select_engine(
@@ -108,12 +198,15 @@ class Loader:
                 explicit_reference="parity_reference" in self.parameters,
                 admit=self._admit,
                 where=f"model {self.spec.name} version {self.version}",
+                allowed=self.policy.allows,
             )
         except NoEngineServes as exc:
-            raise LoadFailed(str(exc) or type(exc).__name__, list(exc.notes)) from exc
+            reason = "; ".join([*refused, str(exc) or type(exc).__name__])
+            raise LoadFailed(reason, refused + list(exc.notes)) from exc
         except EngineError as exc:
-            raise LoadFailed(str(exc) or type(exc).__name__, []) from exc
-        return Loaded(selection.engine, selection.backend, list(selection.notes))
+            raise LoadFailed("; ".join([*refused, str(exc) or type(exc).__name__]), refused) from exc
+        notes = [self._public(n) for n in refused + list(selection.notes)]
+        return Loaded(selection.engine, selection.backend, notes)
 
     def warm(self, loaded: Loaded) -> None:
         """Synthetic requests before READY, so lazy allocation and kernel selection happen before traffic.
@@ -147,9 +240,14 @@ class Loader:
         loaded = self.select()
         try:
             self.warm(loaded)
-        except BaseException:
+        except BaseException as exc:
             with contextlib.suppress(Exception):  # the warm-up error is the one worth reporting
                 loaded.engine.close()
+            if isinstance(exc, Exception):
+                text = str(exc) or type(exc).__name__
+                if self._public(text) != text:
+                    log.info("model %s version %d: warm-up failed: %s", self.spec.name, self.version, text)
+                raise LoadFailed(self._public(text), loaded.notes) from exc
             raise
         return loaded
 

@@ -20,11 +20,13 @@ import asyncio
 import hashlib
 import logging
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
+from server.core.echo import echo, listing
 from server.core.errors import FailedPrecondition, InvalidArgument, NotFound, ServingError, Unavailable
 from server.core.types import SlotState
+from server.models.loader import LoadPolicy
 from server.models.locks import ModelLocks
 from server.models.registry import ModelEntry, Registry
 from server.models.repository import ModelSource, Repository, RepositoryError
@@ -60,8 +62,11 @@ class ModelManager:
         device: str = "cpu",
         engine_defaults: Mapping[str, str] | None = None,
         drain_timeout_s: float = DEFAULT_DRAIN_TIMEOUT_S,
+        allowed_engines: Collection[str] | None = None,
     ) -> None:
         self.repository = repository
+        #: files under the repository root only; only these engines (None = all; --allowed-engines)
+        self.load_policy = LoadPolicy.of(repository.root, allowed_engines)
         self.registry = registry
         self.device = device
         #: server-wide engine parameters (e.g. --trt-auto-build), under each model's own parameters
@@ -108,7 +113,7 @@ class ModelManager:
         except RepositoryError as exc:
             raise InvalidArgument(str(exc)) from None
         if not directory.is_dir():
-            raise NotFound(f"model '{name}' is not in the repository {self.repository.root}")
+            raise NotFound(f"model {echo(name)} is not in the repository")
         key: LoadKey = (name, tuple(sorted(set(versions or ()))))
         task = self._queued.get(key)
         if task is None:
@@ -128,7 +133,7 @@ class ModelManager:
             except RepositoryError as exc:
                 raise InvalidArgument(str(exc)) from None
             if not source.directory.is_dir():
-                raise NotFound(f"model '{name}' is not in the repository {self.repository.root}")
+                raise NotFound(f"model {echo(name)} is not in the repository")
             entry = await self._load_locked(source, list(versions) or None)
             self._seen[name] = fingerprint  # only a load that completed: polling retries any other
             return entry
@@ -173,7 +178,7 @@ class ModelManager:
         if versions:
             absent = [v for v in versions if v not in source.versions]
             if absent:
-                raise NotFound(f"model '{name}' has no version folder {', '.join(map(str, absent))}")
+                raise NotFound(f"model {echo(name)} has no version folder {listing(absent, 8)}")
             wanted = sorted(set(versions), reverse=True)
         else:
             wanted = source.versions_to_load()
@@ -187,7 +192,12 @@ class ModelManager:
                 keep[version] = old
             else:
                 fresh[version] = Slot(
-                    spec, version, source.versions[version], device=self.device, engine_defaults=self.engine_defaults
+                    spec,
+                    version,
+                    source.versions[version],
+                    device=self.device,
+                    engine_defaults=self.engine_defaults,
+                    policy=self.load_policy,
                 )
                 fresh[version].artifact_fingerprint = files
         listed = current is None and bool(fresh)
@@ -216,7 +226,7 @@ class ModelManager:
             labels, traffic = current.labels, current.traffic
         else:
             labels, traffic = spec.version_labels, spec.traffic
-        error = None if final else f"no version folder in {source.directory} matches the version policy"
+        error = None if final else f"no version folder of model {name} matches the version policy"
         entry = ModelEntry.of(name, spec, final, error=error, labels=labels, traffic=traffic, note="; ".join(notes))
         await self.registry.publish(entry)
         kept = set(map(id, final.values()))
@@ -282,8 +292,8 @@ class ModelManager:
                 log.info("model %s unloaded", name)
                 return None
             if version not in current.slots:
-                have = ", ".join(str(v) for v in sorted(current.slots)) or "none"
-                raise NotFound(f"model '{name}' version {version} not found (versions: {have})")
+                have = listing(sorted(current.slots), 8)
+                raise NotFound(f"model {echo(name)} version {version} not found (versions: {have})")
             slots = {v: s for v, s in current.slots.items() if v != version}
             entry = ModelEntry.of(
                 name, current.spec, slots, labels=current.labels, traffic=current.traffic, note=current.note
@@ -304,13 +314,15 @@ class ModelManager:
                 if slot is None or not slot.ready:
                     state = "not loaded" if slot is None else slot.state.value
                     raise FailedPrecondition(
-                        f"label '{label}' of model '{name}' points at version {version}, which is {state}"
+                        f"label {echo(label)} of model {echo(name)} points at version {version}, which is {state}"
                     )
             for label, weight in traffic:
                 if label not in labels:
-                    raise InvalidArgument(f"traffic label '{label}' of model '{name}' is not among the labels given")
+                    raise InvalidArgument(
+                        f"traffic label {echo(label)} of model {echo(name)} is not among the labels given"
+                    )
                 if weight < 0:
-                    raise InvalidArgument(f"traffic weight of label '{label}' is negative")
+                    raise InvalidArgument(f"traffic weight of label {echo(label)} is negative")
             entry = current.with_routing(labels, tuple((label, w) for label, w in traffic if w > 0))
             await self.registry.publish(entry)
             log.info("model %s routing: labels %s traffic %s", name, dict(labels), list(traffic))

@@ -2,6 +2,10 @@
 
 Each model's routing table is an immutable ``ModelEntry`` replaced by one reference swap, so the hot
 path takes no lock and never sees a half-updated model.
+
+Errors echo a client's names and labels only as short escaped prefixes and list at most a few of the
+server's names (server/core/echo.py): a 20 kB model name is answered NOT_FOUND, not with a message
+too large for the trailers.
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 
+from server.core.echo import echo, listing
 from server.core.errors import NotFound, Unavailable
 from server.models.config import ModelSpec, ShadowSpec
 from server.models.routing import TrafficSplit, should_mirror
@@ -111,8 +116,7 @@ class Registry:
     def entry(self, name: str) -> ModelEntry:
         entry = self._models.get(name)
         if entry is None:
-            known = ", ".join(sorted(self._models)) or "none"
-            raise NotFound(f"model '{name}' not found (models: {known})")
+            raise NotFound(f"model {echo(name)} not found (models: {listing(sorted(self._models))})")
         return entry
 
     def route(
@@ -130,14 +134,15 @@ class Registry:
         """
         entry = self.entry(name)
         if entry.error is not None:
-            raise Unavailable(f"model '{name}' is not available: {entry.error}")
+            raise Unavailable(f"model {echo(name)} is not available: {entry.error}")
         if version:
             return _version_slot(entry, version)
         labels = entry.labels
         if label:
             if label not in labels:
-                have = ", ".join(sorted(labels)) or "none"
-                raise NotFound(f"model '{name}' has no version label '{label}' (labels: {have})")
+                raise NotFound(
+                    f"model {echo(name)} has no version label {echo(label)} (labels: {listing(sorted(labels))})"
+                )
             return _version_slot(entry, labels[label])
         if split and entry.split is not None:
             slot = entry.slots.get(labels.get(entry.split.pick(routing_key), 0))
@@ -154,7 +159,7 @@ class Registry:
                 f"version {v}: {s.state.value}{' (' + s.reason + ')' if s.reason else ''}"
                 for v, s in sorted(entry.slots.items())
             )
-            raise Unavailable(f"model '{name}' has no READY version ({states or 'no versions'})")
+            raise Unavailable(f"model {echo(name)} has no READY version ({states or 'no versions'})")
         return entry.slots[ready[0]]
 
     def shadow_for(self, name: str, primary: Slot) -> Slot | None:
@@ -173,9 +178,9 @@ class Registry:
 def _version_slot(entry: ModelEntry, version: int) -> Slot:
     slot = entry.slots.get(version)
     if slot is None:
-        have = ", ".join(str(v) for v in sorted(entry.slots)) or "none"
-        raise NotFound(f"model '{entry.name}' version {version} not found (versions: {have})")
+        have = listing(sorted(entry.slots), 8)
+        raise NotFound(f"model {echo(entry.name)} version {version} not found (versions: {have})")
     if not slot.ready:
         detail = f": {slot.reason}" if slot.reason else ""
-        raise Unavailable(f"model '{entry.name}' version {version} is {slot.state.value}{detail}")
+        raise Unavailable(f"model {echo(entry.name)} version {version} is {slot.state.value}{detail}")
     return slot

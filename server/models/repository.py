@@ -1,22 +1,37 @@
 """The model repository on disk: ``<root>/<model>/config.pbtxt`` and ``<root>/<model>/<version>/model.<ext>``.
 
-Reads only; never follows a path out of its root (symlinks that escape are refused).
+Reads only, and never follows a path out of its root: every path is resolved (symlinks included) and
+must lie under the resolved root. A model folder or config that links out is recorded with that
+reason; a version folder that links out, or any other folder that is skipped, is logged with its
+reason. Messages name paths relative to the root, because clients read them (the log keeps absolute
+paths).
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from server.models.config import CONFIG_FILE, ConfigError, ModelSpec, load_config
+from engines.base import outside_reason
+from server.core.echo import echo
+from server.models.config import CONFIG_FILE, ConfigError, ModelSpec, is_model_name, load_config
 
-_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
-_VERSION = re.compile(r"^[1-9][0-9]{0,17}$")
+log = logging.getLogger("inferd.repository")
+
+_VERSION = re.compile(r"[1-9][0-9]{0,17}")
+#: distinct "skipped" log lines remembered so that polling does not repeat them
+_REPORTED_LIMIT = 4096
 
 
 class RepositoryError(Exception):
     """A repository path that cannot be used."""
+
+
+class OutsideRepository(RepositoryError):
+    """A path that resolves outside the repository root (a symlink out, or ``..``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,29 +50,64 @@ class ModelSource:
         return self.spec.version_policy.select(list(self.versions))
 
 
+def confine(path: Path, root: Path) -> Path:
+    """``path`` resolved (symlinks followed); OutsideRepository unless it lies under ``root`` (resolved)."""
+    reason = outside_reason(path, root)
+    if reason is not None:
+        raise OutsideRepository(reason)
+    return path.resolve()
+
+
+def relative(path: Path, root: Path) -> str:
+    """``path`` as clients see it: relative to ``root`` when under it (unresolved), else its name."""
+    try:
+        return str(path.relative_to(root)) or "."
+    except ValueError:
+        return f"…/{path.name}"
+
+
 class Repository:
     def __init__(self, root: Path) -> None:
         if not root.is_dir():
             raise RepositoryError(f"model repository '{root}' is not a directory")
         self.root = root.resolve()
+        self._reported: set[str] = set()
 
     def _inside(self, path: Path) -> Path:
-        resolved = path.resolve()
-        if resolved != self.root and self.root not in resolved.parents:
-            raise RepositoryError(f"'{path}' resolves outside the repository root {self.root}")
-        return resolved
+        return confine(path, self.root)
+
+    def display(self, path: Path) -> str:
+        """A path as a client may see it (relative to the root)."""
+        return relative(path, self.root)
+
+    def _skip(self, key: str, message: str, *args: object, level: int = logging.WARNING) -> None:
+        """Log why a folder is skipped, once per distinct reason (polling reads the folder again and again)."""
+        if key in self._reported:
+            return
+        if len(self._reported) >= _REPORTED_LIMIT:
+            self._reported.clear()
+        self._reported.add(key)
+        log.log(level, message, *args)
 
     def model_names(self) -> list[str]:
         names = []
         for entry in sorted(self.root.iterdir()):
-            if entry.is_dir() and (entry / CONFIG_FILE).is_file() and _MODEL_NAME.match(entry.name):
+            if not entry.is_dir() or not (entry / CONFIG_FILE).is_file():
+                continue
+            if is_model_name(entry.name):
                 names.append(entry.name)
+            else:
+                self._skip(
+                    f"name:{entry.name}",
+                    "repository: folder %r skipped: not a model name (letters, digits, '_', '.', '-'; at most 128)",
+                    entry.name,
+                )
         return names
 
     def model_dir(self, name: str) -> Path:
         """Where model ``name`` lives (it may not exist); a name that is not a model name is refused."""
-        if not _MODEL_NAME.match(name):
-            raise RepositoryError(f"'{name[:200]}' is not a valid model name")
+        if not is_model_name(name):
+            raise RepositoryError(f"{echo(name)} is not a valid model name")
         return self.root / name
 
     def read_model(self, name: str) -> ModelSource:
@@ -67,21 +117,44 @@ class Repository:
             directory = self._inside(directory)
             config_path = self._inside(directory / CONFIG_FILE)
         except RepositoryError as exc:
+            log.warning("repository: model %s refused: %s (%s)", name, exc, directory)
             return ModelSource(name, directory, None, str(exc))
         if not config_path.is_file():
-            return ModelSource(name, directory, None, f"{directory / CONFIG_FILE}: not found")
-        versions: dict[int, Path] = {}
-        for entry in directory.iterdir():
-            if entry.is_dir() and _VERSION.match(entry.name):
-                try:
-                    versions[int(entry.name)] = self._inside(entry)
-                except RepositoryError:
-                    continue  # a version folder that links out of the root is ignored
+            return ModelSource(name, directory, None, f"{self.display(directory / CONFIG_FILE)}: not found")
+        versions = self._version_folders(name, directory)
         try:
-            spec = load_config(config_path, model_name=name)
+            spec = load_config(config_path, model_name=name, display=self.display(config_path))
         except ConfigError as exc:
             return ModelSource(name, directory, None, str(exc), versions)
         return ModelSource(name, directory, spec, None, versions)
+
+    def _version_folders(self, name: str, directory: Path) -> dict[int, Path]:
+        """The model's version folders; every other folder, and one that links out, is logged and skipped."""
+        versions: dict[int, Path] = {}
+        for entry in sorted(directory.iterdir()):
+            if not entry.is_dir():
+                continue
+            if not _VERSION.fullmatch(entry.name):
+                self._skip(
+                    f"version:{entry}",
+                    "model %s: folder %r skipped: not a version number (1, 2, ...)",
+                    name,
+                    entry.name,
+                    level=logging.INFO,
+                )
+                continue
+            try:
+                versions[int(entry.name)] = self._inside(entry)
+            except RepositoryError as exc:
+                self._skip(
+                    f"outside:{entry}->{os.path.realpath(entry)}",
+                    "model %s: version folder %s skipped: %s (it resolves to %s)",
+                    name,
+                    entry.name,
+                    exc,
+                    os.path.realpath(entry),
+                )
+        return versions
 
     def artifact(self, version_dir: Path, filename: str) -> Path:
         """The artefact path inside a version folder, refusing anything that escapes the root."""

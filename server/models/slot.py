@@ -25,7 +25,7 @@ from engines.base import Engine
 from server.core.errors import DeadlineExceeded, FailedPrecondition, Unavailable
 from server.core.types import ParamValue, SlotState
 from server.models.config import ModelSpec
-from server.models.loader import Loader, LoadFailed
+from server.models.loader import Loader, LoadFailed, LoadPolicy
 from server.models.validation import InputValidator
 from server.scheduling.batcher import Batcher
 from server.scheduling.execution import EngineCalls
@@ -46,8 +46,11 @@ class Slot:
         version_dir: Path,
         device: str = "cpu",
         engine_defaults: Mapping[str, str] | None = None,
+        policy: LoadPolicy | None = None,
     ) -> None:
         self.spec = spec
+        #: the repository root its files must stay under and the engines allowed (None: the version's grandparent)
+        self.policy = policy
         self.model = spec.name
         self.version = version
         self.version_dir = version_dir
@@ -84,7 +87,7 @@ class Slot:
     async def load(self) -> None:
         """Load and warm the engine off the event loop; ends READY or FAILED (never raises but CancelledError)."""
         started = time.monotonic()
-        loader = Loader(self.spec, self.version, self.version_dir, self.device, self.parameters)
+        loader = Loader(self.spec, self.version, self.version_dir, self.device, self.parameters, self.policy)
         try:
             loaded = await loader.load()
         except asyncio.CancelledError:

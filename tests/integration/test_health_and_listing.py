@@ -12,9 +12,10 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from inferd import Client, errors
+from inferd.control import ModelControl
 from inferd.v1 import inference_pb2
 from tests.integration.conftest import build_small_repository
-from tests.support import ServerThread, eventually
+from tests.support import SCALE_CONFIG, ServerThread, eventually, scale_model, write_model
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -40,6 +41,23 @@ def test_unknown_health_service_is_not_found(small_server: ServerThread):
     with pytest.raises(grpc.RpcError) as info:
         _check(small_server.address, "model/nosuchmodel")
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "unknown health service 'model/nosuchmodel'" in info.value.details()
+
+
+def test_health_list_returns_every_service_with_its_status(small_server: ServerThread):
+    with grpc.insecure_channel(small_server.address) as channel:
+        reply = health_pb2_grpc.HealthStub(channel).List(health_pb2.HealthListRequest(), timeout=5)
+    statuses = {service: int(response.status) for service, response in reply.statuses.items()}
+    assert statuses == {
+        "": SERVING,
+        "inferd.v1.InferenceService": SERVING,
+        "model/scale": SERVING,
+        "model/flaky": SERVING,
+        "model/wide": SERVING,
+        "model/identity": SERVING,
+        "model/broken": NOT_SERVING,
+        "model/badconfig": NOT_SERVING,
+    }
 
 
 def test_list_models_reports_failed_versions_and_bad_configs_with_reasons(stub):
@@ -79,31 +97,63 @@ def test_server_metadata_lists_importable_engines(stub):
     assert "health" in meta.extensions and "reflection" in meta.extensions
 
 
-def test_watch_streams_serving_then_not_serving_when_the_server_drains(tmp_path):
-    root = build_small_repository(tmp_path)
-    server = ServerThread(root).start()
-    seen: queue.Queue[int] = queue.Queue()
-    first = threading.Event()
+class _Watch:
+    """A grpc.health.v1 Watch read on a thread: the statuses seen, and how the stream ended."""
+
+    def __init__(self, channel: grpc.Channel, service: str) -> None:
+        self.seen: queue.Queue[int] = queue.Queue()
+        self.ended: queue.Queue[grpc.StatusCode] = queue.Queue()
+        self.call = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=service))
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        try:
+            for reply in self.call:
+                self.seen.put(int(reply.status))
+            self.ended.put(grpc.StatusCode.OK)
+        except grpc.RpcError as err:
+            self.ended.put(err.code())
+
+    def until(self, status: int) -> list[int]:
+        """The statuses received up to ``status`` (a load publishes NOT_SERVING while it runs)."""
+        got = [self.seen.get(timeout=10)]
+        while got[-1] != status:
+            got.append(self.seen.get(timeout=10))
+        return got
+
+
+def test_watch_streams_not_serving_then_ends_when_the_server_stops(tmp_path):
+    server = ServerThread(build_small_repository(tmp_path)).start()
     channel = grpc.insecure_channel(server.address)
     try:
-        watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service="model/scale"))
-
-        def read() -> None:
-            try:
-                for reply in watch:
-                    seen.put(int(reply.status))
-                    first.set()
-            except grpc.RpcError:
-                pass  # cancelled at the end of the test
-
-        reader = threading.Thread(target=read, daemon=True)
-        reader.start()
-        assert first.wait(10)
-        assert seen.get(timeout=5) == SERVING
+        watch = _Watch(channel, "model/scale")
+        assert watch.seen.get(timeout=10) == SERVING
         assert server.server is not None
         server.call(server.server.health.shutdown())
-        assert seen.get(timeout=10) == NOT_SERVING
-        watch.cancel()
+        assert watch.seen.get(timeout=10) == NOT_SERVING
+        assert watch.ended.get(timeout=10) == grpc.StatusCode.OK  # ended by the server, at once
+        late = _Watch(channel, "")  # the port is still open during the drain window
+        assert late.seen.get(timeout=10) == NOT_SERVING
+        assert late.ended.get(timeout=10) == grpc.StatusCode.OK
+    finally:
+        channel.close()
+        server.stop()
+
+
+def test_watch_on_an_unknown_service_says_service_unknown_then_follows_it(tmp_path):
+    root = build_small_repository(tmp_path)
+    server = ServerThread(root).start()
+    channel = grpc.insecure_channel(server.address)
+    try:
+        watch = _Watch(channel, "model/late")
+        assert watch.seen.get(timeout=10) == health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
+        write_model(root, "late", SCALE_CONFIG, {1: scale_model(3)})
+        with Client(server.address, timeout=30) as client:
+            ModelControl(client).load("late")
+            assert watch.until(SERVING)[-1] == SERVING
+            ModelControl(client).unload("late")
+            assert watch.seen.get(timeout=10) == NOT_SERVING
+        watch.call.cancel()
     finally:
         channel.close()
         server.stop()

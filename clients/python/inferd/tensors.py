@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -68,6 +69,8 @@ class TensorError(ValueError):
     def __init__(self, name: str, message: str) -> None:
         super().__init__(f"tensor '{name}': {message}")
         self.tensor_name = name
+        #: the message without the tensor's name (for a receiver that quotes the name its own way)
+        self.detail = message
 
 
 # Fast path for dtype_name_of: one dict lookup instead of comparing against every dtype (~3 us).
@@ -95,11 +98,56 @@ def numpy_dtype(dtype_name: str) -> np.dtype[Any]:
         raise TypeError(f"data type {dtype_name} has no numpy equivalent here") from None
 
 
-def _element_count(shape: Sequence[int]) -> int:
-    count = 1
+#: Most dimensions a tensor may have (numpy 1.x's limit; numpy 2 allows 64).
+MAX_DIMS = 32
+#: Largest array numpy can describe: the non-zero dimensions times the item size stay below this.
+_MAX_ARRAY_BYTES = 2**62
+_U32 = struct.Struct("<I")
+
+
+@dataclass(frozen=True, slots=True)
+class TensorInfo:
+    """What a Tensor declares, checked for consistency but not decoded (cheap: no element is read).
+
+    ``extent`` is the product of the non-zero dimensions: what the shape would cost if its zero
+    dimensions were not there, so ``[0, 2**62]`` is not mistaken for a harmless empty tensor.
+    """
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    count: int
+    extent: int
+    #: bytes in raw_contents (0: the elements travel in a typed field, or there are none)
+    raw_size: int = 0
+
+
+def check_shape(name: str, shape: Sequence[int], itemsize: int = 8) -> tuple[int, int]:
+    """``(element count, extent)`` of a declared shape; TensorError for one no array can have.
+
+    Refuses more than :data:`MAX_DIMS` dimensions, negative dimensions, and shapes whose non-zero
+    dimensions multiply past what numpy can address, without ever forming a huge product.
+    """
+    if len(shape) > MAX_DIMS:
+        raise TensorError(name, f"shape has {len(shape)} dimensions; at most {MAX_DIMS} are supported")
+    count = extent = 1
+    limit = _MAX_ARRAY_BYTES // max(itemsize, 1)
     for dim in shape:
+        if dim < 0:
+            raise TensorError(name, f"shape {_fmt(shape)} has a negative dimension")
         count *= dim
-    return count
+        extent *= dim or 1
+        if extent > limit:
+            raise TensorError(name, f"shape {_fmt(shape)} is too large: its dimensions multiply past 2**62 bytes")
+    return count, extent
+
+
+def _fmt(shape: Sequence[int]) -> str:
+    """A shape for a message, cut short when a client sent a very long one."""
+    dims = [str(d) for d in shape[: MAX_DIMS + 1]]
+    if len(shape) > MAX_DIMS + 1:
+        dims.append(f"... ({len(shape)} dimensions)")
+    return "[" + ", ".join(dims) + "]"
 
 
 def encode_bytes_elements(items: Sequence[Any]) -> bytes:
@@ -112,66 +160,137 @@ def encode_bytes_elements(items: Sequence[Any]) -> bytes:
     return b"".join(parts)
 
 
-def decode_bytes_elements(name: str, raw: bytes, count: int) -> list[bytes]:
+def decode_bytes_array(name: str, raw: bytes | memoryview, count: int) -> np.ndarray:
+    """BYTES raw layout → a 1-D object array of ``count`` bytes; TensorError names the tensor.
+
+    Elements of one length (ids, hashes, fixed-size records) are parsed and copied by numpy without a
+    Python loop; mixed lengths take one tight loop (the length prefixes chain, so they are read in order).
+    """
+    if 4 * count > len(raw):
+        raise TensorError(name, f"raw_contents holds fewer than the {count} BYTES elements its shape needs")
+    if count == 0:
+        if raw:
+            raise TensorError(name, f"raw_contents has {len(raw)} bytes after the 0 BYTES elements")
+        return np.empty(0, dtype=object)
+    (first,) = _U32.unpack_from(raw, 0)
+    if len(raw) == count * (4 + first):
+        uniform = _decode_uniform(raw, count, first)
+        if uniform is not None:
+            return uniform
+    return _decode_mixed(name, raw, count)
+
+
+def _decode_uniform(raw: bytes | memoryview, count: int, length: int) -> np.ndarray | None:
+    """Every element ``length`` bytes long: checked and copied by numpy; None if the lengths differ."""
+    if length == 0:
+        if np.frombuffer(raw, dtype="<u4").any():
+            return None
+        return np.full(count, b"", dtype=object)
+    records = np.frombuffer(raw, dtype=np.dtype([("n", "<u4"), ("data", f"V{length}")]))
+    if not (records["n"] == length).all():
+        return None
+    return records["data"].astype(object)
+
+
+def _decode_mixed(name: str, raw: bytes | memoryview, count: int) -> np.ndarray:
+    if not isinstance(raw, bytes):
+        raw = bytes(raw)  # one copy; slicing bytes is what makes each element cheap
     items: list[bytes] = []
-    offset = 0
-    view = memoryview(raw)
+    append = items.append
+    unpack = _U32.unpack_from
+    offset, end = 0, len(raw)
     for _ in range(count):
-        if offset + 4 > len(raw):
+        if offset + 4 > end:
             raise TensorError(name, f"raw_contents holds fewer than the {count} BYTES elements its shape needs")
-        (length,) = struct.unpack_from("<I", raw, offset)
+        (length,) = unpack(raw, offset)
         offset += 4
-        if offset + length > len(raw):
+        stop = offset + length
+        if stop > end:
             raise TensorError(name, "raw_contents ends inside a BYTES element")
-        items.append(bytes(view[offset : offset + length]))
-        offset += length
-    if offset != len(raw):
-        raise TensorError(name, f"raw_contents has {len(raw) - offset} bytes after the {count} BYTES elements")
+        append(raw[offset:stop])
+        offset = stop
+    if offset != end:
+        raise TensorError(name, f"raw_contents has {end - offset} bytes after the {count} BYTES elements")
+    array = np.empty(count, dtype=object)
+    array[:] = items
+    return array
+
+
+def decode_bytes_elements(name: str, raw: bytes, count: int) -> list[bytes]:
+    """BYTES raw layout → a list of ``count`` bytes (see :func:`decode_bytes_array`)."""
+    items: list[bytes] = decode_bytes_array(name, raw, count).tolist()
     return items
 
 
-def to_numpy(tensor: tensor_pb2.Tensor) -> np.ndarray:
-    """Decode a Tensor. Raw contents become a read-only zero-copy view; typed fields are converted."""
+def describe_tensor(tensor: tensor_pb2.Tensor, raw: bytes | memoryview | None = None) -> TensorInfo:
+    """Check what a Tensor declares (dtype, shape, which field carries it, that field's size) without
+    decoding an element, so a receiver can refuse it before paying for it.
+
+    ``raw``: the tensor's raw_contents when the caller holds them apart from the message (a zero-copy
+    view of the request); None reads them from the message.
+    """
     name = tensor.name
     dtype_name = DTYPE_NAMES.get(tensor.data_type)
     if dtype_name is None:
         raise TensorError(name, "data_type is not set (e.g. DATA_TYPE_FP32)")
+    if dtype_name == "BF16":
+        raise TensorError(name, "BF16 tensors are not supported by the numpy codec")
+    dtype = NUMPY_DTYPES[dtype_name]
     shape = tuple(tensor.shape)
-    if any(dim < 0 for dim in shape):
-        raise TensorError(name, f"shape {list(shape)} has a negative dimension")
-    count = _element_count(shape)
-    raw = tensor.raw_contents
-    typed_field = TYPED_FIELDS.get(dtype_name)
+    count, extent = check_shape(name, shape, dtype.itemsize)
+    if raw is None:
+        raw = tensor.raw_contents
+    typed_field = TYPED_FIELDS[dtype_name]
     present = [field for field in _ALL_TYPED_FIELDS if len(getattr(tensor, field))]
     if raw and present:
         raise TensorError(name, f"has both raw_contents and {present[0]}; send one of them")
-    if dtype_name == "BF16":
-        raise TensorError(name, "BF16 tensors are not supported by the numpy codec")
     if present and present != [typed_field]:
         raise TensorError(name, f"data type {dtype_name} is carried in {typed_field}, not {', '.join(present)}")
-    dtype = NUMPY_DTYPES[dtype_name]
-    if dtype_name == "BYTES":
-        items = decode_bytes_elements(name, raw, count) if raw else list(tensor.bytes_contents)
-        if len(items) != count:
-            raise TensorError(name, f"shape {list(shape)} needs {count} elements but {len(items)} were sent")
-        array = np.empty(count, dtype=object)
-        array[:] = items
-        return array.reshape(shape)
-    if raw or not present:
-        expected = count * dtype.itemsize
-        if len(raw) != expected:
+    if present:
+        sent = len(getattr(tensor, typed_field))
+        if sent != count:
+            raise TensorError(name, f"shape {_fmt(shape)} needs {count} elements but {sent} were sent")
+    elif dtype_name == "BYTES":
+        if 4 * count > len(raw):
             raise TensorError(
                 name,
-                f"raw_contents has {len(raw)} bytes but shape {list(shape)} of {dtype_name} needs {expected}",
+                f"raw_contents has {len(raw)} bytes, too few for the {count} BYTES elements of shape {_fmt(shape)}",
             )
+        if count == 0 and raw:
+            raise TensorError(name, f"raw_contents has {len(raw)} bytes after the 0 BYTES elements")
+    elif len(raw) != count * dtype.itemsize:
+        raise TensorError(
+            name,
+            f"raw_contents has {len(raw)} bytes but shape {_fmt(shape)} of {dtype_name} needs {count * dtype.itemsize}",
+        )
+    return TensorInfo(name, dtype_name, shape, count, extent, len(raw))
+
+
+def decode_tensor(tensor: tensor_pb2.Tensor, info: TensorInfo, raw: bytes | memoryview | None = None) -> np.ndarray:
+    """Decode a Tensor that :func:`describe_tensor` accepted (``info`` is its answer; ``raw`` as there)."""
+    name, dtype_name, shape = info.name, info.dtype, info.shape
+    dtype = NUMPY_DTYPES[dtype_name]
+    if raw is None:
+        raw = tensor.raw_contents if info.raw_size else b""
+    typed_field = TYPED_FIELDS[dtype_name]
+    if dtype_name == "BYTES":
+        if raw or info.count == 0:
+            return decode_bytes_array(name, raw, info.count).reshape(shape)
+        array = np.empty(info.count, dtype=object)
+        array[:] = list(tensor.bytes_contents)
+        return array.reshape(shape)
+    if raw or info.count == 0:
         return np.frombuffer(raw, dtype=dtype).reshape(shape)
-    values = getattr(tensor, typed_field)  # type: ignore[arg-type]
-    if len(values) != count:
-        raise TensorError(name, f"shape {list(shape)} needs {count} elements but {len(values)} were sent")
+    values = getattr(tensor, typed_field)
     try:
         return np.asarray(values, dtype=dtype).reshape(shape)
     except OverflowError as exc:
         raise TensorError(name, f"a value does not fit {dtype_name}: {exc}") from None
+
+
+def to_numpy(tensor: tensor_pb2.Tensor) -> np.ndarray:
+    """Decode a Tensor. Raw contents become a read-only zero-copy view; typed fields are converted."""
+    return decode_tensor(tensor, describe_tensor(tensor))
 
 
 def from_numpy(name: str, array: Any, *, raw: bool = True) -> tensor_pb2.Tensor:

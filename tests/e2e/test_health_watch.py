@@ -1,0 +1,163 @@
+"""Health watchers cannot wedge the server: a raw HTTP/2 client that opens Watch and grants no
+flow-control window neither blocks model control nor holds SIGTERM, and an ordinary open Watch ends
+at once when the server stops instead of costing the grace period."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import h2.config
+import h2.connection
+import h2.events
+import h2.settings
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from inferd import Client
+from inferd.control import ModelControl
+from tests.e2e.server_process import ServerProcess
+from tests.support import SCALE_CONFIG, eventually, scale_model, write_model
+
+pytestmark = pytest.mark.e2e
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+DRAIN_S = 0.5
+#: the acceptance bound: SIGTERM → exit within the drain window and a second
+EXIT_BOUND_S = DRAIN_S + 1.0
+
+
+class WindowlessWatcher:
+    """A raw HTTP/2 client (h2) that opens grpc.health.v1 Watch streams with a flow-control window of
+    zero (SETTINGS_INITIAL_WINDOW_SIZE = 0, no WINDOW_UPDATE ever): the server can send headers but
+    not one byte of a message. It still answers the server's SETTINGS and PINGs, as a live peer does."""
+
+    def __init__(self, port: int) -> None:
+        self._sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self._sock.settimeout(None)
+        self._authority = f"127.0.0.1:{port}"
+        config = h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
+        self._conn = h2.connection.H2Connection(config)
+        self._conn.local_settings = h2.settings.Settings(
+            client=True, initial_values={h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0}
+        )
+        self._lock = threading.Lock()
+        self.events: list[h2.events.Event] = []
+        self.closed = threading.Event()
+        with self._lock:
+            self._conn.initiate_connection()
+            self._sock.sendall(self._conn.data_to_send())
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def watch(self, service: str) -> int:
+        """Open Watch on ``service`` (gRPC framing: a 5-byte prefix, then the request); its stream id."""
+        request = health_pb2.HealthCheckRequest(service=service).SerializeToString()
+        headers = [
+            (":method", "POST"),
+            (":scheme", "http"),
+            (":path", "/grpc.health.v1.Health/Watch"),
+            (":authority", self._authority),
+            ("content-type", "application/grpc"),
+            ("te", "trailers"),
+        ]
+        with self._lock:
+            stream_id = self._conn.get_next_available_stream_id()
+            self._conn.send_headers(stream_id, headers)
+            self._conn.send_data(stream_id, b"\x00" + len(request).to_bytes(4, "big") + request, end_stream=True)
+            self._sock.sendall(self._conn.data_to_send())
+        return stream_id
+
+    def _read(self) -> None:
+        try:
+            while data := self._sock.recv(65536):
+                with self._lock:
+                    events = self._conn.receive_data(data)
+                    self._sock.sendall(self._conn.data_to_send())
+                self.events.extend(events)
+        except (OSError, h2.exceptions.ProtocolError):
+            pass
+        finally:
+            self.closed.set()
+
+    def answered(self, stream_id: int) -> bool:
+        """The server sent this stream's response headers (the call reached the handler)."""
+        return any(isinstance(e, h2.events.ResponseReceived) and e.stream_id == stream_id for e in self.events)
+
+    def data_received(self) -> int:
+        return sum(len(e.data) for e in self.events if isinstance(e, h2.events.DataReceived))
+
+    def close(self) -> None:
+        self._sock.close()
+        self._reader.join(10)
+
+
+@pytest.fixture()
+def repository(tmp_path: Path) -> Path:
+    write_model(tmp_path / "repo", "m", SCALE_CONFIG, {1: scale_model(2)})
+    return tmp_path / "repo"
+
+
+def _sigterm_and_time_exit(server: ServerProcess, timeout: float = 60) -> float:
+    sent = time.monotonic()
+    server.process.send_signal(signal.SIGTERM)
+    assert server.process.wait(timeout) == 0
+    return time.monotonic() - sent
+
+
+def test_a_watcher_with_no_window_blocks_neither_model_control_nor_sigterm(repository: Path, tmp_path: Path):
+    server = ServerProcess(repository, tmp_path / "server", ["--drain-seconds", str(DRAIN_S)]).wait_ready()
+    watcher = WindowlessWatcher(server.port)
+    try:
+        streams = [watcher.watch("model/m"), watcher.watch("")]
+        eventually(lambda: all(watcher.answered(s) for s in streams), what="both Watch calls reached the server")
+        with Client(server.address, timeout=10) as client:
+            control = ModelControl(client)
+            control.unload("m", timeout=10)  # publishes NOT_SERVING to model/m's stalled watcher
+            status = control.load("m", timeout=10)  # and SERVING again
+            assert status.name == "m"
+            assert client.health("model/m") == "SERVING"
+        assert watcher.data_received() == 0, "the window held: the server could send no message"
+        took = _sigterm_and_time_exit(server)
+    finally:
+        watcher.close()
+        server.terminate()
+    assert took < EXIT_BOUND_S, f"SIGTERM took {took:.2f} s with a windowless watcher open"
+    log = server.log()
+    assert "shutdown: cancelled 2 health watch(es) whose clients read nothing" in log
+    assert "expired" not in log
+
+
+def test_an_open_watch_ends_with_not_serving_and_does_not_hold_the_grace_period(repository: Path, tmp_path: Path):
+    args = ["--grace-seconds", "30"]
+    server = ServerProcess(repository, tmp_path / "server", args).wait_ready()
+    seen: list[int] = []
+    ended: list[grpc.StatusCode] = []
+    channel = grpc.insecure_channel(server.address)
+    watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=""))
+
+    def read() -> None:
+        try:
+            for reply in watch:
+                seen.append(int(reply.status))
+            ended.append(grpc.StatusCode.OK)
+        except grpc.RpcError as err:
+            ended.append(err.code())
+
+    reader = threading.Thread(target=read, daemon=True)
+    try:
+        reader.start()
+        eventually(lambda: seen == [SERVING], what="the Watch streamed SERVING")
+        took = _sigterm_and_time_exit(server)
+        reader.join(10)
+    finally:
+        channel.close()
+        server.terminate()
+    assert took < 5, f"SIGTERM took {took:.2f} s with a Watch open (grace 30 s)"
+    assert seen == [SERVING, NOT_SERVING]
+    assert ended == [grpc.StatusCode.OK]  # the server ended the stream, not the connection's close
