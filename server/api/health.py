@@ -29,7 +29,8 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 SERVICE_UNKNOWN = health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
 
-#: how long a Watch, once the server stops, may take to send its last NOT_SERVING before it just ends
+#: how long a Watch, once the server stops, may take to send its last NOT_SERVING; after that the call gives
+#: up (its client reads nothing) and is cancelled when the port closes instead of holding the grace period
 FINAL_WRITE_S = 0.25
 #: Health/List answers RESOURCE_EXHAUSTED above this many services (the spec asks for a server-set limit)
 LIST_LIMIT = 10_000
@@ -93,10 +94,6 @@ class Health(health_pb2_grpc.HealthServicer):
         for mailboxes in self._watchers.values():
             for mailbox in mailboxes:
                 mailbox.stop()
-
-    def status(self, service: str) -> Status | None:
-        """The service's status, or None when it is not known."""
-        return self._statuses.get(service)
 
     def _set(self, service: str, status: Status) -> None:
         if self._stopped:

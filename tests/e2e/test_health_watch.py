@@ -1,6 +1,7 @@
 """Health watchers cannot wedge the server: a raw HTTP/2 client that opens Watch and grants no
-flow-control window neither blocks model control nor holds SIGTERM, and an ordinary open Watch ends
-at once when the server stops instead of costing the grace period."""
+flow-control window neither blocks model control nor holds SIGTERM (while a call still running keeps
+its grace period), and an ordinary open Watch ends at once when the server stops instead of costing
+the grace period."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import h2.config
 import h2.connection
 import h2.events
 import h2.settings
+import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -30,6 +32,23 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 DRAIN_S = 0.5
 #: the acceptance bound: SIGTERM → exit within the drain window and a second
 EXIT_BOUND_S = DRAIN_S + 1.0
+
+#: a model whose call on x = 7 runs until the test creates RELEASE (it says so by creating RUNNING)
+HELD_MODEL = """
+import pathlib
+import time
+
+import numpy as np
+
+class Model:
+    def infer(self, inputs):
+        if float(np.asarray(inputs["x"]).flat[0]) == 7.0:
+            pathlib.Path(RUNNING).touch()
+            end = time.monotonic() + 60
+            while not pathlib.Path(RELEASE).exists() and time.monotonic() < end:
+                time.sleep(0.01)
+        return {"y": np.asarray(inputs["x"])}
+"""
 
 
 class WindowlessWatcher:
@@ -127,9 +146,54 @@ def test_a_watcher_with_no_window_blocks_neither_model_control_nor_sigterm(repos
     finally:
         watcher.close()
         server.terminate()
-    assert took < EXIT_BOUND_S, f"SIGTERM took {took:.2f} s with a windowless watcher open"
     log = server.log()
+    assert took < EXIT_BOUND_S, f"SIGTERM took {took:.2f} s with a windowless watcher open\n{log[-3000:]}"
     assert "shutdown: cancelled 2 health watch(es) whose clients read nothing" in log
+    assert "expired" not in log
+
+
+def _port_closed(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return True
+    return False
+
+
+def test_a_call_still_running_keeps_its_grace_period_while_windowless_watchers_are_cut(tmp_path: Path):
+    running, release = tmp_path / "running", tmp_path / "release"
+    source = HELD_MODEL.replace("RUNNING", repr(str(running))).replace("RELEASE", repr(str(release)))
+    write_model(tmp_path / "repo", "m", SCALE_CONFIG + 'execution: "thread"\n', {1: source})
+    args = ["--drain-seconds", str(DRAIN_S), "--grace-seconds", "30"]
+    server = ServerProcess(tmp_path / "repo", tmp_path / "server", args).wait_ready()
+    watcher = WindowlessWatcher(server.port)
+    answers: list[str] = []
+
+    def call() -> None:
+        with Client(server.address, timeout=60) as client:
+            answers.append(str(client.predict("m", {"x": np.full((1, 4), 7.0, np.float32)})["y"][0, 0]))
+
+    caller = threading.Thread(target=call, daemon=True)
+    try:
+        stream = watcher.watch("model/m")
+        eventually(lambda: watcher.answered(stream), what="the Watch reached the server")
+        caller.start()
+        eventually(running.exists, what="the call is running in the model")
+        server.process.send_signal(signal.SIGTERM)
+        # the port closes once the drain and the refusals are over: the stop has begun, and the watcher
+        # (given NOT_SERVING at SIGTERM) has given up; the running call must still be waited for
+        eventually(lambda: _port_closed(server.port), what="the port closed")
+        assert server.process.poll() is None and not answers
+        release.touch()
+        caller.join(30)
+        assert answers == ["7.0"]
+        assert server.process.wait(30) == 0
+    finally:
+        release.touch()
+        watcher.close()
+        server.terminate()
+    log = server.log()
+    assert "shutdown: cancelled 1 health watch(es) whose clients read nothing" in log
     assert "expired" not in log
 
 
@@ -158,6 +222,7 @@ def test_an_open_watch_ends_with_not_serving_and_does_not_hold_the_grace_period(
     finally:
         channel.close()
         server.terminate()
-    assert took < 5, f"SIGTERM took {took:.2f} s with a Watch open (grace 30 s)"
-    assert seen == [SERVING, NOT_SERVING]
-    assert ended == [grpc.StatusCode.OK]  # the server ended the stream, not the connection's close
+    log = server.log()[-3000:]
+    assert took < 5, f"SIGTERM took {took:.2f} s with a Watch open (grace 30 s)\n{log}"
+    assert seen == [SERVING, NOT_SERVING], log
+    assert ended == [grpc.StatusCode.OK], log  # the server ended the stream, not the connection's close

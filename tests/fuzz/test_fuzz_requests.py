@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import grpc
 import numpy as np
 import pytest
-from google.protobuf import message_factory
-from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, given, settings
@@ -36,6 +34,7 @@ from inferd.tensors import (
 )
 from inferd.v1 import inference_pb2, tensor_pb2
 from server.api.wire import split_payloads
+from tests.fuzz.descriptors import Overrides, message_strategy, oneof_strategy, scalar_strategy
 from tests.integration.test_hostile_requests import build_repository
 from tests.support import ServerThread, write_model
 
@@ -121,93 +120,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
 def channel(server: ServerThread) -> Iterator[grpc.Channel]:
     with grpc.insecure_channel(server.address) as chan:
         yield chan
-
-
-# -- strategies from the descriptors ----------------------------------------------------------------
-
-_INT_RANGES = {
-    FieldDescriptor.TYPE_INT32: (-(2**31), 2**31 - 1),
-    FieldDescriptor.TYPE_SINT32: (-(2**31), 2**31 - 1),
-    FieldDescriptor.TYPE_SFIXED32: (-(2**31), 2**31 - 1),
-    FieldDescriptor.TYPE_INT64: (-(2**63), 2**63 - 1),
-    FieldDescriptor.TYPE_SINT64: (-(2**63), 2**63 - 1),
-    FieldDescriptor.TYPE_SFIXED64: (-(2**63), 2**63 - 1),
-    FieldDescriptor.TYPE_UINT32: (0, 2**32 - 1),
-    FieldDescriptor.TYPE_FIXED32: (0, 2**32 - 1),
-    FieldDescriptor.TYPE_UINT64: (0, 2**64 - 1),
-    FieldDescriptor.TYPE_FIXED64: (0, 2**64 - 1),
-}
-
-
-def _edgy_integers(low: int, high: int) -> st.SearchStrategy[int]:
-    edges = [v for v in (0, 1, -1, 2, 255, 2**31 - 1, 2**32, 2**62, 2**63 - 1, -(2**63), 2**64 - 1) if low <= v <= high]
-    return st.sampled_from(edges) | st.integers(low, high) | st.integers(max(low, -20), min(high, 20))
-
-
-def scalar_strategy(field: FieldDescriptor) -> st.SearchStrategy[Any]:
-    kind = field.type
-    if kind in _INT_RANGES:
-        return _edgy_integers(*_INT_RANGES[kind])
-    if kind == FieldDescriptor.TYPE_BOOL:
-        return st.booleans()
-    if kind == FieldDescriptor.TYPE_FLOAT:
-        return st.floats(width=32)
-    if kind == FieldDescriptor.TYPE_DOUBLE:
-        return st.floats()
-    if kind == FieldDescriptor.TYPE_STRING:
-        return st.text(max_size=24)
-    if kind == FieldDescriptor.TYPE_BYTES:
-        return st.binary(max_size=64)
-    if kind == FieldDescriptor.TYPE_ENUM:
-        return st.sampled_from([v.number for v in field.enum_type.values]) | st.integers(-3, 40)
-    raise TypeError(f"no strategy for {field.full_name}")
-
-
-Overrides = dict[str, Callable[[], st.SearchStrategy[Any]]]
-
-
-def message_strategy(
-    descriptor: Descriptor, overrides: Overrides, depth: int = 0, required: frozenset[str] = frozenset()
-) -> st.SearchStrategy[Message]:
-    """Messages of ``descriptor`` with any subset of their fields set (always those named in
-    ``required``); ``overrides`` (by full field name) replace the strategy of a field's value (of the
-    whole list, for a repeated field)."""
-    cls = message_factory.GetMessageClass(descriptor)
-    optional: dict[str, st.SearchStrategy[Any]] = {}
-    for field in descriptor.fields:
-        if field.full_name in overrides:
-            optional[field.name] = overrides[field.full_name]()
-            continue
-        if field.type == FieldDescriptor.TYPE_MESSAGE:
-            entry = field.message_type
-            if entry.GetOptions().map_entry:
-                key, value = entry.fields_by_name["key"], entry.fields_by_name["value"]
-                values = (
-                    message_strategy(value.message_type, overrides, depth + 1)
-                    if value.type == FieldDescriptor.TYPE_MESSAGE
-                    else scalar_strategy(value)
-                )
-                optional[field.name] = st.dictionaries(scalar_strategy(key), values, max_size=4)
-                continue
-            if depth >= 3:
-                continue
-            value_strategy: st.SearchStrategy[Any] = message_strategy(entry, overrides, depth + 1)
-        else:
-            value_strategy = scalar_strategy(field)
-        repeated = field.is_repeated
-        optional[field.name] = st.lists(value_strategy, max_size=4) if repeated else value_strategy
-    always = {name: optional.pop(name) for name in required}
-    return st.fixed_dictionaries(always, optional=optional).map(lambda kwargs: cls(**kwargs))
-
-
-def oneof_strategy(descriptor: Descriptor, oneof: str) -> st.SearchStrategy[Message]:
-    """Messages with exactly one member of ``oneof`` set (now and then none)."""
-    cls = message_factory.GetMessageClass(descriptor)
-    members = [
-        scalar_strategy(field).map(lambda value, name=field.name: cls(**{name: value}))
-        for field in descriptor.oneofs_by_name[oneof].fields
-    ]
-    return st.one_of(*members, st.just(cls()))
 
 
 # -- the biases that reach deep ---------------------------------------------------------------------

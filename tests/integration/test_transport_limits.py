@@ -94,6 +94,8 @@ def test_a_connection_at_its_predict_stream_cap_gets_resource_exhausted_naming_t
             assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
             assert "3 PredictStreams open" in refused.value.details()
             assert "--max-predict-streams-per-connection" in refused.value.details()
+            statistics = stub.ModelStatistics(inference_pb2.ModelStatisticsRequest(name="hold"), timeout=30)
+            assert statistics.statistics[0].failure_count["RESOURCE_EXHAUSTED"] == 1
 
             other = _hold(inference_pb2_grpc.InferenceServiceStub(second))  # another connection is unaffected
             assert open_streams.total == 4 and open_streams.connections == 2

@@ -59,6 +59,11 @@ def test_the_defaults_bound_every_connection(tmp_path: Path) -> None:
     assert options["grpc.max_receive_message_length"] > 64 * 1024 * 1024  # the message limits are still there
 
 
+def test_without_flags_the_server_gets_its_own_defaults(tmp_path: Path) -> None:
+    args = build_parser().parse_args(["serve", "--repository", str(tmp_path)])
+    assert server_options(args).transport == TransportLimits()
+
+
 def test_zero_turns_the_connection_limits_off(tmp_path: Path) -> None:
     flags = ["--max-concurrent-streams", "0", "--max-connection-idle-seconds", "0", "--max-connection-age-seconds", "0"]
     options = _options(tmp_path, "--max-connections", "0", *flags)

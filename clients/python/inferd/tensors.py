@@ -105,7 +105,7 @@ _MAX_ARRAY_BYTES = 2**62
 _U32 = struct.Struct("<I")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TensorInfo:
     """What a Tensor declares, checked for consistency but not decoded (cheap: no element is read).
 
