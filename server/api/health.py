@@ -145,8 +145,8 @@ class Health(health_pb2_grpc.HealthServicer):
                 if mailbox.status != sent:
                     sent = mailbox.status
                     await _send(context, sent, mailbox.stopped)
-                if mailbox.stopped.is_set():
-                    return
+                if mailbox.stopped.is_set() and not mailbox.changed.is_set():
+                    return  # the last status (NOT_SERVING) is out
         finally:
             watchers.discard(mailbox)
             if not watchers and self._watchers.get(service) is watchers:
