@@ -66,7 +66,10 @@ def _wrap_stream(
     return stream
 
 
-class ErrorStatusInterceptor(grpc.aio.ServerInterceptor):
+class WrappingInterceptor(grpc.aio.ServerInterceptor):
+    """Wraps each method's handler once and caches it by method name, so the per-call cost of an
+    interceptor built on this is one dict lookup plus whatever its wrapper does."""
+
     def __init__(self) -> None:
         self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
 
@@ -80,13 +83,24 @@ class ErrorStatusInterceptor(grpc.aio.ServerInterceptor):
         if cached is not None:
             return cached
         handler = await continuation(handler_call_details)
-        if handler is None or method.startswith(("/grpc.health", "/grpc.reflection")):
+        if handler is None:
+            return handler
+        wrapped = self._wrapped[method] = self.wrap(method, handler)
+        return wrapped
+
+    def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        """The handler to use for ``method`` from now on."""
+        raise NotImplementedError
+
+
+class ErrorStatusInterceptor(WrappingInterceptor):
+    """ServingError → its status; anything else → INTERNAL with a request id (health and reflection untouched)."""
+
+    def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        if method.startswith(("/grpc.health", "/grpc.reflection")):
             return handler
         if handler.unary_unary is not None:
-            wrapped = handler._replace(unary_unary=_wrap_unary(handler.unary_unary, method))
-        elif handler.unary_stream is not None:
-            wrapped = handler._replace(unary_stream=_wrap_stream(handler.unary_stream, method))
-        else:
-            wrapped = handler
-        self._wrapped[method] = wrapped
-        return wrapped
+            return handler._replace(unary_unary=_wrap_unary(handler.unary_unary, method))
+        if handler.unary_stream is not None:
+            return handler._replace(unary_stream=_wrap_stream(handler.unary_stream, method))
+        return handler

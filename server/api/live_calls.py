@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextvars import ContextVar
 from typing import Any
 
 import grpc
+
+from server.api.interceptors import WrappingInterceptor
 
 Handler = Callable[[Any, grpc.aio.ServicerContext], Any]
 
@@ -51,36 +53,23 @@ def give_up() -> None:
         call.calls._gave_up()
 
 
-class LiveCalls(grpc.aio.ServerInterceptor):
+class LiveCalls(WrappingInterceptor):
     """Counts one server's open calls (from the handler's start until gRPC has sent the status) and
     those of them that gave up. Install it first, outside every other interceptor."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.open = 0
         self.given_up = 0
         self._change = asyncio.Event()
-        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        method = handler_call_details.method
-        cached = self._wrapped.get(method)
-        if cached is not None:
-            return cached
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
-        wrapped = handler._replace(
+    def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        return handler._replace(
             unary_unary=self._wrap_unary(handler.unary_unary),
             stream_unary=self._wrap_unary(handler.stream_unary),
             unary_stream=self._wrap_stream(handler.unary_stream),
             stream_stream=self._wrap_stream(handler.stream_stream),
         )
-        self._wrapped[method] = wrapped
-        return wrapped
 
     def _begin(self, context: grpc.aio.ServicerContext) -> None:
         call = _Call(self)
