@@ -86,6 +86,18 @@ class Engine(Protocol):
     def close(self) -> None: ...
 
 
+def echo(value: object, limit: int = 64) -> str:
+    """A client's string for a message: quoted and escaped as Python's repr does (a newline shows as
+    \\n), cut to ``limit`` characters with a "…" marker and the full length: ``'aaaa'… (20000 characters)``.
+
+    Engines use it for parameter names; the server's messages use it through server/core/echo.py.
+    """
+    text = value if isinstance(value, str) else str(value)
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}… ({len(text)} characters)"
+
+
 class EngineError(Exception):
     """A model version that cannot be loaded or run by a backend; the message says why."""
 

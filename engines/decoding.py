@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from engines.base import InvalidInput
+from engines.base import InvalidInput, echo
 from engines.stream_part import ParamValue
 
 DEFAULT_MAX_TOKENS = 64
@@ -43,11 +43,6 @@ class GenerationParams:
 KNOWN_PARAMETERS = ("max_tokens", "temperature", "top_k", "top_p", "seed", "stop", "ignore_eos")
 
 
-def _quote(key: str, limit: int = 64) -> str:
-    """A client's parameter name for a message: escaped, and cut short if long."""
-    return repr(key) if len(key) <= limit else f"{key[:limit]!r}… ({len(key)} characters)"
-
-
 def _number(key: str, value: ParamValue) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise GenerationError(f"parameter '{key}' must be a number (double_param or int64_param)")
@@ -72,7 +67,7 @@ def parse_parameters(
     for key, value in parameters.items():
         if key == "stop" or key.startswith("stop."):
             if not isinstance(value, str) or not value:
-                raise GenerationError(f"parameter {_quote(key)} must be a non-empty string (string_param)")
+                raise GenerationError(f"parameter {echo(key)} must be a non-empty string (string_param)")
             stops.append(value.encode("utf-8"))
         elif key == "max_tokens":
             values[key] = _integer(key, value)
@@ -100,7 +95,7 @@ def parse_parameters(
             values[key] = value
         else:
             raise GenerationError(
-                f"unknown generation parameter {_quote(key)} (known: {', '.join(KNOWN_PARAMETERS)}, stop.N)"
+                f"unknown generation parameter {echo(key)} (known: {', '.join(KNOWN_PARAMETERS)}, stop.N)"
             )
     return GenerationParams(stop=tuple(stops), **values)
 

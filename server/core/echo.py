@@ -15,6 +15,8 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
+from engines.base import echo as quote
+
 #: characters of a client string echoed in a message (before escaping)
 ECHO_CHARS = 64
 #: names listed in a message before "and N more"
@@ -27,12 +29,8 @@ _ABSOLUTE_PATH = re.compile(r"(?<![\w./~:-])/(?:[^\s/'\"<>:,;()\[\]{}]+/)+[^\s/'
 
 
 def echo(value: object, limit: int = ECHO_CHARS) -> str:
-    """``value`` quoted and escaped as Python's repr does (a newline shows as \\n), cut to ``limit``
-    characters with a "…" marker and the full length: ``'resnet'``, ``'aaaa'… (20000 characters)``."""
-    text = value if isinstance(value, str) else str(value)
-    if len(text) <= limit:
-        return repr(text)
-    return f"{text[:limit]!r}… ({len(text)} characters)"
+    """``value`` quoted, escaped and cut short (engines.base.echo: one implementation for engines and server)."""
+    return quote(value, limit)
 
 
 def listing(names: Iterable[object], limit: int = LIST_NAMES, *, empty: str = "none") -> str:
