@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections import Counter
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass
 
@@ -30,12 +31,14 @@ from server.api.interceptors import current_request_id
 from server.api.outcomes import CallOutcome
 from server.api.shutdown_gate import ShutdownGate
 from server.api.views import model_status, version_statistics, version_status
+from server.core.deadlines import outcome_code
 from server.core.errors import InvalidArgument, NotFound, ResourceExhausted, ServingError
 from server.core.types import InferRequest
 from server.models import gpu
 from server.models.registry import Registry
 from server.models.shadow import ShadowMirror
 from server.models.slot import Slot
+from server.telemetry.calls import CallObservers, CallRecord
 
 SERVICE_NAME = "inferd.v1.InferenceService"
 #: gRPC metadata that makes traffic-split assignment sticky (same as PredictRequest.routing_key).
@@ -77,6 +80,7 @@ class InferenceServicer:
         shadow: ShadowMirror | None = None,
         *,
         max_predict_streams_per_connection: int = 0,
+        observers: CallObservers | None = None,
     ) -> None:
         self._registry = registry
         self._limits = limits
@@ -89,6 +93,11 @@ class InferenceServicer:
         self.gate = ShutdownGate()
         #: open PredictStreams per connection, capped (server/api/connection_limits.py; 0 = no cap)
         self.connection_streams = ConnectionStreams(max_predict_streams_per_connection)
+        #: tracing and the access log (server/telemetry/calls.py); empty: no per-call record is made
+        self.observers = observers or CallObservers()
+        #: Predict(Stream) calls that failed before reaching a model version, by status name: a bounded
+        #: label set, so that requests naming unknown models add no metric series
+        self.unrouted: Counter[str] = Counter()
 
     def _route(self, request: InferRequest, context: grpc.aio.ServicerContext) -> Slot:
         """Pick the slot; the routing key header is only read for models with a traffic split."""
@@ -126,13 +135,35 @@ class InferenceServicer:
         return request
 
     async def predict(self, data: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        if self.gate.closed:
-            raise self.gate.refuse()
+        observers = self.observers
+        if not observers:
+            return await self._predict(data, context, None)
+        record = observers.begin("Predict", context.invocation_metadata(), context.peer(), len(data))
+        try:
+            reply = await self._predict(data, context, record)
+        except BaseException as exc:
+            observers.end(record, exc)
+            raise
+        record.bytes_out = len(reply)
+        observers.end(record, None)
+        return reply
+
+    async def _predict(self, data: bytes, context: grpc.aio.ServicerContext, record: CallRecord | None) -> bytes:
         started = time.perf_counter_ns()
-        self._check_request_size(data)
-        message, payloads = parse_request(inference_pb2.PredictRequest, data)
-        request = self._decode(message, context)
-        slot = self._route(request, context)
+        try:
+            if self.gate.closed:
+                raise self.gate.refuse()
+            self._check_request_size(data)
+            message, payloads = parse_request(inference_pb2.PredictRequest, data)
+            request = self._decode(message, context)
+            if record is not None:
+                record.decoded(request.id, request.model, request.deadline)
+            slot = self._route(request, context)
+        except Exception as exc:
+            self.unrouted[outcome_code(exc, None)] += 1
+            raise
+        if record is not None:
+            record.version = slot.version
         with CallOutcome(slot.stats, request.deadline, started):
             request, rows = await self._inputs.decode(message, request, slot.validator, payloads)
             outputs = await slot.infer(request.inputs, request.deadline, rows, request.parameters)
@@ -149,12 +180,39 @@ class InferenceServicer:
         the slot counts the whole stream as in flight, so a drain waits for it. Every kind of stream is
         counted in the version's statistics like a Predict call (its latency is not: see CallOutcome).
         """
-        if self.gate.closed:
-            raise self.gate.refuse()
-        self._check_request_size(data)
-        stream_message, payloads = parse_request(inference_pb2.PredictStreamRequest, data)
-        request = self._decode(stream_message, context)
-        slot = self._route(request, context)
+        observers = self.observers
+        record = None
+        if observers:
+            record = observers.begin("PredictStream", context.invocation_metadata(), context.peer(), len(data))
+        try:
+            async for message in self._predict_stream(data, context, record):
+                if record is not None:
+                    record.bytes_out += len(message)
+                yield message
+        except BaseException as exc:
+            if record is not None:
+                observers.end(record, exc)
+            raise
+        if record is not None:
+            observers.end(record, None)
+
+    async def _predict_stream(
+        self, data: bytes, context: grpc.aio.ServicerContext, record: CallRecord | None
+    ) -> AsyncIterator[bytes]:
+        try:
+            if self.gate.closed:
+                raise self.gate.refuse()
+            self._check_request_size(data)
+            stream_message, payloads = parse_request(inference_pb2.PredictStreamRequest, data)
+            request = self._decode(stream_message, context)
+            if record is not None:
+                record.decoded(request.id, request.model, request.deadline)
+            slot = self._route(request, context)
+        except Exception as exc:
+            self.unrouted[outcome_code(exc, None)] += 1
+            raise
+        if record is not None:
+            record.version = slot.version
         with CallOutcome(slot.stats, request.deadline), self.connection_streams.hold(context.peer()):
             request, rows = await self._inputs.decode(
                 stream_message, request, slot.validator, payloads, enforce_max_batch=False

@@ -20,8 +20,9 @@ class CallOutcome:
     a stream closed by gRPC ends the block with GeneratorExit or CancelledError, counted as the client's
     cancel or as expiry).
 
-    ``started_ns`` (``time.perf_counter_ns()`` when the call arrived) also records the latency of a
-    success; only unary calls pass it, since a stream's length follows how fast its client reads.
+    ``started_ns`` (``time.perf_counter_ns()`` when the call arrived) also records the call's duration
+    (every outcome, for the request-duration metric; successes again for ModelStatistics' latency
+    histogram); only unary calls pass it, since a stream's length follows how fast its client reads.
     A plain class rather than ``contextlib.contextmanager``: it sits on the Predict hot path.
     """
 
@@ -39,9 +40,14 @@ class CallOutcome:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         stats = self._stats
+        started = self._started_ns
+        elapsed = 0
+        if started is not None:
+            elapsed = time.perf_counter_ns() - started
+            stats.request_duration.observe(elapsed)
         if exc is not None:
             stats.failed[outcome_code(exc, self._deadline)] += 1
             return
         stats.success += 1
-        if self._started_ns is not None:
-            stats.record_latency(time.perf_counter_ns() - self._started_ns)
+        if started is not None:
+            stats.record_latency(elapsed)

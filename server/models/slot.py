@@ -30,6 +30,7 @@ from server.models.validation import InputValidator
 from server.scheduling.batcher import Batcher
 from server.scheduling.execution import EngineCalls
 from server.scheduling.streams import StreamServer, streams_for
+from server.telemetry.calls import current_call, stamp_batch
 from server.telemetry.stats import VersionStats
 
 log = logging.getLogger("inferd.slot")
@@ -176,11 +177,16 @@ class Slot:
             if deadline is not None and time.monotonic() >= deadline:
                 self.stats.expired_before_run += 1
                 raise DeadlineExceeded(f"deadline expired before model '{self.model}' ran")
+            record = current_call.get()
             t0 = time.perf_counter_ns()
+            started_unix = time.time_ns() if record is not None else 0
             try:
                 return await self._run(inputs)
             finally:
-                self.stats.record_batch(rows, time.perf_counter_ns() - t0)
+                elapsed = time.perf_counter_ns() - t0
+                self.stats.record_batch(rows, elapsed)
+                if record is not None:
+                    stamp_batch((record,), rows, started_unix, elapsed, (0,))
         finally:
             self._release()
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from server.telemetry.calls import CallRecord
+
 Arrays = Mapping[str, np.ndarray]
 ShapeKey = tuple[tuple[str, str, tuple[int, ...]], ...]
 
@@ -38,6 +40,8 @@ class Pending:
     timer: asyncio.TimerHandle | None = None
     #: in a BatchQueue right now (cleared when a batch takes it, or it is cancelled or expires)
     queued: bool = False
+    #: the caller's record when tracing or the access log observe calls (server/telemetry/calls.py)
+    record: CallRecord | None = None
 
 
 class BatchQueue:

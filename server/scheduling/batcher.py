@@ -35,7 +35,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
@@ -52,6 +52,7 @@ from server.scheduling.batch_policy import BatchCostTuner, PolicyKind, WindowPol
 from server.scheduling.batch_queue import Arrays, BatchQueue, Pending, shape_key
 from server.scheduling.eager import resume
 from server.scheduling.settings import DEFAULT_MAX_QUEUE_SIZE, BatchingSpec
+from server.telemetry.calls import CallRecord, current_call, stamp_batch
 from server.telemetry.stats import VersionStats
 
 log = logging.getLogger("inferd.batcher")
@@ -155,8 +156,9 @@ class Batcher:
             and not self.spec.hold_until_queued
             and self._policy.decide(rows, now, now) <= 0
         ):
-            return await self._run_now(inputs, rows, now)
+            return await self._run_now(inputs, rows, now, current_call.get())
         pending = Pending(inputs, rows, shape_key(inputs), loop.create_future(), deadline, now, priority)
+        pending.record = current_call.get()
         if deadline is not None:
             pending.timer = loop.call_at(loop.time() + (deadline - now), self._expire, pending)
         pending.future.add_done_callback(functools.partial(self._forget, pending))
@@ -186,7 +188,7 @@ class Batcher:
         self._idle_instances += 1
         self._dispatch()
 
-    async def _run_now(self, inputs: Arrays, rows: int, now: float) -> Outputs:
+    async def _run_now(self, inputs: Arrays, rows: int, now: float, record: CallRecord | None) -> Outputs:
         """The idle-engine fast path: no queue entry, future or task for a request that can run at once.
 
         The call starts right here (server/scheduling/eager.py). An engine call that answers without
@@ -196,7 +198,8 @@ class Batcher:
         """
         self._policy.observe(rows, now, False)
         self._idle_instances -= 1
-        call = self._call(inputs, rows)
+        self._stats.record_queue_wait(0)
+        call = self._call(inputs, rows, (record,) if record is not None else ())
         try:
             waiting_on = call.send(None)
         except StopIteration as done:
@@ -207,15 +210,21 @@ class Batcher:
             raise
         return await asyncio.shield(self._own(resume(call, waiting_on)))
 
-    async def _call(self, inputs: Arrays, rows: int) -> Outputs:
-        """One engine call, timed into the batch statistics and the cost tuner."""
+    async def _call(
+        self, inputs: Arrays, rows: int, records: Sequence[CallRecord] = (), waits: Sequence[int] = (0,)
+    ) -> Outputs:
+        """One engine call, timed into the batch statistics and the cost tuner, and stamped on the
+        records of the calls it serves when something observes them (tracing, the access log)."""
         started = time.perf_counter_ns()
+        started_unix = time.time_ns() if records else 0
         try:
             return await self._run_batch(inputs)
         finally:
             elapsed = time.perf_counter_ns() - started
             self._stats.record_batch(rows, elapsed)
             self._tuner.record(rows, elapsed)
+            if records:
+                stamp_batch(records, rows, started_unix, elapsed, waits)
 
     def _forget(self, pending: Pending, _future: object = None) -> None:
         """Runs when a future completes for any reason; a cancelled caller leaves the queue at once."""
@@ -303,8 +312,14 @@ class Batcher:
 
     async def _execute(self, batch: list[Pending]) -> None:
         started = time.monotonic()
+        records: list[CallRecord] = []
+        waits: list[int] = []
         for pending in batch:
-            self._stats.queue_ns += int((started - pending.enqueued) * 1e9)
+            waited = int((started - pending.enqueued) * 1e9)
+            self._stats.record_queue_wait(waited)
+            if pending.record is not None:
+                records.append(pending.record)
+                waits.append(waited)
             if pending.timer is not None:
                 pending.timer.cancel()
                 pending.timer = None
@@ -315,7 +330,7 @@ class Batcher:
             inputs = {name: np.concatenate([p.inputs[name] for p in batch]) for name in names}
         rows = sum(p.rows for p in batch)
         try:
-            outputs = await self._call(inputs, rows)
+            outputs = await self._call(inputs, rows, records, waits)
         except Exception as exc:
             if len(batch) > 1 and may_be_one_requests_fault(exc):
                 await self._rerun_alone(batch, exc)
@@ -346,7 +361,9 @@ class Batcher:
                 continue
             self._stats.batch_reruns += 1
             try:
-                outputs = await self._call(pending.inputs, pending.rows)
+                record = pending.record
+                members, waits = ((record,), (record.queue_ns,)) if record is not None else ((), (0,))
+                outputs = await self._call(pending.inputs, pending.rows, members, waits)
                 self._resolve([pending], outputs, pending.rows)
             except Exception as lone:
                 self._fail([pending], lone)
