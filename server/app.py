@@ -31,7 +31,10 @@ from server.models.manager import ModelManager
 from server.models.registry import Registry
 from server.models.repository import Repository
 from server.models.shadow import ShadowMirror
-from server.models.slot import DEFAULT_DRAIN_TIMEOUT_S
+from server.models.slot import DEFAULT_DRAIN_TIMEOUT_S, Slot
+from server.telemetry.metrics import MetricsSource
+from server.telemetry.options import TelemetryOptions
+from server.telemetry.setup import MetricsEndpointError, Telemetry
 
 log = logging.getLogger("inferd")
 _MiB = 1024 * 1024
@@ -79,6 +82,9 @@ class ServerOptions:
     allowed_engines: tuple[str, ...] | None = None
     #: HTTP/2 limits: streams per connection, keepalive enforcement, connection idle and age (transport.py)
     transport: TransportLimits = field(default_factory=TransportLimits)
+    #: metrics endpoint, OTLP push, tracing, access log (server/telemetry/; off by default here, the
+    #: ``inferd serve`` command serves metrics on 8002 unless told otherwise)
+    telemetry: TelemetryOptions = field(default_factory=TelemetryOptions)
 
     def engine_defaults(self) -> dict[str, str]:
         """Server-wide engine parameters; a model's config.pbtxt parameters override them."""
@@ -135,12 +141,14 @@ class InferdServer:
             started=time.monotonic(),
             gpu_memory_fraction=options.gpu_memory_fraction or DEFAULT_GPU_MEMORY_FRACTION,
         )
+        self.telemetry = Telemetry(options.telemetry, __version__)
         self.servicer = InferenceServicer(
             self.registry,
             self.limits,
             self.info,
             self.shadow,
             max_predict_streams_per_connection=options.transport.max_predict_streams_per_connection,
+            observers=self.telemetry.observers,
         )
         self.admin = ModelServicer(self.manager)
         #: the main port's open calls: at shutdown, calls that can never finish do not hold the grace period
@@ -165,6 +173,15 @@ class InferdServer:
         reflection.enable_server_reflection(services, server)
         return server
 
+    @property
+    def metrics_port(self) -> int:
+        """The bound Prometheus endpoint's port; 0 when there is none."""
+        return self.telemetry.metrics_port
+
+    def _versions(self) -> list[Slot]:
+        """Every version the registry holds, for the metrics exporter."""
+        return [slot for entry in self.registry.models() for slot in entry.slots.values()]
+
     def _bind(self, server: grpc.aio.Server, address: str) -> int:
         try:
             port = server.add_insecure_port(address)
@@ -186,6 +203,10 @@ class InferdServer:
             self._admin_server = admin
         else:
             self.admin_port = self.port
+        try:
+            self.telemetry.start(MetricsSource(self._versions, self.servicer.unrouted, self.manager.load_failures))
+        except MetricsEndpointError as exc:
+            raise StartupError(str(exc)) from None
         await self.health.set_server(False)
         await server.start()
         if self._admin_server is not None:
@@ -244,4 +265,5 @@ class InferdServer:
         await self.shadow.close()
         await self.manager.close()
         log.info("shutdown: models closed")
+        await self.telemetry.stop()
         self._server = None

@@ -11,7 +11,7 @@ from inferd.v1 import inference_pb2, model_config_pb2
 from server.core.types import SlotState
 from server.models.registry import ModelEntry
 from server.models.slot import Slot
-from server.telemetry.stats import LATENCY_BOUNDS_US
+from server.telemetry.stats import LATENCY_BOUNDS_US, StreamCounters
 
 STATE_TO_PROTO = {
     SlotState.LOADING: inference_pb2.VERSION_STATE_LOADING,
@@ -21,6 +21,9 @@ STATE_TO_PROTO = {
     SlotState.UNLOADED: inference_pb2.VERSION_STATE_UNLOADED,
     SlotState.FAILED: inference_pb2.VERSION_STATE_FAILED,
 }
+
+#: StreamStatistics' fields (the token-time histograms are exported as metrics only)
+_STREAM_COUNTS = [f for f in dataclasses.fields(StreamCounters) if f.name != "tokens"]
 
 
 def version_status(entry: ModelEntry, slot: Slot) -> inference_pb2.VersionStatus:
@@ -66,7 +69,7 @@ def version_statistics(slot: Slot) -> inference_pb2.VersionStatistics:
             inference_pb2.LatencyBucket(le_microseconds=bound, count=count)
             for bound, count in zip(LATENCY_BOUNDS_US, stats.latency_counts, strict=True)
         ],
-        streaming=inference_pb2.StreamStatistics(**dataclasses.asdict(stats.streaming)),
+        streaming=inference_pb2.StreamStatistics(**{f.name: getattr(stats.streaming, f.name) for f in _STREAM_COUNTS}),
         engine=slot.backend,
         shadow=[
             inference_pb2.ShadowComparison(

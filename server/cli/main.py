@@ -12,7 +12,7 @@ from server.cli import build as build_command
 from server.cli import client as client_commands
 from server.cli import generate as generate_command
 from server.cli import serve as serve_command
-from server.cli import transport_flags
+from server.cli import telemetry_flags, transport_flags
 
 DEFAULT_ADDRESS = os.environ.get("INFERD_ADDRESS", "127.0.0.1:8001")
 #: --unload-drain-seconds (the same default as the server's; kept here so that --help stays cheap)
@@ -120,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="refuse GPU loads that would fill more than this share of a GPU's memory (default 0.9)",
     )
     transport_flags.add_transport_flags(serve)
+    telemetry_flags.add_telemetry_flags(serve)
     serve_command.add_engine_flags(serve)
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     serve.add_argument("--port-file", type=Path, help="write the bound port to this file once serving")

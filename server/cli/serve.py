@@ -8,8 +8,10 @@ import logging
 import os
 import signal
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+from server.cli.telemetry_flags import telemetry_options
 from server.cli.transport_flags import transport_limits
 
 if TYPE_CHECKING:
@@ -63,8 +65,15 @@ def server_options(args: argparse.Namespace) -> ServerOptions:
         trt_cache_dir=args.trt_cache_dir,
         gpu_memory_fraction=args.gpu_memory_fraction,
         transport=transport_limits(args),
+        telemetry=telemetry_options(args),
         allowed_engines=getattr(args, "allowed_engines", None),
     )
+
+
+def _write_port(path: Path, port: int) -> None:
+    partial = path.with_name(path.name + ".tmp")
+    partial.write_text(str(port))
+    os.replace(partial, path)  # readers never see an empty file
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -102,10 +111,10 @@ def serve(args: argparse.Namespace) -> int:
             except StartupError as exc:
                 print(f"inferd: {exc}", file=sys.stderr)
                 return 2
+            if args.metrics_port_file and server.metrics_port:
+                _write_port(args.metrics_port_file, server.metrics_port)
             if args.port_file:
-                partial = args.port_file.with_name(args.port_file.name + ".tmp")
-                partial.write_text(str(port))
-                os.replace(partial, args.port_file)  # readers never see an empty file
+                _write_port(args.port_file, port)
             received(await first_signal)
         else:
             received(first_signal.result())

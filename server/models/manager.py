@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Collection, Mapping
 from pathlib import Path
 
@@ -74,6 +74,8 @@ class ModelManager:
         #: longest a retired slot drains before what remains on it is ended (retryable) and it closes
         self.drain_timeout_s = drain_timeout_s
         self._locks = ModelLocks()
+        #: version loads that ended FAILED, per model name (from the repository, so a bounded set)
+        self.load_failures: Counter[str] = Counter()
         #: every load task not yet finished, with what it loads (close() waits for them)
         self._loads: dict[asyncio.Task[ModelEntry], LoadKey] = {}
         #: load tasks still waiting for their model's lock, by what they load: an identical request joins
@@ -246,6 +248,8 @@ class ModelManager:
                 if isinstance(result, BaseException) and not slot.ready:  # Slot.load should not raise
                     log.error("loading %r raised", slot, exc_info=result)
                     slot.state, slot.reason = SlotState.FAILED, f"load failed: {result!r}"
+                if slot.state is SlotState.FAILED:
+                    self.load_failures[name] += 1
         except asyncio.CancelledError:
             entry = self.registry.get(name)
             if listed and entry is not None and set(map(id, entry.slots.values())) <= set(map(id, fresh.values())):

@@ -67,6 +67,8 @@ class Slot:
         self.in_flight = 0
         #: the version folder's files when this slot was made (the manager reloads the version when it changes)
         self.artifact_fingerprint = ""
+        #: seconds the load and warm-up took (0 until READY)
+        self.load_seconds = 0.0
         self.validator = InputValidator(spec)
         self.stats = VersionStats()
         self.calls = EngineCalls(spec.name, version, spec.execution, spec.instance_count)
@@ -84,6 +86,12 @@ class Slot:
     @property
     def ready(self) -> bool:
         return self.state is SlotState.READY
+
+    @property
+    def queued(self) -> int:
+        """Requests waiting in the batch queue now (the queue-depth metric)."""
+        batcher = self.batcher
+        return batcher.queued if batcher is not None else 0
 
     async def load(self) -> None:
         """Load and warm the engine off the event loop; ends READY or FAILED (never raises but CancelledError)."""
@@ -121,13 +129,8 @@ class Slot:
             self.model, engine, self.spec.streaming, self.validator.output_names, self.stats.streaming, self.calls
         )
         self.state = SlotState.READY
-        log.info(
-            "model %s version %s READY on %s in %.2fs",
-            self.model,
-            self.version,
-            self.backend,
-            time.monotonic() - started,
-        )
+        self.load_seconds = time.monotonic() - started
+        log.info("model %s version %s READY on %s in %.2fs", self.model, self.version, self.backend, self.load_seconds)
 
     def _fail(self, reason: str) -> None:
         self.state = SlotState.FAILED

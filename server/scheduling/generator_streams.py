@@ -80,12 +80,14 @@ class GeneratorStreams:
         self, inputs: Mapping[str, np.ndarray], parameters: Mapping[str, ParamValue], deadline: float | None
     ) -> AsyncGenerator[StreamPart, None]:
         """One part per yielded dict, then an output-less final part once the generator is exhausted."""
+        last_item_ns = time.perf_counter_ns()
         await self.admission.enter(deadline)
         counters = self.counters
         counters.streams_started += 1
         engine = self.engine
         generator: Any = None
         ended = False
+        produced_one = False
         try:
             generator = await self.calls.run(engine.start_stream, inputs, parameters)
             self._open.add(generator)
@@ -103,6 +105,10 @@ class GeneratorStreams:
                 if item is None:
                     break
                 outputs = self._convert(item)
+                now = time.perf_counter_ns()
+                times = counters.tokens
+                (times.inter_token if produced_one else times.time_to_first_token).observe(now - last_item_ns)
+                produced_one, last_item_ns = True, now
                 counters.generated_tokens += 1
                 yield StreamPart(outputs)
             ended = True

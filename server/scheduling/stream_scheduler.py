@@ -53,9 +53,22 @@ MAX_COALESCE = 64
 class Stream:
     """One generating session as its reader (the servicer) and the scheduler share it."""
 
-    __slots__ = ("_event", "_scheduler", "cache_bytes", "deadline", "error", "finished", "gen", "left", "outputs")
+    __slots__ = (
+        "_event",
+        "_scheduler",
+        "cache_bytes",
+        "deadline",
+        "error",
+        "finished",
+        "gen",
+        "last_token_ns",
+        "left",
+        "outputs",
+    )
 
-    def __init__(self, scheduler: StreamScheduler, gen: Generation, deadline: float | None) -> None:
+    def __init__(
+        self, scheduler: StreamScheduler, gen: Generation, deadline: float | None, opened_ns: int | None = None
+    ) -> None:
         self._scheduler = scheduler
         self.gen = gen
         self.deadline = deadline
@@ -67,6 +80,9 @@ class Stream:
         #: the reader went away (cancelled, or gRPC ended the call at its deadline)
         self.left = False
         self.cache_bytes = 0
+        #: ``time.perf_counter_ns()`` when the stream asked to open (admission wait counts towards the first
+        #: token), then when its latest token was produced
+        self.last_token_ns = time.perf_counter_ns() if opened_ns is None else opened_ns
 
     def push(self, output: StreamPart) -> None:
         self.outputs.append(output)
@@ -139,6 +155,7 @@ class StreamScheduler:
         self, inputs: Mapping[str, np.ndarray], parameters: Mapping[str, ParamValue], deadline: float | None
     ) -> Stream:
         """Admit a new stream (waiting for a place if needed); it joins the next step."""
+        opened = time.perf_counter_ns()
         try:
             gen = self.engine.start(inputs, parameters)
         except GenerationError as exc:
@@ -147,7 +164,7 @@ class StreamScheduler:
         if self._closing:  # the place came from close() racing us: there will be no more steps
             self.admission.leave()
             raise Unavailable(f"model '{self.model}' is unloading")
-        stream = Stream(self, gen, deadline)
+        stream = Stream(self, gen, deadline, opened)
         self._active.append(stream)
         self.counters.streams_started += 1
         self._wake.set()
@@ -263,9 +280,14 @@ class StreamScheduler:
         counters = self.counters
         counters.steps += 1
         counters.step_streams += len(batch)
+        now = time.perf_counter_ns()
         for stream, part, size in zip(batch, parts, sizes, strict=True):
             if stream.gen.generated == 1:
                 counters.prompt_tokens += len(stream.gen.prompt)
+                counters.tokens.time_to_first_token.observe(now - stream.last_token_ns)
+            else:
+                counters.tokens.inter_token.observe(now - stream.last_token_ns)
+            stream.last_token_ns = now
             counters.generated_tokens += 1
             counters.cache_bytes += size - stream.cache_bytes
             stream.cache_bytes = size

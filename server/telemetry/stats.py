@@ -67,7 +67,7 @@ BATCH_ROWS_BOUNDS: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 102
 class Histogram:
     """Counts per bucket (``value <= bound``, plus one overflow bucket) and the sum: Prometheus' model."""
 
-    __slots__ = ("bounds", "count", "counts", "sum")
+    __slots__ = ("bounds", "count", "counts", "max", "min", "sum")
 
     def __init__(self, bounds: tuple[int, ...]) -> None:
         self.bounds = bounds
@@ -75,10 +75,17 @@ class Histogram:
         self.counts = [0] * (len(bounds) + 1)
         self.sum = 0
         self.count = 0
+        #: OTLP carries the extremes too (0 while empty)
+        self.min = 0
+        self.max = 0
 
     def observe(self, value: int) -> None:
         self.counts[bisect_left(self.bounds, value)] += 1
         self.sum += value
+        if not self.count or value < self.min:
+            self.min = value
+        if value > self.max:
+            self.max = value
         self.count += 1
 
 
@@ -115,6 +122,8 @@ class StreamCounters:
     cache_bytes: int = 0
     buffered_outputs: int = 0
     max_buffered_outputs: int = 0
+    #: time to first token and between tokens (not part of ModelStatistics' StreamStatistics: metrics only)
+    tokens: TokenTimes = field(default_factory=TokenTimes)
 
 
 #: Upper bounds (µs) of the latency histogram buckets: roughly 1-2-3-5 steps from 50 µs to 10 s, then +inf.
@@ -145,7 +154,6 @@ class VersionStats:
         "shadow",
         "streaming",
         "success",
-        "tokens",
         "warmup_count",
     )
 
@@ -178,7 +186,6 @@ class VersionStats:
         #: engine executions (one per batch)
         self.compute_duration = duration_histogram()
         self.batch_rows = Histogram(BATCH_ROWS_BOUNDS)
-        self.tokens = TokenTimes()
 
     def agreement(self, primary_version: int, output: str) -> Agreement:
         key = (primary_version, output)

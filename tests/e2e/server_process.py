@@ -60,6 +60,12 @@ class ServerProcess:
         self.port_file = workdir / "port"
         self.log_path = workdir / "server.log"
         self.port_file.unlink(missing_ok=True)
+        self.metrics_port_file = workdir / "metrics-port"
+        self.metrics_port_file.unlink(missing_ok=True)
+        # a free metrics port unless the test chose (the command's default, 8002, may be taken)
+        metrics = (
+            [] if any(a.startswith(("--metrics-port", "--no-metrics")) for a in extra_args) else ["--metrics-port", "0"]
+        )
         self.args = [
             sys.executable,
             "-m",
@@ -71,6 +77,9 @@ class ServerProcess:
             "0",
             "--port-file",
             str(self.port_file),
+            "--metrics-port-file",
+            str(self.metrics_port_file),
+            *metrics,
             *extra_args,
         ]
         self._log = self.log_path.open("wb")
@@ -82,6 +91,16 @@ class ServerProcess:
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def metrics_port(self) -> int:
+        """The Prometheus endpoint's port (written before the port file, so known once ready)."""
+        text = self.metrics_port_file.read_text().strip() if self.metrics_port_file.exists() else ""
+        return int(text) if text.isdigit() else 0
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
     def log(self) -> str:
         if not self._log.closed:
