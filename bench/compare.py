@@ -28,6 +28,8 @@ from inferd.v1 import inference_pb2
 
 def _server(checkout: Path, repo: Path, port: int) -> tuple[list[str], dict[str, str]]:
     command = [sys.executable, "-m", "server", "serve", "--repository", str(repo), "--port", str(port)]
+    if (checkout / "server" / "telemetry" / "options.py").exists():  # it serves metrics, by default on 8002
+        command += ["--metrics-port", str(port + 100)]
     env = {**os.environ, "PYTHONPATH": str(checkout)}
     return [*command, "--log-level", "WARNING"], env
 

@@ -375,11 +375,18 @@ def _run_streaming(args: argparse.Namespace, work: Path) -> Path:
     return run(args, work)
 
 
+def _run_telemetry(args: argparse.Namespace, work: Path) -> Path:
+    from bench.telemetry import run
+
+    return run(args, work)
+
+
 #: scenario name → runner returning the report path
 SCENARIOS: dict[str, Callable[[argparse.Namespace, Path], Path]] = {
     "batching": _run_batching,
     "swap": _run_swap,
     "streaming": _run_streaming,
+    "telemetry": _run_telemetry,
 }
 
 
