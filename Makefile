@@ -69,6 +69,11 @@ test-gpu: $(VENV)/.installed  ## run only the GPU tests (each skips with its rea
 gpu-check:  ## GPU tests + engine benchmark -> docs/gpu-results.md (one command; see scripts/gpu_check.sh)
 	bash scripts/gpu_check.sh
 
+.PHONY: dashboard-png
+dashboard-png: $(VENV)/.installed  ## docs/images/dashboard.png: the Grafana dashboard drawn from a real Prometheus scrape of a 90 s mixed load
+	INFERD_REQUIRE_PROMETHEUS=1 INFERD_DASHBOARD_PNG=$(abspath docs/images/dashboard.png) INFERD_DASHBOARD_SECONDS=90 \
+	  $(TEST_ENV) $(PY) -m pytest -q -p no:cacheprovider tests/e2e/test_prometheus_scrape.py -k mixed_load
+
 lint: $(VENV)/.installed  ## ruff
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .

@@ -204,7 +204,9 @@ class InferdServer:
         else:
             self.admin_port = self.port
         try:
-            self.telemetry.start(MetricsSource(self._versions, self.servicer.unrouted, self.manager.load_failures))
+            dropped = self.telemetry.access_log_dropped if self.options.telemetry.access_log is not None else None
+            source = MetricsSource(self._versions, self.servicer.unrouted, self.manager.load_failures, dropped)
+            self.telemetry.start(source)
         except MetricsEndpointError as exc:
             raise StartupError(str(exc)) from None
         await self.health.set_server(False)

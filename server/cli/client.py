@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +111,10 @@ def health(args: argparse.Namespace) -> int:
 
 
 def stats(args: argparse.Namespace) -> int:
+    if args.watch is not None or args.count is not None:
+        from server.cli.stats_watch import watch
+
+        return watch(args)
     from google.protobuf import json_format
 
     from inferd import Client
@@ -148,8 +153,8 @@ def stats(args: argparse.Namespace) -> int:
                 s.engine or "-",
                 str(s.success_count),
                 str(failed) + (f" {dict(s.failure_count)}" if failed else ""),
-                _bound_ms(latency_quantile(s.latency_buckets, 0.5)),
-                _bound_ms(latency_quantile(s.latency_buckets, 0.99)),
+                bound_ms(latency_quantile(s.latency_buckets, 0.5)),
+                bound_ms(latency_quantile(s.latency_buckets, 0.99)),
                 str(s.execution_count),
                 f"{s.inference_count / batches:.1f}",
                 f"{s.queue_time_ns / answered / 1e6:.3f}",
@@ -161,15 +166,20 @@ def stats(args: argparse.Namespace) -> int:
             histograms.append(f"{s.name} v{s.version} batch sizes (rows:calls): {sizes}")
         if s.streaming.streams_started or s.streaming.streams_rejected:
             histograms.append(generate_command.stream_summary(s))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    for line in table_lines(rows):
+        print(line)
     for line in histograms:
         print(line)
     return 0
 
 
-def _bound_ms(bound_us: float) -> str:
+def table_lines(rows: Sequence[Sequence[str]]) -> list[str]:
+    """Rows as left-aligned columns, two spaces apart (the first row is the header)."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+
+
+def bound_ms(bound_us: float) -> str:
     """A latency bucket bound for display: "-" when nothing was measured."""
     if bound_us == 0:
         return "-"

@@ -12,7 +12,7 @@ from server.cli import build as build_command
 from server.cli import client as client_commands
 from server.cli import generate as generate_command
 from server.cli import serve as serve_command
-from server.cli import telemetry_flags, transport_flags
+from server.cli import stats_watch, telemetry_flags, transport_flags
 
 DEFAULT_ADDRESS = os.environ.get("INFERD_ADDRESS", "127.0.0.1:8001")
 #: --unload-drain-seconds (the same default as the server's; kept here so that --help stays cheap)
@@ -152,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("model", nargs="?", default="", help="a model name (default: every model)")
     stats.add_argument("--version", type=int, default=None)
     stats.add_argument("--json", action="store_true", help="print the raw ModelStatistics reply as JSON")
+    stats_watch.add_flags(stats)
     _add_address(stats)
 
     load = sub.add_parser(

@@ -93,6 +93,12 @@ class Slot:
         batcher = self.batcher
         return batcher.queued if batcher is not None else 0
 
+    @property
+    def queue_capacity(self) -> int:
+        """Requests the batch queue holds at most (0: the version does not batch)."""
+        batcher = self.batcher
+        return batcher.max_queue_size if batcher is not None else 0
+
     async def load(self) -> None:
         """Load and warm the engine off the event loop; ends READY or FAILED (never raises but CancelledError)."""
         started = time.monotonic()

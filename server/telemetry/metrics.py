@@ -50,6 +50,9 @@ class ObservedVersion(Protocol):
     @property
     def queued(self) -> int: ...
 
+    @property
+    def queue_capacity(self) -> int: ...
+
 
 @dataclass(frozen=True, slots=True)
 class MetricInfo:
@@ -97,6 +100,7 @@ METRICS: dict[str, MetricInfo] = {
         _m("inferd_requests_expired_before_run", "counter", "", _MV, "requests whose deadline passed before a run"),
         _m("inferd_requests_cancelled_before_run", "counter", "", _MV, "requests cancelled by their client first"),
         _m("inferd_queue_depth", "gauge", "", _MV, "requests waiting in the batch queue now"),
+        _m("inferd_queue_capacity", "gauge", "", _MV, "requests the batch queue holds at most (max_queue_size)"),
         _m("inferd_in_flight_requests", "gauge", "", _MV, "requests and open streams being served now"),
         _m("inferd_model_version_state", "gauge", "", (*_MV, "state"), "1 for the version's current state, else 0"),
         _m("inferd_model_load_duration", "gauge", "s", _MV, "how long the version's load and warm-up took"),
@@ -129,6 +133,7 @@ METRICS: dict[str, MetricInfo] = {
         _m("inferd_active_streams", "gauge", "", _MV, "streams generating now"),
         _m("inferd_waiting_streams", "gauge", "", _MV, "streams waiting for a place"),
         _m("inferd_kv_cache", "gauge", "By", _MV, "bytes held by generation caches"),
+        _m("inferd_access_log_dropped_lines", "counter", "", (), "access-log lines lost (queue full, write error)"),
     )
 }
 
@@ -197,6 +202,8 @@ def _version_points(b: _Builder, slot: ObservedVersion) -> None:
     b.number("inferd_requests_expired_before_run", labels, stats.expired_before_run, start)
     b.number("inferd_requests_cancelled_before_run", labels, stats.cancelled_before_run, start)
     b.number("inferd_queue_depth", labels, slot.queued, start)
+    if slot.queue_capacity:
+        b.number("inferd_queue_capacity", labels, slot.queue_capacity, start)
     b.number("inferd_in_flight_requests", labels, slot.in_flight, start)
     for state in _STATES:
         b.number("inferd_model_version_state", {**labels, "state": state.value}, int(slot.state is state), start)
@@ -235,10 +242,12 @@ class MetricsSource:
         versions: Callable[[], Iterable[ObservedVersion]],
         unrouted: Mapping[str, int],
         load_failures: Mapping[str, int],
+        access_log_dropped: Callable[[], int] | None = None,
     ) -> None:
         self._versions = versions
         self._unrouted = unrouted
         self._load_failures = load_failures
+        self._access_log_dropped = access_log_dropped
         self._started = time.time_ns()
 
     def collect(self) -> list[Metric]:
@@ -249,4 +258,6 @@ class MetricsSource:
             b.number("inferd_unrouted_requests", {"code": code}, count, self._started)
         for model, count in list(self._load_failures.items()):
             b.number("inferd_model_load_failures", {"model": model}, count, self._started)
+        if self._access_log_dropped is not None:
+            b.number("inferd_access_log_dropped_lines", {}, self._access_log_dropped(), self._started)
         return b.metrics()

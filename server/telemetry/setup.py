@@ -146,6 +146,14 @@ class Telemetry:
         #: the bound metrics port (0 until started, or when there is no endpoint)
         self.metrics_port = 0
 
+    def access_log_dropped(self) -> int:
+        """Access-log lines lost so far (0 without an access log)."""
+        for observer in self._observers:
+            dropped = getattr(observer, "dropped", None)
+            if isinstance(dropped, int):
+                return dropped
+        return 0
+
     def start(self, source: MetricsSource) -> None:
         """Bind the metrics endpoint and start the OTLP push (on the event loop's thread)."""
         options = self.options

@@ -102,6 +102,7 @@ def test_each_call_is_counted_by_model_version_and_status(server: ServerThread, 
     assert value(after, "inferd_model_load_duration_seconds", **mv) > 0
     assert value(after, "inferd_in_flight_requests", **mv) == 0
     assert value(after, "inferd_queue_depth", **mv) == 0
+    assert value(after, "inferd_queue_capacity", **mv) == 1024  # the default max_queue_size
     assert value(after, "process_resident_memory_bytes") > 0
 
 
@@ -155,7 +156,7 @@ class _MetricsReceiver(metrics_service_pb2_grpc.MetricsServiceServicer):
         self.requests: list[metrics_service_pb2.ExportMetricsServiceRequest] = []
         self.received = threading.Event()
 
-    def Export(  # noqa: N802 (the generated name)
+    def Export(
         self, request: metrics_service_pb2.ExportMetricsServiceRequest, context: grpc.ServicerContext
     ) -> metrics_service_pb2.ExportMetricsServiceResponse:
         self.requests.append(request)

@@ -23,6 +23,7 @@ from inferd.connection import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_TARGET, Connect
 from inferd.errors import from_rpc_error
 from inferd.health import HealthStatus
 from inferd.predictions import ParameterValue, Prediction, StreamChunk, atexts, build_stream_request, texts, to_chunk
+from inferd.trace_context import with_trace_context
 from inferd.v1 import inference_pb2
 
 __all__ = ["DEFAULT_MAX_MESSAGE_BYTES", "DEFAULT_TARGET", "AsyncClient", "Client"]
@@ -35,7 +36,8 @@ class Client(Connection):
 
     ``timeout`` is the default per-call timeout in seconds (None = no deadline); every method also
     takes its own. ``metadata`` is sent with every call (e.g. an authorization header). Pass
-    ``channel`` to use your own channel (its settings win, and ``close`` leaves it open).
+    ``channel`` to use your own channel (its settings win, and ``close`` leaves it open). Under a current
+    OpenTelemetry span, calls carry its W3C trace context (:mod:`inferd.trace_context`).
     """
 
     def __init__(
@@ -191,14 +193,16 @@ class Client(Connection):
     def _unary(self, method: Any, request: Any, timeout: float | None) -> Any:
         """The one place a unary call gets its timeout, metadata and typed errors (ModelControl uses it too)."""
         try:
-            return method(request, timeout=self._timeout(timeout), metadata=self._metadata)
+            return method(request, timeout=self._timeout(timeout), metadata=with_trace_context(self._metadata))
         except grpc.RpcError as err:
             raise from_rpc_error(err) from None
 
     def _chunks(
         self, request: inference_pb2.PredictStreamRequest, timeout: float | None
     ) -> Generator[StreamChunk, None, None]:
-        call = self._predict_stream(request, timeout=self._timeout(timeout), metadata=self._metadata)
+        call = self._predict_stream(
+            request, timeout=self._timeout(timeout), metadata=with_trace_context(self._metadata)
+        )
         try:
             for response in call:
                 yield to_chunk(response)
@@ -367,14 +371,16 @@ class AsyncClient(Connection):
     async def _unary(self, method: Any, request: Any, timeout: float | None) -> Any:
         """The one place a unary call gets its timeout, metadata and typed errors (AsyncModelControl uses it too)."""
         try:
-            return await method(request, timeout=self._timeout(timeout), metadata=self._metadata)
+            return await method(request, timeout=self._timeout(timeout), metadata=with_trace_context(self._metadata))
         except grpc.RpcError as err:
             raise from_rpc_error(err) from None
 
     async def _chunks(
         self, request: inference_pb2.PredictStreamRequest, timeout: float | None
     ) -> AsyncGenerator[StreamChunk, None]:
-        call = self._predict_stream(request, timeout=self._timeout(timeout), metadata=self._metadata)
+        call = self._predict_stream(
+            request, timeout=self._timeout(timeout), metadata=with_trace_context(self._metadata)
+        )
         try:
             async for response in call:
                 yield to_chunk(response)
