@@ -95,6 +95,8 @@ class InferenceServicer:
         self.connection_streams = ConnectionStreams(max_predict_streams_per_connection)
         #: tracing and the access log (server/telemetry/calls.py); empty: no per-call record is made
         self.observers = observers or CallObservers()
+        #: a plain bool: the per-call check costs nothing when nothing observes
+        self._observed = bool(self.observers)
         #: Predict(Stream) calls that failed before reaching a model version, by status name: a bounded
         #: label set, so that requests naming unknown models add no metric series
         self.unrouted: Counter[str] = Counter()
@@ -135,9 +137,9 @@ class InferenceServicer:
         return request
 
     async def predict(self, data: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        observers = self.observers
-        if not observers:
+        if not self._observed:
             return await self._predict(data, context, None)
+        observers = self.observers
         record = observers.begin("Predict", context.invocation_metadata(), context.peer(), len(data))
         try:
             reply = await self._predict(data, context, record)
@@ -182,7 +184,7 @@ class InferenceServicer:
         """
         observers = self.observers
         record = None
-        if observers:
+        if self._observed:
             record = observers.begin("PredictStream", context.invocation_metadata(), context.peer(), len(data))
         try:
             async for message in self._predict_stream(data, context, record):

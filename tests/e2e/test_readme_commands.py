@@ -24,6 +24,8 @@ from tests.e2e.server_process import REPO_ROOT, ServerProcess, tool_env
 pytestmark = pytest.mark.e2e
 
 README_ADDRESS = "127.0.0.1:8001"
+#: the metrics endpoint in the docs (`inferd serve`'s default --metrics-port)
+METRICS_ADDRESS = "127.0.0.1:8002"
 DOCUMENTS = (
     REPO_ROOT / "README.md",
     REPO_ROOT / "clients" / "grpcurl" / "README.md",
@@ -78,6 +80,7 @@ def commands(prefix: str) -> list[Any]:
 
 GRPCURL_LINES = commands("grpcurl ")
 CLI_LINES = [p for p in commands("inferd ") if not p.values[0].startswith("inferd serve") or "--help" in p.values[0]]
+CURL_LINES = commands("curl ")
 
 
 def test_the_readmes_have_grpcurl_commands_to_test() -> None:
@@ -96,9 +99,10 @@ def test_the_readmes_have_grpcurl_commands_to_test() -> None:
 
 
 def run_shell(line: str, server: ServerProcess, cwd: Path = REPO_ROOT) -> subprocess.CompletedProcess[str]:
-    """Run one documented command with the real address, as a person would in a shell."""
+    """Run one documented command with the real addresses, as a person would in a shell."""
+    line = line.replace(README_ADDRESS, server.address).replace(METRICS_ADDRESS, f"127.0.0.1:{server.metrics_port}")
     return subprocess.run(
-        ["bash", "-c", line.replace(README_ADDRESS, server.address)],
+        ["bash", "-c", line],
         cwd=cwd,
         env=tool_env(INFERD_ADDRESS=server.address),
         capture_output=True,
@@ -301,3 +305,15 @@ def test_readme_python_sdk_snippet_runs(inferd_server: ServerProcess) -> None:
     assert "SERVING SERVING" in lines
     assert any(line.startswith("StatusCode.NOT_FOUND") for line in lines)
     assert any(line.startswith("INVALID_ARGUMENT: input 'features' of model 'mlp_ranker'") for line in lines)
+
+
+def test_the_docs_show_how_to_read_the_metrics_endpoint() -> None:
+    assert any("/metrics" in p.values[0] for p in CURL_LINES)
+
+
+@pytest.mark.parametrize("line", CURL_LINES)
+def test_documented_curl_command_succeeds(line: str, inferd_server: ServerProcess) -> None:
+    assert inferd_server.metrics_port, "the e2e server serves metrics on a free port"
+    result = run_shell(line, inferd_server)
+    assert result.returncode == 0, f"{line}\nexit {result.returncode}\n{result.stderr}{result.stdout[-2000:]}"
+    assert result.stdout.strip(), f"{line} printed nothing"
