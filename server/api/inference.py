@@ -140,7 +140,7 @@ class InferenceServicer:
         if not self._observed:
             return await self._predict(data, context, None)
         observers = self.observers
-        record = observers.begin("Predict", context.invocation_metadata(), context.peer(), len(data))
+        record = observers.begin("Predict", context, len(data))
         try:
             reply = await self._predict(data, context, record)
         except BaseException as exc:
@@ -185,7 +185,7 @@ class InferenceServicer:
         observers = self.observers
         record = None
         if self._observed:
-            record = observers.begin("PredictStream", context.invocation_metadata(), context.peer(), len(data))
+            record = observers.begin("PredictStream", context, len(data))
         try:
             async for message in self._predict_stream(data, context, record):
                 if record is not None:

@@ -37,15 +37,36 @@ class BatchInfo:
     members: list[CallRecord] = field(default_factory=list)
 
 
+class CallSource(Protocol):
+    """Where a call came from: what grpc.aio's ServicerContext tells (read only if an observer asks)."""
+
+    def invocation_metadata(self) -> Sequence[tuple[str, Any]] | None: ...
+
+    def peer(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class StaticCallSource:
+    """A :class:`CallSource` with fixed answers (calls made outside gRPC, tests)."""
+
+    metadata: Sequence[tuple[str, Any]] = ()
+    address: str = ""
+
+    def invocation_metadata(self) -> Sequence[tuple[str, Any]]:
+        return self.metadata
+
+    def peer(self) -> str:
+        return self.address
+
+
 @dataclass(slots=True, eq=False)
 class CallRecord:
     """What one Predict or PredictStream call did; filled as it goes, read by observers at its end."""
 
     observers: CallObservers
     method: str
-    #: gRPC invocation metadata (for ``traceparent``, ``x-request-id``, ...)
-    metadata: Sequence[tuple[str, Any]]
-    peer: str
+    #: the call's context: its metadata and peer are read from it only when an observer needs them
+    source: CallSource
     bytes_in: int
     #: ``time.perf_counter_ns()`` and ``time.time_ns()`` when the call arrived
     started_ns: int
@@ -67,6 +88,19 @@ class CallRecord:
     trace: Any = None
     #: the call's deadline (``time.monotonic()``), to tell expiry from a client's cancel
     deadline: float | None = None
+    _metadata: Sequence[tuple[str, Any]] | None = None
+
+    @property
+    def metadata(self) -> Sequence[tuple[str, Any]]:
+        """gRPC invocation metadata (``traceparent``, ``x-request-id``, ...), read once, on first use."""
+        if self._metadata is None:
+            self._metadata = self.source.invocation_metadata() or ()
+        return self._metadata
+
+    @property
+    def peer(self) -> str:
+        """The client's address as gRPC reports it (``ipv4:10.0.0.1:5000``)."""
+        return self.source.peer() or ""
 
     def decoded(self, request_id: str, model: str, deadline: float | None) -> None:
         """The request parsed; ``version`` is set once it is routed."""
@@ -83,7 +117,7 @@ class CallObserver(Protocol):
     """Something that wants every call's record: the access log, tracing."""
 
     def begin(self, record: CallRecord) -> None:
-        """A call arrived (only ``method``, ``metadata``, ``peer``, ``bytes_in`` and start times are set)."""
+        """A call arrived (only ``method``, ``source``, ``bytes_in`` and the start times are set)."""
 
     def end(self, record: CallRecord) -> None:
         """The call is over: every field that applies is set."""
@@ -114,8 +148,8 @@ class CallObservers:
     def __bool__(self) -> bool:
         return bool(self._observers)
 
-    def begin(self, method: str, metadata: Sequence[tuple[str, Any]] | None, peer: str, bytes_in: int) -> CallRecord:
-        record = CallRecord(self, method, metadata or (), peer, bytes_in, time.perf_counter_ns(), time.time_ns())
+    def begin(self, method: str, source: CallSource, bytes_in: int) -> CallRecord:
+        record = CallRecord(self, method, source, bytes_in, time.perf_counter_ns(), time.time_ns())
         current_call.set(record)
         for observer in self._observers:
             observer.begin(record)

@@ -18,13 +18,13 @@ from opentelemetry.sdk.trace import TracerProvider
 from server.cli.main import build_parser
 from server.cli.telemetry_flags import telemetry_options
 from server.telemetry.access_log import AccessLog, AccessLogOptions, rfc3339
-from server.telemetry.calls import CallObservers, CallRecord
+from server.telemetry.calls import CallObservers, CallRecord, StaticCallSource
 from tests.support import eventually
 
 
 def record(code: str = "OK", **fields: object) -> CallRecord:
     started = time.perf_counter_ns()
-    call = CallRecord(CallObservers(), "Predict", (), "ipv4:127.0.0.1:1", 10, started, time.time_ns())
+    call = CallRecord(CallObservers(), "Predict", StaticCallSource((), "ipv4:127.0.0.1:1"), 10, started, time.time_ns())
     call.code = code
     call.ended_ns = started + 1_000
     for name, value in fields.items():
