@@ -2,9 +2,12 @@
 
 Cost model. :meth:`AccessLog.end` runs on the event loop for every call, so an OK call that is not
 sampled costs one comparison and one ``random()``: no dict, no formatting. A sampled call costs a tuple
-of its fields and a put on a queue; a background thread formats the JSON and writes it, so a slow disk
-never stalls the loop. When the thread falls behind by :attr:`AccessLogOptions.queue_lines` lines, new
-lines are dropped and counted (:attr:`AccessLog.dropped`) rather than growing memory without bound.
+of its fields appended to a deque; a background thread wakes every :data:`FLUSH_INTERVAL_S`, formats
+what is there and writes it, so a slow disk never stalls the loop. The writer is woken by its timer,
+never by a line: waking a thread per line (a queue's ``put``) made every logged line cost the event
+loop ~100 µs of thread switches, measured at sample rate 1. When the writer falls behind by
+:attr:`AccessLogOptions.queue_lines` lines, new lines are dropped and counted (:attr:`AccessLog.dropped`)
+rather than growing memory without bound.
 
 What a line holds (see :data:`FIELDS`): ids, routing, outcome, timings and sizes. Never a tensor,
 a parameter or a metadata value other than the ids (``x-request-id`` and the W3C trace id); strings
@@ -20,11 +23,11 @@ import functools
 import json
 import logging
 import math
-import queue
 import random
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,11 +65,12 @@ FIELDS = (
 ID_CHARS = 128
 #: characters kept of a failure's message
 MESSAGE_CHARS = 512
-#: lines written per wake-up of the writer thread at most (one write and one flush each)
+#: lines written per write call at most (one write and one flush each)
 WRITE_BATCH = 1024
+#: seconds between the writer's wake-ups (the most a line waits before it is written)
+FLUSH_INTERVAL_S = 0.1
 #: seconds close() waits for the writer to drain the queue
 CLOSE_TIMEOUT_S = 10.0
-_STOP = object()
 #: compact separators; one encoder made once (json.dumps with options builds one per call)
 _ENCODER = json.JSONEncoder(separators=(",", ":"))
 
@@ -132,9 +136,11 @@ class AccessLog:
         self._owns_stream = not options.to_stdout
         self._sample_rate = float(options.sample_rate)
         self._random = random.Random().random
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        #: lines waiting for the writer; deque append/popleft are atomic, so no lock and no wake-up
+        self._pending: deque[tuple[Any, ...]] = deque()
         self._limit = options.queue_lines
         self._closed = False
+        self._stop = threading.Event()
         self._dropped_full = 0  # written by the event loop's thread only
         self._dropped_failed = 0  # written by the writer thread only
         self._failing = False
@@ -158,11 +164,11 @@ class AccessLog:
         # the hot path: an OK call not sampled stops here (random() < 1, so rate 1 logs every call)
         if record.code == "OK" and self._random() >= self._sample_rate:
             return
-        if self._closed or self._queue.qsize() >= self._limit:
+        if self._closed or len(self._pending) >= self._limit:
             self._dropped_full += 1
             return
         batch = record.batch
-        self._queue.put(
+        self._pending.append(
             (
                 record.started_unix_ns,
                 record.request_id,
@@ -188,7 +194,7 @@ class AccessLog:
         if self._closed:
             return
         self._closed = True
-        self._queue.put(_STOP)
+        self._stop.set()
         self._thread.join(CLOSE_TIMEOUT_S)
         if self._thread.is_alive():
             log.warning("access log: the writer did not finish in %gs; lines still queued are lost", CLOSE_TIMEOUT_S)
@@ -202,25 +208,23 @@ class AccessLog:
             log.warning("access log: closing %s failed: %s", self.options.destination, exc)
 
     def _run(self) -> None:
-        while True:
-            items = [self._queue.get()]
-            while len(items) < WRITE_BATCH:
-                try:
-                    items.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
+        while not self._stop.wait(FLUSH_INTERVAL_S):
+            self._drain()
+        self._drain()  # close(): what was queued before it is written
+
+    def _drain(self) -> None:
+        pending = self._pending
+        while pending:
             lines: list[str] = []
-            for item in items:
-                if item is not _STOP:
-                    try:
-                        lines.append(format_line(item))
-                    except Exception:  # a bug, not the caller's doing: lose the line, keep the log going
-                        self._dropped_failed += 1
-                        log.exception("access log: a line could not be formatted")
+            while pending and len(lines) < WRITE_BATCH:
+                item = pending.popleft()
+                try:
+                    lines.append(format_line(item))
+                except Exception:  # a bug, not the caller's doing: lose the line, keep the log going
+                    self._dropped_failed += 1
+                    log.exception("access log: a line could not be formatted")
             if lines:
                 self._write(lines)
-            if any(item is _STOP for item in items):  # close(): what was queued before it is written
-                return
 
     def _write(self, lines: list[str]) -> None:
         """One write and one flush for what the queue held; a failure is logged once per run of failures."""
