@@ -141,6 +141,8 @@ class InferenceServicer:
             return await self._predict(data, context, None)
         observers = self.observers
         record = observers.begin("Predict", context, len(data))
+        if record is None:
+            return await self._predict(data, context, None)
         try:
             reply = await self._predict(data, context, record)
         except BaseException as exc:

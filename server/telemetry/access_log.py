@@ -154,8 +154,9 @@ class AccessLog:
         """Lines lost: the writer was too far behind, or writing failed (disk full, ...)."""
         return self._dropped_full + self._dropped_failed
 
-    def begin(self, record: CallRecord) -> None:
-        """Nothing to do until the call is over."""
+    def begin(self, record: CallRecord) -> bool:
+        """Every call's record is needed: whether it is logged is known only at its end (failures are)."""
+        return True
 
     def batch(self, batch: BatchInfo) -> None:
         """Batches are read from each member's record at its end."""

@@ -6,11 +6,13 @@ and cost the same whether anything observes. A :class:`CallRecord` exists only w
 builds one and the batcher's only cost is one ``ContextVar.get``.
 
 Flow: the servicer calls :meth:`CallObservers.begin` when a call arrives (before parsing, so that
-unknown models and malformed requests are observed too), fills ``model``/``version`` once it routed, and
-calls :meth:`CallObservers.end` when the call is over. The record is the task's :data:`current_call`, so
-the batcher (same task as the caller) picks it up on submit and, once the engine ran, stamps the queue
-wait, the engine execution and the :class:`BatchInfo` it shared with the other requests of its batch
-(:func:`stamp_batch`); observers then hear about each batch once (:meth:`CallObserver.batch`).
+unknown models and malformed requests are observed too). It answers None when no observer wants the
+call (tracing alone, and the call is not sampled): the call then goes on unobserved. Otherwise the
+servicer fills ``model``/``version`` once it routed, and calls :meth:`CallObservers.end` when the call
+is over. The record is the task's :data:`current_call`, so the batcher (same task as the caller) picks
+it up on submit and, once the engine ran, stamps the queue wait, the engine execution and the
+:class:`BatchInfo` it shared with the other requests of its batch (:func:`stamp_batch`); observers then
+hear about each batch once (:meth:`CallObserver.batch`).
 """
 
 from __future__ import annotations
@@ -116,8 +118,9 @@ class CallRecord:
 class CallObserver(Protocol):
     """Something that wants every call's record: the access log, tracing."""
 
-    def begin(self, record: CallRecord) -> None:
-        """A call arrived (only ``method``, ``source``, ``bytes_in`` and the start times are set)."""
+    def begin(self, record: CallRecord) -> bool:
+        """A call arrived (only ``method``, ``source``, ``bytes_in`` and the start times are set); True if
+        this observer wants the call's record (tracing: only for a sampled call)."""
 
     def end(self, record: CallRecord) -> None:
         """The call is over: every field that applies is set."""
@@ -148,11 +151,19 @@ class CallObservers:
     def __bool__(self) -> bool:
         return bool(self._observers)
 
-    def begin(self, method: str, source: CallSource, bytes_in: int) -> CallRecord:
+    def begin(self, method: str, source: CallSource, bytes_in: int) -> CallRecord | None:
+        """The call's record, or None when no observer wants it (an unsampled call with only tracing on):
+        then nothing more is done for the call, and the batcher sees no record."""
         record = CallRecord(self, method, source, bytes_in, time.perf_counter_ns(), time.time_ns())
-        current_call.set(record)
+        wanted = False
         for observer in self._observers:
-            observer.begin(record)
+            if observer.begin(record):
+                wanted = True
+        if not wanted:
+            if current_call.get() is not None:  # an earlier call's, in the same task: not this one's
+                current_call.set(None)
+            return None
+        current_call.set(record)
         return record
 
     def end(self, record: CallRecord, exc: BaseException | None) -> None:

@@ -121,10 +121,11 @@ class Tracing:
         self._tracer = self._provider.get_tracer("inferd")
         self._propagator = CompositePropagator([TraceContextTextMapPropagator(), W3CBaggagePropagator()])
 
-    def begin(self, record: CallRecord) -> None:
+    def begin(self, record: CallRecord) -> bool:
+        """Start the server span of a sampled call; an unsampled one needs no record at all (False)."""
         drawn = self._decider.decide(record.metadata)
         if drawn is None:
-            return  # not sampled: nothing is built
+            return False  # not sampled: nothing is built
         parent = self._propagator.extract(record.metadata, Context(), PAIRS_GETTER)
         attributes: dict[str, Any] = {"rpc.system": "grpc", "rpc.service": SERVICE, "rpc.method": record.method}
         attributes.update(_peer_attributes(record.peer))
@@ -140,6 +141,7 @@ class Tracing:
         )
         self._ids.drawn = 0
         record.trace = _Traced(span)
+        return True
 
     def batch(self, batch: BatchInfo) -> None:
         traced = [member.trace for member in batch.members if member.trace is not None]
