@@ -96,12 +96,14 @@ def _env(config: str, sink_port: int) -> dict[str, str]:
     return env
 
 
-def run(args: argparse.Namespace, work: Path) -> Path:
-    model = "mlp_on"
+def _message(model: str) -> bytes:
     example, input_name, _ = MODELS[model]
-    message = inference_pb2.PredictRequest(
-        model_name=model, inputs=[from_numpy(input_name, example_input(example))]
-    ).SerializeToString()
+    request = inference_pb2.PredictRequest(model_name=model, inputs=[from_numpy(input_name, example_input(example))])
+    return request.SerializeToString()
+
+
+def run(args: argparse.Namespace, work: Path) -> Path:
+    message = _message("mlp_on")
     concurrency = int(str(args.concurrency).split(",")[-1])
     samples: dict[str, list[dict[str, Any]]] = {c: [] for c in CONFIGS}
     sink = _SpanSink()
@@ -136,7 +138,7 @@ def run(args: argparse.Namespace, work: Path) -> Path:
         # the same observers measured inside the server: µs of Python per Predict (no network)
         from bench.call_cost import measure
 
-        per_call = measure(CALL_CONFIGS, repo, work, f"http://127.0.0.1:{sink_port}", message)
+        per_call = measure(CALL_CONFIGS, repo, work, f"http://127.0.0.1:{sink_port}", _message("mlp_off"))
     finally:
         collector.stop(0)
     extra = {"spans_exported": sink.spans, "scrapes": sum(s.scrapes for s in scrapers)}
@@ -189,7 +191,8 @@ def _write(
         f"{extra['scrapes']}; access-log lines written (1 %): {logged}.",
         "",
         "Inside the server (bench/call_cost.py: the Predict handler awaited in a loop in one process, no "
-        "network; 7 alternating rounds of 5,000 calls, medians), the Python each observer adds per call:",
+        "network; the MLP without batching, so every call takes the same path; 7 alternating rounds of 5,000 "
+        "calls, medians), the Python each observer adds per call:",
         "",
         "| configuration | µs per Predict | added µs | × off (calls per CPU second) |",
         "| --- | --- | --- | --- |",

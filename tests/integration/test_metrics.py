@@ -200,3 +200,17 @@ def _ok_count(request: metrics_service_pb2.ExportMetricsServiceRequest) -> float
                     if labels == {"model": "mlp_ranker", "version": "1", "code": "OK"}:
                         return point.as_double or float(point.as_int)
     return 0.0
+
+
+def test_the_access_logs_lost_lines_are_a_metric_when_it_is_on(repository: Path, tmp_path: Path) -> None:
+    from server.telemetry.access_log import AccessLogOptions
+
+    options = TelemetryOptions(metrics_port=0, access_log=AccessLogOptions(destination=str(tmp_path / "a.jsonl")))
+    with ServerThread(repository, telemetry=options) as running:
+        assert running.server is not None
+        series = scrape(running.server.metrics_port)
+    assert value(series, "inferd_access_log_dropped_lines_total") == 0
+
+
+def test_without_the_access_log_there_is_no_lost_lines_metric(server: ServerThread) -> None:
+    assert not any(name == "inferd_access_log_dropped_lines_total" for name, _ in mlp_version_series(server))
