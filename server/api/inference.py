@@ -11,6 +11,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 import grpc
 import numpy as np
@@ -41,6 +42,7 @@ from server.models.slot import Slot
 from server.telemetry.calls import CallObservers, CallRecord
 
 SERVICE_NAME = "inferd.v1.InferenceService"
+_Req = TypeVar("_Req", inference_pb2.PredictRequest, inference_pb2.PredictStreamRequest)
 #: gRPC metadata that makes traffic-split assignment sticky (same as PredictRequest.routing_key).
 ROUTING_KEY_HEADER = "x-inferd-routing-key"
 _MiB = 1024 * 1024
@@ -152,13 +154,16 @@ class InferenceServicer:
         observers.end(record, None)
         return reply
 
-    async def _predict(self, data: bytes, context: grpc.aio.ServicerContext, record: CallRecord | None) -> bytes:
-        started = time.perf_counter_ns()
+    def _accept(
+        self, kind: type[_Req], data: bytes, context: grpc.aio.ServicerContext, record: CallRecord | None
+    ) -> tuple[_Req, list[memoryview] | None, InferRequest, Slot]:
+        """Gate, size limit, parsing, decoding and routing, for Predict and PredictStream alike. A call that
+        fails here never reached a version: it is counted in ``unrouted`` by status name only."""
         try:
             if self.gate.closed:
                 raise self.gate.refuse()
             self._check_request_size(data)
-            message, payloads = parse_request(inference_pb2.PredictRequest, data)
+            message, payloads = parse_request(kind, data)
             request = self._decode(message, context)
             if record is not None:
                 record.decoded(request.id, request.model, request.deadline)
@@ -168,6 +173,11 @@ class InferenceServicer:
             raise
         if record is not None:
             record.version = slot.version
+        return message, payloads, request, slot
+
+    async def _predict(self, data: bytes, context: grpc.aio.ServicerContext, record: CallRecord | None) -> bytes:
+        started = time.perf_counter_ns()
+        message, payloads, request, slot = self._accept(inference_pb2.PredictRequest, data, context, record)
         with CallOutcome(slot.stats, request.deadline, started):
             request, rows = await self._inputs.decode(message, request, slot.validator, payloads)
             outputs = await slot.infer(request.inputs, request.deadline, rows, request.parameters)
@@ -203,20 +213,9 @@ class InferenceServicer:
     async def _predict_stream(
         self, data: bytes, context: grpc.aio.ServicerContext, record: CallRecord | None
     ) -> AsyncIterator[bytes]:
-        try:
-            if self.gate.closed:
-                raise self.gate.refuse()
-            self._check_request_size(data)
-            stream_message, payloads = parse_request(inference_pb2.PredictStreamRequest, data)
-            request = self._decode(stream_message, context)
-            if record is not None:
-                record.decoded(request.id, request.model, request.deadline)
-            slot = self._route(request, context)
-        except Exception as exc:
-            self.unrouted[outcome_code(exc, None)] += 1
-            raise
-        if record is not None:
-            record.version = slot.version
+        stream_message, payloads, request, slot = self._accept(
+            inference_pb2.PredictStreamRequest, data, context, record
+        )
         with CallOutcome(slot.stats, request.deadline), self.connection_streams.hold(context.peer()):
             request, rows = await self._inputs.decode(
                 stream_message, request, slot.validator, payloads, enforce_max_batch=False

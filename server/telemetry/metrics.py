@@ -73,6 +73,8 @@ class MetricInfo:
 
 
 _MV = ("model", "version")
+#: a shadow version's comparisons, per primary version and output
+_SHADOW = (*_MV, "primary_version", "output")
 
 
 def _m(name: str, kind: str, unit: str, labels: tuple[str, ...], description: str) -> MetricInfo:
@@ -105,27 +107,9 @@ METRICS: dict[str, MetricInfo] = {
         _m("inferd_model_version_state", "gauge", "", (*_MV, "state"), "1 for the version's current state, else 0"),
         _m("inferd_model_load_duration", "gauge", "s", _MV, "how long the version's load and warm-up took"),
         _m("inferd_model_load_failures", "counter", "", ("model",), "version loads that ended FAILED"),
-        _m(
-            "inferd_shadow_comparisons",
-            "counter",
-            "",
-            (*_MV, "primary_version", "output"),
-            "outputs of a shadow version compared with its primary's",
-        ),
-        _m(
-            "inferd_shadow_argmax_agreement_ratio",
-            "gauge",
-            "",
-            (*_MV, "primary_version", "output"),
-            "share of rows whose argmax agrees with the primary's",
-        ),
-        _m(
-            "inferd_shadow_mean_abs_diff",
-            "gauge",
-            "",
-            (*_MV, "primary_version", "output"),
-            "mean absolute difference from the primary's output",
-        ),
+        _m("inferd_shadow_comparisons", "counter", "", _SHADOW, "shadow outputs compared with the primary's"),
+        _m("inferd_shadow_argmax_agreement_ratio", "gauge", "", _SHADOW, "rows whose argmax agrees (share)"),
+        _m("inferd_shadow_mean_abs_diff", "gauge", "", _SHADOW, "mean absolute difference from the primary's"),
         _m("inferd_time_to_first_token", "histogram", "s", _MV, "stream opened to first token produced"),
         _m("inferd_inter_token_latency", "histogram", "s", _MV, "time between two tokens of one stream"),
         _m("inferd_generated_tokens", "counter", "", _MV, "tokens (or generator items) produced"),

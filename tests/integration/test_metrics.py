@@ -24,7 +24,7 @@ from inferd import Client
 from inferd.errors import InferdError
 from server.app import StartupError
 from server.telemetry.options import TelemetryOptions
-from tests.support import ServerThread, eventually, write_model
+from tests.support import SCALE_CONFIG, ServerThread, eventually, scale_model, write_model
 
 Series = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -33,6 +33,17 @@ max_batch_size: 4
 input { name: "x" data_type: DATA_TYPE_FP32 dims: [-1, 4] }
 output { name: "y" data_type: DATA_TYPE_FP32 dims: [-1, 4] }
 """
+
+
+SHADOWED_CONFIG = (
+    SCALE_CONFIG
+    + """
+version_policy { all {} }
+version_labels { key: "stable" value: 1 }
+version_labels { key: "challenger" value: 2 }
+shadow { label: "challenger" fraction: 1.0 }
+"""
+)
 
 
 def scrape(port: int) -> Series:
@@ -54,6 +65,7 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("metrics-repo")
     build_repository(root, ["mlp_ranker", "tiny_lm"])
     write_model(root, "broken", BROKEN_CONFIG, {1: "raise ImportError('this model cannot load')\n"})
+    write_model(root, "shadowed", SHADOWED_CONFIG, {1: scale_model(1), 2: scale_model(1.5)})
     return root
 
 
@@ -214,3 +226,19 @@ def test_the_access_logs_lost_lines_are_a_metric_when_it_is_on(repository: Path,
 
 def test_without_the_access_log_there_is_no_lost_lines_metric(server: ServerThread) -> None:
     assert not any(name == "inferd_access_log_dropped_lines_total" for name, _ in mlp_version_series(server))
+
+
+def test_shadow_agreement_is_exported_on_the_shadow_version(server: ServerThread, client: Client) -> None:
+    for _ in range(3):
+        client.predict("shadowed", {"x": np.array([[1.0, 2.0, 3.0, 4.0]], np.float32)}, label="stable")
+    labels = {"model": "shadowed", "version": "2", "primary_version": "1", "output": "y"}
+
+    def compared() -> float:
+        series = mlp_version_series(server)
+        return series.get(("inferd_shadow_comparisons_total", frozenset(labels.items())), 0.0)
+
+    eventually(lambda: compared() == 3, what="three shadow comparisons exported")
+    series = mlp_version_series(server)
+    # y = 1.5 x against y = x: the mean absolute difference of [0.5, 1, 1.5, 2] is 1.25, argmax agrees
+    assert value(series, "inferd_shadow_mean_abs_diff", **labels) == pytest.approx(1.25)
+    assert value(series, "inferd_shadow_argmax_agreement_ratio", **labels) == 1.0
