@@ -350,6 +350,9 @@ def main() -> None:
     from bench.streaming import add_arguments as add_streaming_arguments
 
     add_streaming_arguments(parser)
+    from bench.telemetry import add_arguments as add_telemetry_arguments
+
+    add_telemetry_arguments(parser)
     args = parser.parse_args()
     work = Path(".cache/bench")
     shutil.rmtree(work, ignore_errors=True)

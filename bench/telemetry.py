@@ -1,6 +1,7 @@
 """What observing inferd costs: req/s with metrics, tracing and the access log on, against all off.
 
-``python -m bench.run --scenario telemetry`` (part of ``make bench``). One server per configuration, all
+``python -m bench.run --scenario telemetry [--telemetry-rounds 12 --telemetry-seconds 3]`` (part of
+``make bench``). One server per configuration, all
 pinned to the server core, measured in interleaved rounds with h2load on the other core (the MLP with
 dynamic batching, 1 row per request, concurrency 32 by default); medians and their ratios to "off"
 go to bench/results/telemetry.md. The configurations:
@@ -96,6 +97,13 @@ def _env(config: str, sink_port: int) -> dict[str, str]:
     return env
 
 
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of this scenario (bench/run.py adds them); with the defaults it takes ~5 minutes. Its
+    differences are a few percent, so it needs more rounds than the other scenarios to see through noise."""
+    parser.add_argument("--telemetry-rounds", type=int, default=12, help="interleaved rounds (telemetry scenario)")
+    parser.add_argument("--telemetry-seconds", type=float, default=3.0, help="seconds per point (telemetry scenario)")
+
+
 def _message(model: str) -> bytes:
     example, input_name, _ = MODELS[model]
     request = inference_pb2.PredictRequest(model_name=model, inputs=[from_numpy(input_name, example_input(example))])
@@ -124,15 +132,20 @@ def run(args: argparse.Namespace, work: Path) -> Path:
                     scrapers.append(_Scraper(f"http://127.0.0.1:{port + 100}/metrics"))
             for scraper in scrapers:
                 scraper.start()
-            for round_ in range(args.rounds):
+            for round_ in range(args.telemetry_rounds):
                 shift = round_ % len(CONFIGS)  # a different order each round: drift does not favour one
                 for config in CONFIGS[shift:] + CONFIGS[:shift]:
                     url = f"http://127.0.0.1:{ports[config]}{PREDICT_PATH}"
                     r = run_h2load(
-                        url, message, concurrency=concurrency, seconds=args.seconds, warmup=args.warmup, cpu=CLIENT_CPU
+                        url,
+                        message,
+                        concurrency=concurrency,
+                        seconds=args.telemetry_seconds,
+                        warmup=args.warmup,
+                        cpu=CLIENT_CPU,
                     )
                     samples[config].append(asdict(r))
-                print(f"telemetry round {round_ + 1}/{args.rounds} done", flush=True)
+                print(f"telemetry round {round_ + 1}/{args.telemetry_rounds} done", flush=True)
         for scraper in scrapers:
             scraper.stopped.set()
         # the same observers measured inside the server: µs of Python per Predict (no network)
@@ -165,7 +178,8 @@ def _write(
         "# What observing costs: metrics, tracing, access log vs all off",
         "",
         f"`python -m bench.run --scenario telemetry`: MLP (dynamic batching, 1 row per request), h2load at "
-        f"concurrency {concurrency}, {args.rounds} interleaved rounds of {args.seconds:g} s per configuration, "
+        f"concurrency {concurrency}, {args.telemetry_rounds} interleaved rounds of {args.telemetry_seconds:g} s per "
+        "configuration, "
         "medians; each server pinned to the server core, h2load to the other. One run on a shared machine: compare the "
         "ratios, not the absolutes.",
         "",
