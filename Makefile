@@ -16,13 +16,23 @@ TEST_ENV := PATH=$(abspath $(VENV))/bin:$$PATH
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
+# PyTorch: TORCH=none leaves it out (the torch engine then reports itself unavailable and the
+# tabular_torch example is skipped); TORCH_INDEX=URL installs torch alone from that index first (e.g.
+# PyTorch's CPU wheel index: see the install selector on pytorch.org), everything else from pip's
+# configured index. Empty (the default) = pip's configured index for torch too. README "Set up".
+TORCH ?= cpu
+TORCH_INDEX ?=
+comma := ,
+EXTRAS := onnxruntime,examples,dev$(if $(filter none,$(TORCH)),,$(comma)torch)
+
 $(VENV)/.installed: pyproject.toml clients/python/pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -c constraints.txt -e clients/python -e '.[onnxruntime,torch,examples,dev]'
+	$(if $(and $(TORCH_INDEX),$(filter-out none,$(TORCH))),$(PIP) install -q -c constraints.txt --no-deps --index-url '$(TORCH_INDEX)' torch)
+	$(PIP) install -q -c constraints.txt -e clients/python -e '.[$(EXTRAS)]'
 	touch $@
 
-venv: $(VENV)/.installed  ## create .venv with the server, SDK, engines and dev tools
+venv: $(VENV)/.installed  ## create .venv with the server, SDK, engines and dev tools (TORCH=none, TORCH_INDEX=URL)
 
 proto: $(VENV)/.installed  ## regenerate the Python code from protos/
 	$(PY) -m grpc_tools.protoc -I protos --python_out=$(PROTO_OUT) --grpc_python_out=$(PROTO_OUT) --pyi_out=$(PROTO_OUT) $(PROTOS)

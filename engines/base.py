@@ -66,6 +66,9 @@ class LoadSpec:
     #: The model repository's root (resolved): every file the engine reads must lie under it
     #: (:func:`inside_root`). None: no repository (a test or a tool loading one file).
     root: Path | None = None
+    #: Sample inputs from the version's ``warmup.npz`` (engines/samples.py), validated against the
+    #: signature: the dry run feeds them instead of zeros. None: the version has none.
+    samples: Mapping[str, np.ndarray] | None = field(default=None, compare=False, repr=False)
 
     def companion(self, filename: str) -> Path:
         """A file beside the artefact (weights, a vocabulary), refused when it resolves outside the repository.
@@ -105,9 +108,9 @@ class EngineError(Exception):
 class InvalidInput(EngineError):
     """The engine refused the *values* of its inputs (an out-of-vocabulary id, a malformed string).
 
-    Backends raise it for the engine's own "invalid argument" errors, and python models may raise it
-    (``from engines.base import InvalidInput``) for input they reject. The server answers
-    INVALID_ARGUMENT naming the model, and in a batch only the request at fault fails.
+    Backends raise it for the engine's own "invalid argument" errors, and python models raise it for
+    input they reject, importing it from its public path ``from engines.model_api import InvalidInput``.
+    The server answers INVALID_ARGUMENT naming the model, and in a batch only the request at fault fails.
     """
 
 
@@ -287,20 +290,33 @@ def check_outputs(signature: Signature, outputs: Mapping[str, Any], *, batch: in
             raise EngineError(f"output '{sig.name}' has {array.shape[0]} rows for a batch of {batch}")
 
 
-def dry_run(infer: Callable[[Arrays], Mapping[str, Any]], spec: LoadSpec) -> None:
-    """Run ``infer`` once on zero inputs and check the outputs, so a mismatch fails the load, not a request.
+#: The sample inputs' file in a version folder (read by engines/samples.py), fed to the dry run.
+SAMPLES_FILE = "warmup.npz"
+_DOC = "docs/config.md#sample-inputs-warmupnpz"
 
-    Two rows when the model batches: a model that silently drops or merges the batch dim fails here.
+
+def dry_run(infer: Callable[[Arrays], Mapping[str, Any]], spec: LoadSpec) -> None:
+    """Run ``infer`` once and check the outputs, so a mismatch fails the load, not a request.
+
+    It feeds the version's sample inputs (``warmup.npz``) when it has them, else zeros: two rows when
+    the model batches, so a model that silently drops or merges the batch dim fails here.
     """
-    batch = 2 if spec.max_batch_size > 1 else 1
-    inputs = zero_inputs(spec.signature, batch)
+    if spec.samples:
+        inputs = dict(spec.samples)
+        batch = int(next(iter(inputs.values())).shape[0]) if spec.max_batch_size > 0 else 1
+        fed_what = f"the sample inputs of {SAMPLES_FILE}"
+    else:
+        batch = 2 if spec.max_batch_size > 1 else 1
+        inputs = zero_inputs(spec.signature, batch)
+        fed_what = "zero inputs as config.pbtxt declares them"
     try:
         outputs = infer(inputs)
     except Exception as exc:
         fed = ", ".join(f"'{t.name}' {t.dtype} {list(inputs[t.name].shape)}" for t in spec.signature.inputs)
+        hint = "" if spec.samples else f" (give real sample inputs in the version folder's {SAMPLES_FILE}: {_DOC})"
         raise EngineError(
-            f"model {spec.model_name} v{spec.version}: a dry run with zero inputs as config.pbtxt "
-            f"declares them ({fed}) failed: {_error_summary(exc)}"
+            f"model {spec.model_name} v{spec.version}: a dry run with {fed_what} ({fed}) failed: "
+            f"{_error_summary(exc)}{hint}"
         ) from exc
     check_outputs(spec.signature, outputs, batch=batch if spec.max_batch_size > 0 else None)
 

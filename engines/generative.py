@@ -54,7 +54,7 @@ class StepModel(Protocol):
 
     ``prefill`` and ``decode`` that raise must leave the caches they were given as they were (a cache's
     length unchanged): the server then steps the streams of the failed step again in smaller groups to
-    find the one at fault, and only that stream fails. Raise ``engines.base.InvalidInput`` for a prompt
+    find the one at fault, and only that stream fails. Raise ``engines.model_api.InvalidInput`` for a prompt
     the model cannot take (an out-of-vocabulary id): the client gets INVALID_ARGUMENT, not INTERNAL.
     The engine itself refuses a prompt whose ids ``encode`` put outside ``0 .. vocab_size - 1`` (an
     optional attribute; without it, the width of the warm-up's logits), so ``prefill`` never sees one.

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from engines.base import EngineError, Signature, random_inputs, zero_inputs
+from engines.samples import sample_batch
 
 #: (atol, rtol) by the candidate's precision when the model's parameters do not set them.
 DEFAULT_TOLERANCES: dict[str, tuple[float, float]] = {
@@ -188,13 +189,18 @@ def merge_reports(reports: Sequence[tuple[OutputDiff, ...]], atol: float, rtol: 
 
 
 def parity_inputs(
-    signature: Signature, warmup: Sequence[tuple[str, Sequence[int]]], max_batch_size: int
+    signature: Signature,
+    warmup: Sequence[tuple[str, Sequence[int]]],
+    max_batch_size: int,
+    *,
+    samples: Mapping[str, np.ndarray] | None = None,
 ) -> list[dict[str, np.ndarray]]:
     """The warm-up inputs (one per kind and batch size), plus one random batch when all are zeros.
 
-    ``warmup`` is (kind, batch sizes) per warm-up entry as config.pbtxt declares it; empty means the
-    default warm-up of one zero row. Zeros alone cannot tell a model from one that ignores its input,
-    so a seeded random batch is always part of the check.
+    ``warmup`` is (kind, batch sizes) per warm-up entry as config.pbtxt declares it ("file": the
+    version's ``samples``, from warmup.npz); empty means the default warm-up of one zero row. Zeros
+    alone cannot tell a model from one that ignores its input, so a seeded random batch is part of the
+    check, unless the version has sample inputs (a model with real pre-processing may reject random ones).
     """
     batched = max_batch_size > 0
     plan = list(warmup) or [("zero", (1,))]
@@ -207,8 +213,10 @@ def parity_inputs(
             seen.add((kind, size))
             if kind == "random":
                 out.append(random_inputs(signature, size, seed=step * 1000))
+            elif kind == "file" and samples:
+                out.append(sample_batch(dict(samples), size) if batched else dict(samples))
             else:
                 out.append(zero_inputs(signature, size))
-    if not any(kind == "random" for kind, _ in seen):
+    if samples is None and not any(kind == "random" for kind, _ in seen):
         out.append(random_inputs(signature, min(2, max_batch_size) if batched else 1, seed=12345))
     return out

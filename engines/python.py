@@ -12,7 +12,7 @@ class sets ``thread_safe = True``: a unary ``infer``, calling ``infer_stream``, 
 ``close()`` of the generators it returned never run at once. (Each generator also has its own lock, so
 its ``next()`` and ``close()`` never overlap even for a thread-safe class.)
 
-Errors: raise ``engines.base.InvalidInput`` (``from engines.base import InvalidInput``) from ``infer`` or
+Errors: raise ``InvalidInput`` (``from engines.model_api import InvalidInput``, the public path) from ``infer`` or
 ``infer_stream`` for input you reject (a value out of range, a malformed string): the client gets
 INVALID_ARGUMENT naming the model, and in a batch only its own request fails. Any other exception is a
 model failure (INTERNAL; the server logs its traceback). Exceptions propagate unchanged; only load

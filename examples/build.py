@@ -15,6 +15,7 @@ Models:
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import shutil
 import sys
 import time
@@ -51,6 +52,7 @@ class Example:
     write: Callable[[Path], None]  # writes the artefact to the given path
     extra: tuple[str, ...] = ()  # further config.pbtxt lines
     intra_op_threads: int | None = 1
+    requires: str | None = None  # a package the build and the engine need (skipped by default without it)
 
     def config_text(self) -> str:
         lines = [
@@ -124,6 +126,7 @@ EXAMPLES: dict[str, Example] = {
             outputs=(TensorDecl("probabilities", "FP32", (-1, 4)),),
             write=_write_torch,
             extra=("dynamic_batching { max_queue_delay_microseconds: 500 }",),
+            requires="torch",
         ),
         Example(
             name="tokenizer",
@@ -169,9 +172,19 @@ def build_model(root: Path, example: Example) -> Path:
     return model_dir
 
 
+def missing_requirement(example: Example) -> str | None:
+    """The package ``example`` needs that is not installed (torch after ``make venv TORCH=none``), or None."""
+    if example.requires is None or importlib.util.find_spec(example.requires) is not None:
+        return None
+    return example.requires
+
+
 def build_repository(root: Path, models: Sequence[str] | None = None) -> list[str]:
-    """Build the examples (all by default) under ``root``; returns the model names written."""
-    names = list(models) if models is not None else list(EXAMPLES)
+    """Build the examples (by default all whose packages are installed) under ``root``; returns the names written.
+
+    Naming a model whose package is missing still fails (with that package's ImportError).
+    """
+    names = list(models) if models is not None else [n for n, e in EXAMPLES.items() if missing_requirement(e) is None]
     unknown = [n for n in names if n not in EXAMPLES]
     if unknown:
         raise ValueError(f"unknown example models {unknown} (known: {', '.join(EXAMPLES)})")
@@ -187,6 +200,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--model", action="append", choices=sorted(EXAMPLES), help="build only this model (repeatable)")
     args = parser.parse_args(argv)
     started = time.monotonic()
+    if args.model is None:
+        for name, example in EXAMPLES.items():
+            missing = missing_requirement(example)
+            if missing:
+                print(f"skipped {name}: {missing} is not installed (make venv without TORCH=none)", file=sys.stderr)
     for name in build_repository(args.output, args.model):
         example = EXAMPLES[name]
         print(f"{args.output / name}: {example.engine} ({example.artifact})")

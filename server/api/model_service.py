@@ -7,6 +7,7 @@ import grpc
 from inferd.v1 import admin_pb2, admin_pb2_grpc, inference_pb2
 from server.api.views import model_status, version_status
 from server.core.errors import InvalidArgument
+from server.models.config import ShadowSpec
 from server.models.manager import ModelManager
 from server.models.registry import ModelEntry
 from server.models.repository import RepositoryError
@@ -45,6 +46,20 @@ class ModelServicer(admin_pb2_grpc.ModelServiceServicer):
         entry = await self._manager.set_traffic(request.name, dict(request.version_labels), traffic)
         return admin_pb2.SetTrafficResponse(status=_status(request.name, entry))
 
+    async def SetShadow(
+        self, request: admin_pb2.SetShadowRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.SetShadowResponse:
+        if request.off == request.HasField("shadow"):
+            raise InvalidArgument("SetShadow needs exactly one of shadow (to mirror) and off: true (to stop)")
+        policy = request.shadow
+        shadow = (
+            ShadowSpec(fraction=policy.fraction, label=policy.label, version=policy.version)
+            if request.HasField("shadow")
+            else None
+        )
+        entry = await self._manager.set_shadow(request.name, shadow)
+        return admin_pb2.SetShadowResponse(status=_status(request.name, entry))
+
     async def RepositoryIndex(
         self, request: admin_pb2.RepositoryIndexRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.RepositoryIndexResponse:
@@ -63,4 +78,6 @@ class ModelServicer(admin_pb2_grpc.ModelServiceServicer):
                 loaded=[version_status(entry, entry.slots[v]) for v in sorted(entry.slots)] if entry else [],
                 reason=source.error or "",
             )
+        for skipped in repository.skipped():
+            response.skipped.add(folder=skipped.folder, reason=skipped.reason)
         return response

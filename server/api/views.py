@@ -43,6 +43,11 @@ def model_status(entry: ModelEntry) -> inference_pb2.ModelStatus:
         reason=entry.error or entry.note,
         versions=[version_status(entry, entry.slots[v]) for v in sorted(entry.slots)],
         traffic=[model_config_pb2.TrafficWeight(label=label, weight=weight) for label, weight in entry.traffic],
+        shadow=model_config_pb2.ShadowPolicy(
+            label=entry.shadow.label, version=entry.shadow.version, fraction=entry.shadow.fraction
+        )
+        if entry.shadow
+        else None,
     )
 
 

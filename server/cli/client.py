@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from server.cli import generate as generate_command
+from server.cli import shadow as shadow_command
 
 
 def _parse_input(spec: str, dtypes: dict[str, str]) -> tuple[str, np.ndarray]:
@@ -51,6 +53,10 @@ def predict(args: argparse.Namespace) -> int:
     with Client(args.address, timeout=args.timeout) as client:
         meta = client.metadata(args.model, version=args.version)
         dtypes = {t.name: DTYPE_NAMES[t.data_type] for t in meta.inputs}
+        if not dtypes or any(spec.partition("=")[0] not in dtypes for spec in args.input):
+            problem = not_serving(client.list_models(), args.model)
+            if problem is not None:
+                raise SystemExit(f"inferd: {problem}")
         inputs = dict(_parse_input(spec, dtypes) for spec in args.input)
         result = client.predict_response(args.model, inputs, version=args.version, label=args.label)
     out = {
@@ -70,6 +76,46 @@ def predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def not_serving(models: list[Any], name: str) -> str | None:
+    """Why a model (a ModelStatus among ``models``) has no READY version, or None when it has one."""
+    from inferd.v1 import inference_pb2
+
+    status = next((m for m in models if m.name == name), None)
+    if status is None:
+        return None
+    if any(v.state == inference_pb2.VERSION_STATE_READY for v in status.versions):
+        return None
+    if not status.versions:
+        return f"model '{name}' is FAILED: {status.reason}" if status.reason else f"model '{name}' is not loaded"
+    states = "; ".join(
+        f"version {v.version} {inference_pb2.VersionState.Name(v.state).removeprefix('VERSION_STATE_')}"
+        + (f": {v.reason}" if v.reason else "")
+        for v in status.versions
+    )
+    return f"model '{name}' is not serving ({states})"
+
+
+def _load_problem(status: Any, versions: list[int]) -> str | None:
+    """Why a LoadModel reply is not the outcome asked for (a version or the model FAILED), or None."""
+    from inferd.v1 import inference_pb2
+
+    failed = [
+        v
+        for v in status.versions
+        if v.state == inference_pb2.VERSION_STATE_FAILED and (not versions or v.version in versions)
+    ]
+    if failed:
+        return "; ".join(f"model '{status.name}' version {v.version} is FAILED: {v.reason}" for v in failed)
+    if status.reason and any(v.state == inference_pb2.VERSION_STATE_READY for v in status.versions):
+        return f"model '{status.name}' did not reload: {status.reason}"
+    if status.reason:
+        return f"model '{status.name}' is FAILED: {status.reason}"
+    missing = sorted(set(versions) - {v.version for v in status.versions})
+    if missing or not status.versions:
+        return f"model '{status.name}' did not load version(s) {missing or 'any'}"
+    return None
+
+
 def _print_status(models: list[Any]) -> None:
     from inferd.v1 import inference_pb2
 
@@ -86,6 +132,8 @@ def _print_status(models: list[Any]) -> None:
             rows.append((model.name, "", "", "", f"traffic: {split}", model.reason if model.versions else ""))
         elif model.versions and model.reason:
             rows.append((model.name, "", "", "", "", model.reason))
+        if model.HasField("shadow"):
+            rows.append((model.name, "", "", "", shadow_command.policy_text(model.shadow), ""))
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     for row in rows:
         print(("  ".join(cell.ljust(w) for cell, w in zip(row[:5], widths, strict=True)) + "  " + row[5]).rstrip())
@@ -122,7 +170,9 @@ def stats(args: argparse.Namespace) -> int:
     with Client(args.address, timeout=args.timeout) as client:
         statistics = client.statistics(args.model, args.version)
     if args.json:
-        print(json.dumps([json_format.MessageToDict(s) for s in statistics], indent=2))
+        print(
+            json.dumps([json_format.MessageToDict(s, preserving_proto_field_name=True) for s in statistics], indent=2)
+        )
         return 0
     from inferd.statistics import latency_quantile
 
@@ -166,7 +216,7 @@ def stats(args: argparse.Namespace) -> int:
             histograms.append(f"{s.name} v{s.version} batch sizes (rows:calls): {sizes}")
         if s.streaming.streams_started or s.streaming.streams_rejected:
             histograms.append(generate_command.stream_summary(s))
-    for line in table_lines(rows):
+    for line in table_lines(shadow_command.with_agreement(rows, statistics)):
         print(line)
     for line in histograms:
         print(line)
@@ -200,18 +250,58 @@ def admin(args: argparse.Namespace) -> int:
     """load / unload / traffic: inferd.v1.ModelService calls through the SDK's ModelControl."""
     from inferd import Client, ModelControl
 
+    problem: str | None = None
     with Client(args.address, timeout=args.timeout) as client:
         control = ModelControl(client)
         if args.command == "load":
+            # LoadModel answers once every version is READY or FAILED (the load itself runs on the server)
             status = control.load(args.model, args.version)
+            problem = _load_problem(status, args.version)
         elif args.command == "unload":
+            labels = _labels_of(client.list_models(), args.model, args.version)
             status = control.unload(args.model, args.version or None)
+            if labels:
+                print(
+                    f"inferd: warning: label(s) {', '.join(labels)} still point at the unloaded version "
+                    f"{args.version}; requests naming them fail until 'inferd traffic' moves them",
+                    file=sys.stderr,
+                )
         else:
-            status = control.set_traffic(
-                args.model, labels=_pairs(args.label, "--label"), weights=_pairs(args.weight, "--weight")
-            )
+            routing, weights = _traffic_arguments(args)
+            status = control.set_traffic(args.model, labels=routing, weights=weights)
     _print_status([status])
+    if problem is not None:
+        print(f"inferd: {problem}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _labels_of(models: list[Any], name: str, version: int) -> list[str]:
+    """The labels pointing at one version of a model (none for a whole-model unload)."""
+    status = next((m for m in models if m.name == name), None)
+    if status is None or not version:
+        return []
+    return [label for v in status.versions if v.version == version for label in v.labels]
+
+
+def _traffic_arguments(args: argparse.Namespace) -> tuple[dict[str, int], dict[str, int]]:
+    """--label/--weight pairs; clearing everything takes an explicit --clear (exit 2 otherwise)."""
+    labels, weights = _pairs(args.label, "--label"), _pairs(args.weight, "--weight")
+    if args.clear and (labels or weights):
+        raise UsageError("inferd traffic: --clear takes no --label or --weight")
+    if not args.clear and not labels:
+        raise UsageError(
+            "inferd traffic: give --label LABEL=VERSION (and --weight LABEL=WEIGHT), "
+            "or --clear to remove every label and the traffic split"
+        )
+    negative = [f"{k}={v}" for k, v in weights.items() if v < 0]
+    if negative:
+        raise UsageError(f"inferd traffic: a traffic weight cannot be negative: {', '.join(negative)}")
+    return labels, weights
+
+
+class UsageError(Exception):
+    """A command line that asks for something unsafe or contradictory: printed, exit status 2."""
 
 
 def metadata(args: argparse.Namespace) -> int:
@@ -221,5 +311,5 @@ def metadata(args: argparse.Namespace) -> int:
 
     with Client(args.address, timeout=args.timeout) as client:
         meta = client.metadata(args.model, version=args.version)
-    print(json_format.MessageToJson(meta))
+    print(json_format.MessageToJson(meta, preserving_proto_field_name=True))
     return 0

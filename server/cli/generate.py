@@ -32,8 +32,8 @@ def add_parser(sub: Any, add_address: Callable[[argparse.ArgumentParser], None])
     generate = sub.add_parser(
         "generate", help="stream text from a generative model (PredictStream), printing tokens as they arrive"
     )
-    generate.add_argument("model")
-    generate.add_argument("prompt")
+    generate.add_argument("model", help="a generative model's name")
+    generate.add_argument("prompt", help="the prompt text")
     generate.add_argument("--max-tokens", type=int, default=None, help="tokens to generate at most")
     generate.add_argument("--temperature", type=float, default=None, help="0 = greedy (default: the model's, 1.0)")
     generate.add_argument("--top-k", type=int, default=None, help="sample from the K most likely tokens (0 = off)")
@@ -48,8 +48,21 @@ def add_parser(sub: Any, add_address: Callable[[argparse.ArgumentParser], None])
     add_address(generate)
 
 
+def _not_generative(client: Any, args: argparse.Namespace) -> str | None:
+    """Say so when the model has no prompt input, instead of the server's "'prompt' is not an input"."""
+    meta = client.metadata(args.model, version=args.version)
+    inputs = [t.name for t in meta.inputs]
+    if args.input_name in inputs:
+        return None
+    return (
+        f"inferd: model '{args.model}' is not a generative model: it has no '{args.input_name}' input "
+        f"(inputs: {', '.join(inputs)}); use 'inferd predict', or --input-name if its prompt input is named otherwise"
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     from inferd import Client
+    from inferd.errors import InvalidArgument
     from inferd.predictions import generation_parameters, prompt_inputs
 
     parameters = generation_parameters(
@@ -92,6 +105,8 @@ def run(args: argparse.Namespace) -> int:
                     finish = chunk.parameters.get("finish_reason", "done")
         except KeyboardInterrupt:
             finish = "interrupted"
+        except InvalidArgument as exc:
+            raise SystemExit(_not_generative(client, args) or f"inferd: {exc}") from None
         finally:
             stream.close()  # cancels the call on the server if it is still open
     out.write(decoder.decode(b"", final=True) + "\n")

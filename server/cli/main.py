@@ -8,11 +8,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from server import __version__
 from server.cli import build as build_command
 from server.cli import client as client_commands
+from server.cli import config_command, stats_watch, telemetry_flags, transport_flags
 from server.cli import generate as generate_command
 from server.cli import serve as serve_command
-from server.cli import stats_watch, telemetry_flags, transport_flags
+from server.cli import shadow as shadow_command
 
 DEFAULT_ADDRESS = os.environ.get("INFERD_ADDRESS", "127.0.0.1:8001")
 #: --unload-drain-seconds (the same default as the server's; kept here so that --help stays cheap)
@@ -28,6 +30,7 @@ EPILOG = """examples:
   inferd stats mlp_ranker
   inferd load mlp_ranker
   inferd traffic mlp_ranker --label stable=1 --label canary=2 --weight stable=95 --weight canary=5
+  inferd shadow mlp_ranker --label canary --fraction 0.1
   inferd build models/mlp_ranker --precision fp16 --timing-cache trt.cache
 """
 
@@ -48,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"inferd {__version__}", help="print the version")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = sub.add_parser("serve", help="serve a model repository over gRPC")
@@ -122,11 +126,13 @@ def build_parser() -> argparse.ArgumentParser:
     transport_flags.add_transport_flags(serve)
     telemetry_flags.add_telemetry_flags(serve)
     serve_command.add_engine_flags(serve)
-    serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    serve.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log level (default INFO)"
+    )
     serve.add_argument("--port-file", type=Path, help="write the bound port to this file once serving")
 
     predict = sub.add_parser("predict", help="run one prediction and print the outputs as JSON")
-    predict.add_argument("model")
+    predict.add_argument("model", help="the model's name")
     predict.add_argument(
         "--input",
         "-i",
@@ -150,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     stats = sub.add_parser("stats", help="per-version counters: requests, batches, batch sizes, queue/compute time")
     stats.add_argument("model", nargs="?", default="", help="a model name (default: every model)")
-    stats.add_argument("--version", type=int, default=None)
+    stats.add_argument("--version", type=int, default=None, help="one version (default: every version)")
     stats.add_argument("--json", action="store_true", help="print the raw ModelStatistics reply as JSON")
     stats_watch.add_flags(stats)
     _add_address(stats)
@@ -158,12 +164,19 @@ def build_parser() -> argparse.ArgumentParser:
     load = sub.add_parser(
         "load", help="(re)load a model from the repository: new versions warm up before traffic moves"
     )
-    load.add_argument("model")
-    load.add_argument("--version", type=int, action="append", default=[], help="a version to load (repeat)")
+    load.add_argument("model", help="the model's name (its folder in the repository)")
+    load.add_argument(
+        "--version",
+        type=int,
+        action="append",
+        default=[],
+        help="a version to load (repeat; default: the versions its version_policy selects). The command waits "
+        "for the outcome (--timeout) and exits 1 with the server's reason when a version ends FAILED",
+    )
     _add_address(load)
 
     unload = sub.add_parser("unload", help="drain and unload a model, or one version of it")
-    unload.add_argument("model")
+    unload.add_argument("model", help="the model's name")
     unload.add_argument("--version", type=int, default=0, help="one version (default: the whole model)")
     _add_address(unload)
 
@@ -172,17 +185,35 @@ def build_parser() -> argparse.ArgumentParser:
         help="set a model's version labels and traffic weights, e.g. --label stable=3 --label canary=4 "
         "--weight stable=95 --weight canary=5",
     )
-    traffic.add_argument("model")
-    traffic.add_argument("--label", action="append", default=[], metavar="LABEL=VERSION")
-    traffic.add_argument("--weight", action="append", default=[], metavar="LABEL=WEIGHT")
+    traffic.add_argument("model", help="the model's name")
+    traffic.add_argument(
+        "--label",
+        action="append",
+        default=[],
+        metavar="LABEL=VERSION",
+        help="point a label at a READY version (repeat); replaces every current label",
+    )
+    traffic.add_argument(
+        "--weight",
+        action="append",
+        default=[],
+        metavar="LABEL=WEIGHT",
+        help="traffic weight of a label for requests that name no version or label (repeat; 0 or more, "
+        "not all 0); none = no split",
+    )
+    traffic.add_argument(
+        "--clear", action="store_true", help="remove every label and the traffic split (needed to clear)"
+    )
     _add_address(traffic)
 
     build_command.add_parser(sub)
     generate_command.add_parser(sub, _add_address)
+    shadow_command.add_parser(sub, _add_address)
+    config_command.add_parser(sub, _add_address)
 
     metadata = sub.add_parser("metadata", help="print a model's signature and versions")
-    metadata.add_argument("model")
-    metadata.add_argument("--version", type=int, default=None)
+    metadata.add_argument("model", help="the model's name")
+    metadata.add_argument("--version", type=int, default=None, help="a specific version (default: the default one)")
     _add_address(metadata)
     return parser
 
@@ -201,13 +232,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         "models": client_commands.models,
         "health": client_commands.health,
         "metadata": client_commands.metadata,
+        "config": config_command.run,
         "stats": client_commands.stats,
         "load": client_commands.admin,
         "unload": client_commands.admin,
         "traffic": client_commands.admin,
+        "shadow": shadow_command.run,
     }
     try:
         return commands[args.command](args)
+    except client_commands.UsageError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     except InferdError as exc:
-        print(f"inferd: {exc}", file=sys.stderr)
+        print(f"inferd: {exc}{_hint(args.command, exc)}", file=sys.stderr)
         return 1
+
+
+#: commands answered by inferd.v1.InferenceService or grpc.health.v1, always on the main port
+INFERENCE_COMMANDS = frozenset({"predict", "generate", "models", "health", "metadata", "config", "stats"})
+
+
+def _hint(command: str, exc: Exception) -> str:
+    """What to do about an error whose gRPC text alone does not say (e.g. UNIMPLEMENTED: Method not found!)."""
+    from inferd.errors import DeadlineExceeded, Unimplemented
+
+    if isinstance(exc, Unimplemented) and command not in INFERENCE_COMMANDS:
+        return (
+            "\ninferd: inferd.v1.ModelService is not on this port: a server started with --admin-port serves "
+            "it there, bound to 127.0.0.1; pass --address 127.0.0.1:ADMIN_PORT"
+        )
+    if isinstance(exc, DeadlineExceeded) and command == "load":
+        return "\ninferd: the load goes on on the server; raise --timeout to wait for it, or watch 'inferd models'"
+    return ""

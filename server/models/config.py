@@ -70,7 +70,8 @@ class ShadowSpec:
 
 @dataclass(frozen=True, slots=True)
 class WarmupSpec:
-    kind: Literal["zero", "random"] = "zero"
+    #: "file": the version's sample inputs (warmup.npz, engines/samples.py), rows repeated to each batch size
+    kind: Literal["zero", "random", "file"] = "zero"
     batch_sizes: tuple[int, ...] = (1,)
     count: int = 1
 
@@ -201,18 +202,27 @@ def _batching(config: model_config_pb2.ModelConfig, name: str, source: str) -> B
     )
 
 
+def traffic_weights_problem(weights: tuple[tuple[str, int], ...]) -> str | None:
+    """What is wrong with a traffic split (label, weight) list, or None: one rule for config.pbtxt and SetTraffic."""
+    for label, weight in weights:
+        if weight < 0:
+            return f"traffic weight of label {echo(label)} is negative ({weight})"
+    if weights and not any(weight > 0 for _label, weight in weights):
+        return "traffic weights are all zero: give at least one label a weight above 0, or no weights at all"
+    return None
+
+
 def _traffic(
     weights: list[model_config_pb2.TrafficWeight], labels: Mapping[str, int], source: str
 ) -> tuple[tuple[str, int], ...]:
-    out: list[tuple[str, int]] = []
     for weight in weights:
         if weight.label not in labels:
             raise ConfigError(f"{source}: traffic label '{weight.label}' is not in version_labels")
-        if weight.weight > 0:
-            out.append((weight.label, int(weight.weight)))
-    if weights and not out:
-        raise ConfigError(f"{source}: traffic weights are all zero")
-    return tuple(out)
+    pairs = tuple((w.label, int(w.weight)) for w in weights)
+    problem = traffic_weights_problem(pairs)
+    if problem is not None:
+        raise ConfigError(f"{source}: {problem}")
+    return tuple((label, weight) for label, weight in pairs if weight > 0)
 
 
 def _shadow(config: model_config_pb2.ModelConfig, labels: Mapping[str, int], source: str) -> ShadowSpec | None:
@@ -243,15 +253,19 @@ def _streaming(config: model_config_pb2.ModelConfig, source: str) -> StreamingSp
     )
 
 
+_WARMUP_KINDS: dict[int, Literal["zero", "random", "file"]] = {
+    model_config_pb2.ModelWarmup.INPUT_KIND_RANDOM: "random",
+    model_config_pb2.ModelWarmup.INPUT_KIND_FILE: "file",
+}
+
+
 def _warmup(config: model_config_pb2.ModelConfig, source: str) -> tuple[WarmupSpec, ...]:
     out: list[WarmupSpec] = []
     for warm in config.warmup:
         sizes = tuple(int(b) for b in warm.batch_sizes) or (1,)
         if config.max_batch_size > 0 and any(not 0 < b <= config.max_batch_size for b in sizes):
             raise ConfigError(f"{source}: warmup batch_sizes {list(sizes)} must be in 1..max_batch_size")
-        kind: Literal["zero", "random"] = (
-            "random" if warm.input_kind == model_config_pb2.ModelWarmup.INPUT_KIND_RANDOM else "zero"
-        )
+        kind = _WARMUP_KINDS.get(warm.input_kind, "zero")
         out.append(WarmupSpec(kind=kind, batch_sizes=sizes, count=max(1, int(warm.count))))
     return tuple(out)
 

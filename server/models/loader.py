@@ -35,6 +35,7 @@ from engines.base import (
     zero_inputs,
 )
 from engines.parity import parity_config, parity_inputs
+from engines.samples import SAMPLES_FILE, Samples, load_samples, sample_batch, sample_rows
 from engines.selection import NoEngineServes, runs_on_gpu, select_engine
 from server.core.echo import public
 from server.models import gpu
@@ -131,6 +132,8 @@ class Loader:
         self.parameters = dict(parameters)
         #: without a policy (a Slot made by a test or a tool): the folder two levels up is the root
         self.policy = policy or LoadPolicy.of(version_dir.resolve().parent.parent)
+        #: the version's warmup.npz, read and checked once by select() (None: it has none)
+        self.samples: Samples | None = None
 
     def _public(self, text: str) -> str:
         return public(text, self.policy.root)
@@ -146,6 +149,7 @@ class Loader:
             device=self.device,
             instances=self.spec.instance_count,
             root=self.policy.root,
+            samples=self.samples,
         )
 
     def _candidates(self) -> list[str]:
@@ -185,7 +189,14 @@ class Loader:
         candidates, refused = self._allowed(candidates)
         if not candidates:
             raise LoadFailed("; ".join(n.split(": ", 1)[1] for n in refused), refused)
-        warmup = [(w.kind, w.batch_sizes) for w in self.spec.warmup]
+        try:
+            self.samples = load_samples(
+                self.version_dir, self.spec.signature, self.spec.max_batch_size, self.policy.root
+            )
+        except EngineError as exc:
+            raise LoadFailed(str(exc), refused) from exc
+        plan = self._plan()
+        warmup = [(w.kind, w.batch_sizes) for w in plan]
         try:
             selection = select_engine(
                 candidates,
@@ -193,7 +204,9 @@ class Loader:
                 self._load_spec,
                 parameters=self.parameters,
                 parity=parity_config(self.parameters),
-                parity_batches=lambda: parity_inputs(self.spec.signature, warmup, self.spec.max_batch_size),
+                parity_batches=lambda: parity_inputs(
+                    self.spec.signature, warmup, self.spec.max_batch_size, samples=self.samples
+                ),
                 output_names=[s.name for s in self.spec.signature.outputs],
                 explicit_reference="parity_reference" in self.parameters,
                 admit=self._admit,
@@ -208,11 +221,28 @@ class Loader:
         notes = [self._public(n) for n in refused + list(selection.notes)]
         return Loaded(selection.engine, selection.backend, notes)
 
+    def _plan(self) -> tuple[WarmupSpec, ...]:
+        """The warm-up entries: the config's, else the sample file's rows, else one zero row.
+
+        LoadFailed when an entry asks for the sample file and the version has none."""
+        if any(w.kind == "file" for w in self.spec.warmup) and self.samples is None:
+            raise LoadFailed(
+                f"config.pbtxt asks for warm-up with INPUT_KIND_FILE but version {self.version} has no "
+                f"{SAMPLES_FILE} (one array per input: docs/config.md#sample-inputs-warmupnpz)",
+                [],
+            )
+        if self.spec.warmup:
+            return self.spec.warmup
+        if self.samples is not None:
+            return (WarmupSpec(kind="file", batch_sizes=(sample_rows(self.samples),)),)
+        return (WarmupSpec(),)
+
     def warm(self, loaded: Loaded) -> None:
         """Synthetic requests before READY, so lazy allocation and kernel selection happen before traffic.
 
-        The config's ``warmup`` entries decide (zero or random inputs, batch sizes, repetitions); without
-        any, one zero request of one row runs. Every output is checked against the signature.
+        The config's ``warmup`` entries decide (zero, random or sample-file inputs, batch sizes,
+        repetitions); without any, the version's ``warmup.npz`` runs once, or else one zero row. Every
+        output is checked against the signature.
         Streaming-only engines warm themselves (a generative engine generates a couple of tokens).
         """
         engine = loaded.engine
@@ -223,12 +253,14 @@ class Loader:
                 loaded.warmup_calls += int(warm())
             return
         batched = self.spec.max_batch_size > 0
-        plan = self.spec.warmup or (WarmupSpec(),)
+        plan = self._plan()
         for step, warm_spec in enumerate(plan):
             for size in warm_spec.batch_sizes if batched else (1,):
                 for repeat in range(warm_spec.count):
                     if warm_spec.kind == "random":
                         inputs = random_inputs(self.spec.signature, size, seed=step * 1000 + repeat)
+                    elif warm_spec.kind == "file" and self.samples is not None:
+                        inputs = sample_batch(self.samples, size) if batched else dict(self.samples)
                     else:
                         inputs = zero_inputs(self.spec.signature, size)
                     outputs = engine.infer(inputs)

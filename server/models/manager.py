@@ -26,10 +26,12 @@ from pathlib import Path
 from server.core.echo import echo, listing
 from server.core.errors import FailedPrecondition, InvalidArgument, NotFound, ServingError, Unavailable
 from server.core.types import SlotState
+from server.models.config import ShadowSpec, traffic_weights_problem
 from server.models.loader import LoadPolicy
 from server.models.locks import ModelLocks
 from server.models.registry import ModelEntry, Registry
 from server.models.repository import ModelSource, Repository, RepositoryError
+from server.models.routing_policy import check_shadow, only_routing_differs
 from server.models.slot import DEFAULT_DRAIN_TIMEOUT_S, Slot
 
 log = logging.getLogger("inferd.lifecycle")
@@ -169,6 +171,7 @@ class ModelManager:
                     current.slots,
                     labels=current.labels,
                     traffic=current.traffic,
+                    shadow=current.shadow,
                     note=f"reload failed, older versions keep serving: {source.error}",
                 )
             else:
@@ -184,7 +187,11 @@ class ModelManager:
             wanted = sorted(set(versions), reverse=True)
         else:
             wanted = source.versions_to_load()
-        config_changed = current is None or current.spec != spec
+        # only a change outside the routing policy (labels, traffic, shadow) reloads a loaded version
+        routing_changed = current is None or current.spec != spec
+        config_changed = current is None or not only_routing_differs(current.spec, spec)
+        if routing_changed and not config_changed:
+            log.info("model %s: only its routing policy changed in config.pbtxt; versions kept", name)
         keep: dict[int, Slot] = {}
         fresh: dict[int, Slot] = {}
         for version in wanted:
@@ -224,12 +231,14 @@ class ModelManager:
                 if old.ready and version not in final:
                     final[version] = old
                     notes.append(f"version {version} keeps serving until a newer version loads")
-        if current is not None and not config_changed:
-            labels, traffic = current.labels, current.traffic
+        if current is not None and not routing_changed:  # what SetTraffic/SetShadow set stays
+            labels, traffic, shadow = current.labels, current.traffic, current.shadow
         else:
-            labels, traffic = spec.version_labels, spec.traffic
+            labels, traffic, shadow = spec.version_labels, spec.traffic, spec.shadow
         error = None if final else f"no version folder of model {name} matches the version policy"
-        entry = ModelEntry.of(name, spec, final, error=error, labels=labels, traffic=traffic, note="; ".join(notes))
+        entry = ModelEntry.of(
+            name, spec, final, error=error, labels=labels, traffic=traffic, shadow=shadow, note="; ".join(notes)
+        )
         await self.registry.publish(entry)
         kept = set(map(id, final.values()))
         leaving = [s for s in (current.slots.values() if current else []) if id(s) not in kept]
@@ -300,7 +309,13 @@ class ModelManager:
                 raise NotFound(f"model {echo(name)} version {version} not found (versions: {have})")
             slots = {v: s for v, s in current.slots.items() if v != version}
             entry = ModelEntry.of(
-                name, current.spec, slots, labels=current.labels, traffic=current.traffic, note=current.note
+                name,
+                current.spec,
+                slots,
+                labels=current.labels,
+                traffic=current.traffic,
+                shadow=current.shadow,
+                note=current.note,
             )
             await self.registry.publish(entry)
             self._retire([current.slots[version]])
@@ -320,16 +335,29 @@ class ModelManager:
                     raise FailedPrecondition(
                         f"label {echo(label)} of model {echo(name)} points at version {version}, which is {state}"
                     )
-            for label, weight in traffic:
+            for label, _weight in traffic:
                 if label not in labels:
                     raise InvalidArgument(
                         f"traffic label {echo(label)} of model {echo(name)} is not among the labels given"
                     )
-                if weight < 0:
-                    raise InvalidArgument(f"traffic weight of label {echo(label)} is negative")
+            problem = traffic_weights_problem(traffic)
+            if problem is not None:
+                raise InvalidArgument(f"model {echo(name)}: {problem}")
             entry = current.with_routing(labels, tuple((label, w) for label, w in traffic if w > 0))
             await self.registry.publish(entry)
             log.info("model %s routing: labels %s traffic %s", name, dict(labels), list(traffic))
+            return entry
+
+    async def set_shadow(self, name: str, shadow: ShadowSpec | None) -> ModelEntry:
+        """Mirror to another version (or stop, with None): a new entry over the same slots and statistics."""
+        self._known(name)
+        async with self._locks.hold(name):
+            current = self.registry.entry(name)
+            if shadow is not None:
+                check_shadow(current, shadow)
+            entry = current.with_shadow(shadow)
+            await self.registry.publish(entry)
+            log.info("model %s shadow: %s", name, shadow or "off")
             return entry
 
     def fingerprint(self, name: str) -> str:
@@ -337,7 +365,9 @@ class ModelManager:
         digest = hashlib.sha256()
         directory = self.repository.root / name
         try:
-            digest.update((directory / "config.pbtxt").read_bytes())
+            config = directory / "config.pbtxt"
+            # no config.pbtxt: a derived config, which the version folders' files decide
+            digest.update(config.read_bytes() if config.is_file() else b"(derived)")
             for entry in sorted(directory.iterdir()):
                 if entry.is_dir():
                     digest.update(f"{entry.name}:{version_fingerprint(entry)}".encode())

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
+from types import EllipsisType
 
 from server.core.echo import echo, listing
 from server.core.errors import NotFound, Unavailable
@@ -50,8 +51,10 @@ class ModelEntry:
         error: str | None = None,
         labels: Mapping[str, int] | None = None,
         traffic: tuple[tuple[str, int], ...] | None = None,
+        shadow: ShadowSpec | EllipsisType | None = ...,
         note: str = "",
     ) -> ModelEntry:
+        """``labels``, ``traffic`` and ``shadow`` default to the spec's (``shadow=None`` means none)."""
         labels = dict(spec.version_labels if spec and labels is None else labels or {})
         traffic = (spec.traffic if spec else ()) if traffic is None else traffic
         return cls(
@@ -61,13 +64,30 @@ class ModelEntry:
             error=error,
             labels=labels,
             traffic=traffic,
-            shadow=spec.shadow if spec else None,
+            shadow=(spec.shadow if spec else None) if isinstance(shadow, EllipsisType) else shadow,
             note=note,
             split=TrafficSplit.of(traffic),
         )
 
     def with_routing(self, labels: Mapping[str, int], traffic: tuple[tuple[str, int], ...]) -> ModelEntry:
         return replace(self, labels=dict(labels), traffic=traffic, split=TrafficSplit.of(traffic))
+
+    def with_shadow(self, shadow: ShadowSpec | None) -> ModelEntry:
+        return replace(self, shadow=shadow)
+
+    def shadow_version(self, shadow: ShadowSpec) -> int:
+        """The version a shadow policy mirrors to now (0: its label points nowhere)."""
+        return self.labels.get(shadow.label, 0) if shadow.label else shadow.version
+
+    def unpinned_versions(self) -> set[int]:
+        """The versions a request that names neither version nor label can reach (as ``Registry.route``)."""
+        ready = self.ready_versions()
+        if self.split is not None:
+            split = {self.labels.get(label, 0) for label in self.split.labels}
+            if split & set(ready):
+                return split & set(ready)
+        stable = self.labels.get("stable", 0)
+        return {stable} if stable in ready else set(ready[:1])
 
     def ready_versions(self) -> list[int]:
         return sorted((v for v, s in self.slots.items() if s.ready), reverse=True)
@@ -143,7 +163,7 @@ class Registry:
                 raise NotFound(
                     f"model {echo(name)} has no version label {echo(label)} (labels: {listing(sorted(labels))})"
                 )
-            return _version_slot(entry, labels[label])
+            return _version_slot(entry, labels[label], label)
         if split and entry.split is not None:
             slot = entry.slots.get(labels.get(entry.split.pick(routing_key), 0))
             if slot is not None and slot.ready:
@@ -168,19 +188,20 @@ class Registry:
         if entry is None or entry.shadow is None:
             return None
         shadow = entry.shadow
-        version = entry.labels.get(shadow.label, 0) if shadow.label else shadow.version
-        slot = entry.slots.get(version)
+        slot = entry.slots.get(entry.shadow_version(shadow))
         if slot is None or slot is primary or not slot.ready or not should_mirror(shadow.fraction):
             return None
         return slot
 
 
-def _version_slot(entry: ModelEntry, version: int) -> Slot:
+def _version_slot(entry: ModelEntry, version: int, label: str | None = None) -> Slot:
     slot = entry.slots.get(version)
     if slot is None:
         have = listing(sorted(entry.slots), 8)
-        raise NotFound(f"model {echo(entry.name)} version {version} not found (versions: {have})")
+        via = f" (label {echo(label)} points at it)" if label else ""
+        raise NotFound(f"model {echo(entry.name)} version {version}{via} not found (versions: {have})")
     if not slot.ready:
         detail = f": {slot.reason}" if slot.reason else ""
-        raise Unavailable(f"model {echo(entry.name)} version {version} is {slot.state.value}{detail}")
+        via = f" (label {echo(label)})" if label else ""
+        raise Unavailable(f"model {echo(entry.name)} version {version}{via} is {slot.state.value}{detail}")
     return slot

@@ -1,9 +1,10 @@
-"""Model control (inferd.v1.ModelService) over a Client's channel: load, unload, relabel, list the repository.
+"""Model control (inferd.v1.ModelService) over a Client's channel: load, unload, relabel, shadow, list the repository.
 
     with Client("127.0.0.1:8001") as client:
         control = ModelControl(client)
         control.load("mlp_ranker")
         control.set_traffic("mlp_ranker", labels={"stable": 1, "canary": 2}, weights={"stable": 95, "canary": 5})
+        control.set_shadow("mlp_ranker", label="canary", fraction=0.1)  # or clear_shadow("mlp_ranker")
 
 With ``inferd serve --admin-port N`` the service is on its own port bound to 127.0.0.1: make a Client
 for that address. Errors are the same typed exceptions as the Client's (``inferd.errors``). Requests
@@ -56,8 +57,29 @@ class ModelControl:
         """Replace the model's labels (label → version) and traffic weights (label → weight) atomically."""
         return self._run(rpc.set_traffic(name, labels, weights), timeout)
 
+    def set_shadow(
+        self,
+        name: str,
+        *,
+        fraction: float,
+        label: str | None = None,
+        version: int | None = None,
+        timeout: float | None = None,
+    ) -> inference_pb2.ModelStatus:
+        """Mirror ``fraction`` (0, 1] of the model's traffic to a label's or a version's slot (give one);
+        answers are compared (ModelStatistics ``shadow``), never returned. Nothing reloads."""
+        return self._run(rpc.set_shadow(name, fraction, label, version), timeout)
+
+    def clear_shadow(self, name: str, *, timeout: float | None = None) -> inference_pb2.ModelStatus:
+        """Stop mirroring; the shadow version keeps its statistics and keeps serving pinned requests."""
+        return self._run(rpc.set_shadow(name, None, None, None), timeout)
+
     def repository_index(self, *, timeout: float | None = None) -> list[admin_pb2.RepositoryModel]:
         return self._run(rpc.repository_index(), timeout)
+
+    def skipped_folders(self, *, timeout: float | None = None) -> list[admin_pb2.SkippedFolder]:
+        """Folders of the repository that are not models, with why and how to fix each."""
+        return self._run(rpc.skipped_folders(), timeout)
 
 
 class AsyncModelControl:
@@ -90,5 +112,23 @@ class AsyncModelControl:
     ) -> inference_pb2.ModelStatus:
         return await self._run(rpc.set_traffic(name, labels, weights), timeout)
 
+    async def set_shadow(
+        self,
+        name: str,
+        *,
+        fraction: float,
+        label: str | None = None,
+        version: int | None = None,
+        timeout: float | None = None,
+    ) -> inference_pb2.ModelStatus:
+        return await self._run(rpc.set_shadow(name, fraction, label, version), timeout)
+
+    async def clear_shadow(self, name: str, *, timeout: float | None = None) -> inference_pb2.ModelStatus:
+        return await self._run(rpc.set_shadow(name, None, None, None), timeout)
+
     async def repository_index(self, *, timeout: float | None = None) -> list[admin_pb2.RepositoryModel]:
         return await self._run(rpc.repository_index(), timeout)
+
+    async def skipped_folders(self, *, timeout: float | None = None) -> list[admin_pb2.SkippedFolder]:
+        """Folders of the repository that are not models, with why and how to fix each."""
+        return await self._run(rpc.skipped_folders(), timeout)

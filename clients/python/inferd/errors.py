@@ -165,6 +165,8 @@ def from_rpc_error(err: grpc.RpcError) -> InferdError:
         code = grpc.StatusCode.UNKNOWN
     details = _call(err, "details")
     message = details if isinstance(details, str) else str(err)
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        message += _size_hint(message)
     metadata = _call(err, "trailing_metadata") or ()
     debug = _call(err, "debug_error_string")
     return error_class(code)(
@@ -173,6 +175,15 @@ def from_rpc_error(err: grpc.RpcError) -> InferdError:
         trailing_metadata=tuple((m[0], m[1]) for m in metadata),
         debug_error_string=debug if isinstance(debug, str) else None,
     )
+
+
+def _size_hint(message: str) -> str:
+    """Name the setting behind grpc's own size errors ("CLIENT: Sent message larger than max (N vs. M)")."""
+    if "larger than max" not in message:
+        return ""
+    if message.startswith("CLIENT:"):
+        return " (the client's limit: raise it with Client(..., max_message_bytes=N))"
+    return " (the server's limit: inferd serve --max-receive-message-mb / --max-send-message-mb)"
 
 
 def _call(err: grpc.RpcError, method: str) -> Any:

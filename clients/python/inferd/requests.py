@@ -158,8 +158,25 @@ def set_traffic(
     return Call("SetTraffic", request, _status)
 
 
+def set_shadow(
+    name: str, fraction: float | None, label: str | None, version: int | None
+) -> Call[inference_pb2.ModelStatus]:
+    """Mirror ``fraction`` of the model's traffic to a label or a version; ``fraction=None`` stops mirroring."""
+    if fraction is None:
+        request = admin_pb2.SetShadowRequest(name=name, off=True)
+    else:
+        policy = model_config_pb2.ShadowPolicy(label=label or "", version=version or 0, fraction=fraction)
+        request = admin_pb2.SetShadowRequest(name=name, shadow=policy)
+    return Call("SetShadow", request, _status)
+
+
 def repository_index() -> Call[list[admin_pb2.RepositoryModel]]:
     return Call("RepositoryIndex", admin_pb2.RepositoryIndexRequest(), _repository)
+
+
+def skipped_folders() -> Call[list[admin_pb2.SkippedFolder]]:
+    """The repository's folders that are not models, each with its reason (from RepositoryIndex)."""
+    return Call("RepositoryIndex", admin_pb2.RepositoryIndexRequest(), lambda response: list(response.skipped))
 
 
 # grpc.health.v1

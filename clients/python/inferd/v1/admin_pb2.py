@@ -26,7 +26,7 @@ from inferd.v1 import inference_pb2 as inferd_dot_v1_dot_inference__pb2
 from inferd.v1 import model_config_pb2 as inferd_dot_v1_dot_model__config__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15inferd/v1/admin.proto\x12\tinferd.v1\x1a\x19inferd/v1/inference.proto\x1a\x1cinferd/v1/model_config.proto\"2\n\x10LoadModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08versions\x18\x02 \x03(\x03\";\n\x11LoadModelResponse\x12&\n\x06status\x18\x01 \x01(\x0b\x32\x16.inferd.v1.ModelStatus\"3\n\x12UnloadModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\"=\n\x13UnloadModelResponse\x12&\n\x06status\x18\x01 \x01(\x0b\x32\x16.inferd.v1.ModelStatus\"\xcb\x01\n\x11SetTrafficRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12G\n\x0eversion_labels\x18\x02 \x03(\x0b\x32/.inferd.v1.SetTrafficRequest.VersionLabelsEntry\x12)\n\x07traffic\x18\x03 \x03(\x0b\x32\x18.inferd.v1.TrafficWeight\x1a\x34\n\x12VersionLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"<\n\x12SetTrafficResponse\x12&\n\x06status\x18\x01 \x01(\x0b\x32\x16.inferd.v1.ModelStatus\"\x18\n\x16RepositoryIndexRequest\"s\n\x0fRepositoryModel\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x18\n\x10versions_on_disk\x18\x02 \x03(\x03\x12(\n\x06loaded\x18\x03 \x03(\x0b\x32\x18.inferd.v1.VersionStatus\x12\x0e\n\x06reason\x18\x04 \x01(\t\"E\n\x17RepositoryIndexResponse\x12*\n\x06models\x18\x01 \x03(\x0b\x32\x1a.inferd.v1.RepositoryModel2\xc9\x02\n\x0cModelService\x12\x46\n\tLoadModel\x12\x1b.inferd.v1.LoadModelRequest\x1a\x1c.inferd.v1.LoadModelResponse\x12L\n\x0bUnloadModel\x12\x1d.inferd.v1.UnloadModelRequest\x1a\x1e.inferd.v1.UnloadModelResponse\x12I\n\nSetTraffic\x12\x1c.inferd.v1.SetTrafficRequest\x1a\x1d.inferd.v1.SetTrafficResponse\x12X\n\x0fRepositoryIndex\x12!.inferd.v1.RepositoryIndexRequest\x1a\".inferd.v1.RepositoryIndexResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15inferd/v1/admin.proto\x12\tinferd.v1\x1a\x19inferd/v1/inference.proto\x1a\x1cinferd/v1/model_config.proto\"2\n\x10LoadModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08versions\x18\x02 \x03(\x03\";\n\x11LoadModelResponse\x12&\n\x06status\x18\x01 \x01(\x0b\x32\x16.inferd.v1.ModelStatus\"3\n\x12UnloadModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\"=\n\x13UnloadModelResponse\x12&\n\x06status\x18\x01 \x01(\x0b\x32\x16.inferd.v1.ModelStatus\"\xcb\x01\n\x11SetTrafficRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12G\n\x0eversion_labels\x18\x02 \x03(\x0b\x32/.inferd.v1.SetTrafficRequest.VersionLabelsEntry\x12)\n\x07traffic\x18\x03 \x03(\x0b\x32\x18.inferd.v1.TrafficWeight\x1a\x34\n\x12VersionLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"<\n\x12SetTrafficResponse\x12&\n\x06status\x18\x01 \x01(\x0b\x32\x16.inferd.v1.ModelStatus\"V\n\x10SetShadowRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\'\n\x06shadow\x18\x02 \x01(\x0b\x32\x17.inferd.v1.ShadowPolicy\x12\x0b\n\x03off\x18\x03 \x01(\x08\";\n\x11SetShadowResponse\x12&\n\x06status\x18\x01 \x01(\x0b\x32\x16.inferd.v1.ModelStatus\"\x18\n\x16RepositoryIndexRequest\"s\n\x0fRepositoryModel\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x18\n\x10versions_on_disk\x18\x02 \x03(\x03\x12(\n\x06loaded\x18\x03 \x03(\x0b\x32\x18.inferd.v1.VersionStatus\x12\x0e\n\x06reason\x18\x04 \x01(\t\"p\n\x17RepositoryIndexResponse\x12*\n\x06models\x18\x01 \x03(\x0b\x32\x1a.inferd.v1.RepositoryModel\x12)\n\x07skipped\x18\x02 \x03(\x0b\x32\x18.inferd.v1.SkippedFolder\"/\n\rSkippedFolder\x12\x0e\n\x06\x66older\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t2\x91\x03\n\x0cModelService\x12\x46\n\tLoadModel\x12\x1b.inferd.v1.LoadModelRequest\x1a\x1c.inferd.v1.LoadModelResponse\x12L\n\x0bUnloadModel\x12\x1d.inferd.v1.UnloadModelRequest\x1a\x1e.inferd.v1.UnloadModelResponse\x12I\n\nSetTraffic\x12\x1c.inferd.v1.SetTrafficRequest\x1a\x1d.inferd.v1.SetTrafficResponse\x12\x46\n\tSetShadow\x12\x1b.inferd.v1.SetShadowRequest\x1a\x1c.inferd.v1.SetShadowResponse\x12X\n\x0fRepositoryIndex\x12!.inferd.v1.RepositoryIndexRequest\x1a\".inferd.v1.RepositoryIndexResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -49,12 +49,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SETTRAFFICREQUEST_VERSIONLABELSENTRY']._serialized_end=526
   _globals['_SETTRAFFICRESPONSE']._serialized_start=528
   _globals['_SETTRAFFICRESPONSE']._serialized_end=588
-  _globals['_REPOSITORYINDEXREQUEST']._serialized_start=590
-  _globals['_REPOSITORYINDEXREQUEST']._serialized_end=614
-  _globals['_REPOSITORYMODEL']._serialized_start=616
-  _globals['_REPOSITORYMODEL']._serialized_end=731
-  _globals['_REPOSITORYINDEXRESPONSE']._serialized_start=733
-  _globals['_REPOSITORYINDEXRESPONSE']._serialized_end=802
-  _globals['_MODELSERVICE']._serialized_start=805
-  _globals['_MODELSERVICE']._serialized_end=1134
+  _globals['_SETSHADOWREQUEST']._serialized_start=590
+  _globals['_SETSHADOWREQUEST']._serialized_end=676
+  _globals['_SETSHADOWRESPONSE']._serialized_start=678
+  _globals['_SETSHADOWRESPONSE']._serialized_end=737
+  _globals['_REPOSITORYINDEXREQUEST']._serialized_start=739
+  _globals['_REPOSITORYINDEXREQUEST']._serialized_end=763
+  _globals['_REPOSITORYMODEL']._serialized_start=765
+  _globals['_REPOSITORYMODEL']._serialized_end=880
+  _globals['_REPOSITORYINDEXRESPONSE']._serialized_start=882
+  _globals['_REPOSITORYINDEXRESPONSE']._serialized_end=994
+  _globals['_SKIPPEDFOLDER']._serialized_start=996
+  _globals['_SKIPPEDFOLDER']._serialized_end=1043
+  _globals['_MODELSERVICE']._serialized_start=1046
+  _globals['_MODELSERVICE']._serialized_end=1447
 # @@protoc_insertion_point(module_scope)

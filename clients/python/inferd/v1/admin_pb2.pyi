@@ -59,6 +59,22 @@ class SetTrafficResponse(_message.Message):
     status: _inference_pb2.ModelStatus
     def __init__(self, status: _Optional[_Union[_inference_pb2.ModelStatus, _Mapping]] = ...) -> None: ...
 
+class SetShadowRequest(_message.Message):
+    __slots__ = ("name", "shadow", "off")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_FIELD_NUMBER: _ClassVar[int]
+    OFF_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    shadow: _model_config_pb2.ShadowPolicy
+    off: bool
+    def __init__(self, name: _Optional[str] = ..., shadow: _Optional[_Union[_model_config_pb2.ShadowPolicy, _Mapping]] = ..., off: _Optional[bool] = ...) -> None: ...
+
+class SetShadowResponse(_message.Message):
+    __slots__ = ("status",)
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    status: _inference_pb2.ModelStatus
+    def __init__(self, status: _Optional[_Union[_inference_pb2.ModelStatus, _Mapping]] = ...) -> None: ...
+
 class RepositoryIndexRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
@@ -76,7 +92,17 @@ class RepositoryModel(_message.Message):
     def __init__(self, name: _Optional[str] = ..., versions_on_disk: _Optional[_Iterable[int]] = ..., loaded: _Optional[_Iterable[_Union[_inference_pb2.VersionStatus, _Mapping]]] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class RepositoryIndexResponse(_message.Message):
-    __slots__ = ("models",)
+    __slots__ = ("models", "skipped")
     MODELS_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_FIELD_NUMBER: _ClassVar[int]
     models: _containers.RepeatedCompositeFieldContainer[RepositoryModel]
-    def __init__(self, models: _Optional[_Iterable[_Union[RepositoryModel, _Mapping]]] = ...) -> None: ...
+    skipped: _containers.RepeatedCompositeFieldContainer[SkippedFolder]
+    def __init__(self, models: _Optional[_Iterable[_Union[RepositoryModel, _Mapping]]] = ..., skipped: _Optional[_Iterable[_Union[SkippedFolder, _Mapping]]] = ...) -> None: ...
+
+class SkippedFolder(_message.Message):
+    __slots__ = ("folder", "reason")
+    FOLDER_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    folder: str
+    reason: str
+    def __init__(self, folder: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...

@@ -51,6 +51,11 @@ class ModelServiceStub:
                 request_serializer=inferd_dot_v1_dot_admin__pb2.SetTrafficRequest.SerializeToString,
                 response_deserializer=inferd_dot_v1_dot_admin__pb2.SetTrafficResponse.FromString,
                 _registered_method=True)
+        self.SetShadow = channel.unary_unary(
+                '/inferd.v1.ModelService/SetShadow',
+                request_serializer=inferd_dot_v1_dot_admin__pb2.SetShadowRequest.SerializeToString,
+                response_deserializer=inferd_dot_v1_dot_admin__pb2.SetShadowResponse.FromString,
+                _registered_method=True)
         self.RepositoryIndex = channel.unary_unary(
                 '/inferd.v1.ModelService/RepositoryIndex',
                 request_serializer=inferd_dot_v1_dot_admin__pb2.RepositoryIndexRequest.SerializeToString,
@@ -86,6 +91,14 @@ class ModelServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetShadow(self, request, context):
+        """SetShadow turns a model's shadow mirroring on (or changes its target and fraction) or off, without
+        reloading any version or resetting its statistics.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def RepositoryIndex(self, request, context):
         """RepositoryIndex lists what the repository holds on disk and what of it is loaded.
         """
@@ -110,6 +123,11 @@ def add_ModelServiceServicer_to_server(servicer, server):
                     servicer.SetTraffic,
                     request_deserializer=inferd_dot_v1_dot_admin__pb2.SetTrafficRequest.FromString,
                     response_serializer=inferd_dot_v1_dot_admin__pb2.SetTrafficResponse.SerializeToString,
+            ),
+            'SetShadow': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetShadow,
+                    request_deserializer=inferd_dot_v1_dot_admin__pb2.SetShadowRequest.FromString,
+                    response_serializer=inferd_dot_v1_dot_admin__pb2.SetShadowResponse.SerializeToString,
             ),
             'RepositoryIndex': grpc.unary_unary_rpc_method_handler(
                     servicer.RepositoryIndex,
@@ -200,6 +218,33 @@ class ModelService:
             '/inferd.v1.ModelService/SetTraffic',
             inferd_dot_v1_dot_admin__pb2.SetTrafficRequest.SerializeToString,
             inferd_dot_v1_dot_admin__pb2.SetTrafficResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetShadow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inferd.v1.ModelService/SetShadow',
+            inferd_dot_v1_dot_admin__pb2.SetShadowRequest.SerializeToString,
+            inferd_dot_v1_dot_admin__pb2.SetShadowResponse.FromString,
             options,
             channel_credentials,
             insecure,

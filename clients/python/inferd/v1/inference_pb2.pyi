@@ -149,16 +149,18 @@ class VersionStatus(_message.Message):
     def __init__(self, version: _Optional[int] = ..., state: _Optional[_Union[VersionState, str]] = ..., reason: _Optional[str] = ..., engine: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., engine_notes: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ModelStatus(_message.Message):
-    __slots__ = ("name", "versions", "reason", "traffic")
+    __slots__ = ("name", "versions", "reason", "traffic", "shadow")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSIONS_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     TRAFFIC_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_FIELD_NUMBER: _ClassVar[int]
     name: str
     versions: _containers.RepeatedCompositeFieldContainer[VersionStatus]
     reason: str
     traffic: _containers.RepeatedCompositeFieldContainer[_model_config_pb2.TrafficWeight]
-    def __init__(self, name: _Optional[str] = ..., versions: _Optional[_Iterable[_Union[VersionStatus, _Mapping]]] = ..., reason: _Optional[str] = ..., traffic: _Optional[_Iterable[_Union[_model_config_pb2.TrafficWeight, _Mapping]]] = ...) -> None: ...
+    shadow: _model_config_pb2.ShadowPolicy
+    def __init__(self, name: _Optional[str] = ..., versions: _Optional[_Iterable[_Union[VersionStatus, _Mapping]]] = ..., reason: _Optional[str] = ..., traffic: _Optional[_Iterable[_Union[_model_config_pb2.TrafficWeight, _Mapping]]] = ..., shadow: _Optional[_Union[_model_config_pb2.ShadowPolicy, _Mapping]] = ...) -> None: ...
 
 class ModelMetadataRequest(_message.Message):
     __slots__ = ("name", "version", "version_label")

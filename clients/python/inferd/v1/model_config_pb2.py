@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from inferd.v1 import tensor_pb2 as inferd_dot_v1_dot_tensor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cinferd/v1/model_config.proto\x12\tinferd.v1\x1a\x16inferd/v1/tensor.proto\"P\n\nTensorSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12&\n\tdata_type\x18\x02 \x01(\x0e\x32\x13.inferd.v1.DataType\x12\x0c\n\x04\x64ims\x18\x03 \x03(\x03\"\xf5\x01\n\rVersionPolicy\x12\x31\n\x06latest\x18\x01 \x01(\x0b\x32\x1f.inferd.v1.VersionPolicy.LatestH\x00\x12+\n\x03\x61ll\x18\x02 \x01(\x0b\x32\x1c.inferd.v1.VersionPolicy.AllH\x00\x12\x35\n\x08specific\x18\x03 \x01(\x0b\x32!.inferd.v1.VersionPolicy.SpecificH\x00\x1a\x1e\n\x06Latest\x12\x14\n\x0cnum_versions\x18\x01 \x01(\r\x1a\x05\n\x03\x41ll\x1a\x1c\n\x08Specific\x12\x10\n\x08versions\x18\x01 \x03(\x03\x42\x08\n\x06policy\"\x86\x02\n\x0f\x44ynamicBatching\x12$\n\x1cmax_queue_delay_microseconds\x18\x01 \x01(\x04\x12\x1d\n\x15preferred_batch_sizes\x18\x02 \x03(\x03\x12\x16\n\x0emax_queue_size\x18\x03 \x01(\x04\x12$\n\x1c\x64\x65\x66\x61ult_timeout_microseconds\x18\x04 \x01(\x04\x12\x17\n\x0fpriority_levels\x18\x05 \x01(\r\x12\x1e\n\x16\x64\x65\x66\x61ult_priority_level\x18\x06 \x01(\r\x12\x1e\n\x16\x61lways_wait_for_window\x18\x07 \x01(\x08J\x04\x08\x08\x10\tR\x11hold_until_queued\"\xbc\x01\n\x0bModelWarmup\x12\x34\n\ninput_kind\x18\x01 \x01(\x0e\x32 .inferd.v1.ModelWarmup.InputKind\x12\x13\n\x0b\x62\x61tch_sizes\x18\x02 \x03(\x03\x12\r\n\x05\x63ount\x18\x03 \x01(\r\"S\n\tInputKind\x12\x1a\n\x16INPUT_KIND_UNSPECIFIED\x10\x00\x12\x13\n\x0fINPUT_KIND_ZERO\x10\x01\x12\x15\n\x11INPUT_KIND_RANDOM\x10\x02\".\n\rTrafficWeight\x12\r\n\x05label\x18\x01 \x01(\t\x12\x0e\n\x06weight\x18\x02 \x01(\r\"@\n\x0cShadowPolicy\x12\r\n\x05label\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x10\n\x08\x66raction\x18\x03 \x01(\x01\"\x90\x01\n\tStreaming\x12\x12\n\nchunk_rows\x18\x01 \x01(\x03\x12\x1a\n\x12max_active_streams\x18\x02 \x01(\r\x12\x1b\n\x13max_waiting_streams\x18\x03 \x01(\r\x12\x1c\n\x14max_buffered_outputs\x18\x04 \x01(\r\x12\x18\n\x10max_step_streams\x18\x05 \x01(\r\"\xcb\x05\n\x0bModelConfig\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x65ngine\x18\x02 \x01(\t\x12\x19\n\x11\x65ngine_preference\x18\x03 \x03(\t\x12\x16\n\x0emax_batch_size\x18\x04 \x01(\x03\x12$\n\x05input\x18\x05 \x03(\x0b\x32\x15.inferd.v1.TensorSpec\x12%\n\x06output\x18\x06 \x03(\x0b\x32\x15.inferd.v1.TensorSpec\x12\x30\n\x0eversion_policy\x18\x07 \x01(\x0b\x32\x18.inferd.v1.VersionPolicy\x12\x34\n\x10\x64ynamic_batching\x18\x08 \x01(\x0b\x32\x1a.inferd.v1.DynamicBatching\x12\x41\n\x0eversion_labels\x18\t \x03(\x0b\x32).inferd.v1.ModelConfig.VersionLabelsEntry\x12)\n\x07traffic\x18\n \x03(\x0b\x32\x18.inferd.v1.TrafficWeight\x12\'\n\x06shadow\x18\x0b \x01(\x0b\x32\x17.inferd.v1.ShadowPolicy\x12&\n\x06warmup\x18\x0c \x03(\x0b\x32\x16.inferd.v1.ModelWarmup\x12\'\n\tstreaming\x18\r \x01(\x0b\x32\x14.inferd.v1.Streaming\x12\x16\n\x0einstance_count\x18\x0e \x01(\r\x12:\n\nparameters\x18\x0f \x03(\x0b\x32&.inferd.v1.ModelConfig.ParametersEntry\x12\x11\n\texecution\x18\x10 \x01(\t\x1a\x34\n\x12VersionLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x1a\x31\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cinferd/v1/model_config.proto\x12\tinferd.v1\x1a\x16inferd/v1/tensor.proto\"P\n\nTensorSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12&\n\tdata_type\x18\x02 \x01(\x0e\x32\x13.inferd.v1.DataType\x12\x0c\n\x04\x64ims\x18\x03 \x03(\x03\"\xf5\x01\n\rVersionPolicy\x12\x31\n\x06latest\x18\x01 \x01(\x0b\x32\x1f.inferd.v1.VersionPolicy.LatestH\x00\x12+\n\x03\x61ll\x18\x02 \x01(\x0b\x32\x1c.inferd.v1.VersionPolicy.AllH\x00\x12\x35\n\x08specific\x18\x03 \x01(\x0b\x32!.inferd.v1.VersionPolicy.SpecificH\x00\x1a\x1e\n\x06Latest\x12\x14\n\x0cnum_versions\x18\x01 \x01(\r\x1a\x05\n\x03\x41ll\x1a\x1c\n\x08Specific\x12\x10\n\x08versions\x18\x01 \x03(\x03\x42\x08\n\x06policy\"\x86\x02\n\x0f\x44ynamicBatching\x12$\n\x1cmax_queue_delay_microseconds\x18\x01 \x01(\x04\x12\x1d\n\x15preferred_batch_sizes\x18\x02 \x03(\x03\x12\x16\n\x0emax_queue_size\x18\x03 \x01(\x04\x12$\n\x1c\x64\x65\x66\x61ult_timeout_microseconds\x18\x04 \x01(\x04\x12\x17\n\x0fpriority_levels\x18\x05 \x01(\r\x12\x1e\n\x16\x64\x65\x66\x61ult_priority_level\x18\x06 \x01(\r\x12\x1e\n\x16\x61lways_wait_for_window\x18\x07 \x01(\x08J\x04\x08\x08\x10\tR\x11hold_until_queued\"\xd1\x01\n\x0bModelWarmup\x12\x34\n\ninput_kind\x18\x01 \x01(\x0e\x32 .inferd.v1.ModelWarmup.InputKind\x12\x13\n\x0b\x62\x61tch_sizes\x18\x02 \x03(\x03\x12\r\n\x05\x63ount\x18\x03 \x01(\r\"h\n\tInputKind\x12\x1a\n\x16INPUT_KIND_UNSPECIFIED\x10\x00\x12\x13\n\x0fINPUT_KIND_ZERO\x10\x01\x12\x15\n\x11INPUT_KIND_RANDOM\x10\x02\x12\x13\n\x0fINPUT_KIND_FILE\x10\x03\".\n\rTrafficWeight\x12\r\n\x05label\x18\x01 \x01(\t\x12\x0e\n\x06weight\x18\x02 \x01(\r\"@\n\x0cShadowPolicy\x12\r\n\x05label\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x10\n\x08\x66raction\x18\x03 \x01(\x01\"\x90\x01\n\tStreaming\x12\x12\n\nchunk_rows\x18\x01 \x01(\x03\x12\x1a\n\x12max_active_streams\x18\x02 \x01(\r\x12\x1b\n\x13max_waiting_streams\x18\x03 \x01(\r\x12\x1c\n\x14max_buffered_outputs\x18\x04 \x01(\r\x12\x18\n\x10max_step_streams\x18\x05 \x01(\r\"\xcb\x05\n\x0bModelConfig\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x65ngine\x18\x02 \x01(\t\x12\x19\n\x11\x65ngine_preference\x18\x03 \x03(\t\x12\x16\n\x0emax_batch_size\x18\x04 \x01(\x03\x12$\n\x05input\x18\x05 \x03(\x0b\x32\x15.inferd.v1.TensorSpec\x12%\n\x06output\x18\x06 \x03(\x0b\x32\x15.inferd.v1.TensorSpec\x12\x30\n\x0eversion_policy\x18\x07 \x01(\x0b\x32\x18.inferd.v1.VersionPolicy\x12\x34\n\x10\x64ynamic_batching\x18\x08 \x01(\x0b\x32\x1a.inferd.v1.DynamicBatching\x12\x41\n\x0eversion_labels\x18\t \x03(\x0b\x32).inferd.v1.ModelConfig.VersionLabelsEntry\x12)\n\x07traffic\x18\n \x03(\x0b\x32\x18.inferd.v1.TrafficWeight\x12\'\n\x06shadow\x18\x0b \x01(\x0b\x32\x17.inferd.v1.ShadowPolicy\x12&\n\x06warmup\x18\x0c \x03(\x0b\x32\x16.inferd.v1.ModelWarmup\x12\'\n\tstreaming\x18\r \x01(\x0b\x32\x14.inferd.v1.Streaming\x12\x16\n\x0einstance_count\x18\x0e \x01(\r\x12:\n\nparameters\x18\x0f \x03(\x0b\x32&.inferd.v1.ModelConfig.ParametersEntry\x12\x11\n\texecution\x18\x10 \x01(\t\x1a\x34\n\x12VersionLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x1a\x31\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -49,19 +49,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DYNAMICBATCHING']._serialized_start=398
   _globals['_DYNAMICBATCHING']._serialized_end=660
   _globals['_MODELWARMUP']._serialized_start=663
-  _globals['_MODELWARMUP']._serialized_end=851
+  _globals['_MODELWARMUP']._serialized_end=872
   _globals['_MODELWARMUP_INPUTKIND']._serialized_start=768
-  _globals['_MODELWARMUP_INPUTKIND']._serialized_end=851
-  _globals['_TRAFFICWEIGHT']._serialized_start=853
-  _globals['_TRAFFICWEIGHT']._serialized_end=899
-  _globals['_SHADOWPOLICY']._serialized_start=901
-  _globals['_SHADOWPOLICY']._serialized_end=965
-  _globals['_STREAMING']._serialized_start=968
-  _globals['_STREAMING']._serialized_end=1112
-  _globals['_MODELCONFIG']._serialized_start=1115
-  _globals['_MODELCONFIG']._serialized_end=1830
-  _globals['_MODELCONFIG_VERSIONLABELSENTRY']._serialized_start=1727
-  _globals['_MODELCONFIG_VERSIONLABELSENTRY']._serialized_end=1779
-  _globals['_MODELCONFIG_PARAMETERSENTRY']._serialized_start=1781
-  _globals['_MODELCONFIG_PARAMETERSENTRY']._serialized_end=1830
+  _globals['_MODELWARMUP_INPUTKIND']._serialized_end=872
+  _globals['_TRAFFICWEIGHT']._serialized_start=874
+  _globals['_TRAFFICWEIGHT']._serialized_end=920
+  _globals['_SHADOWPOLICY']._serialized_start=922
+  _globals['_SHADOWPOLICY']._serialized_end=986
+  _globals['_STREAMING']._serialized_start=989
+  _globals['_STREAMING']._serialized_end=1133
+  _globals['_MODELCONFIG']._serialized_start=1136
+  _globals['_MODELCONFIG']._serialized_end=1851
+  _globals['_MODELCONFIG_VERSIONLABELSENTRY']._serialized_start=1748
+  _globals['_MODELCONFIG_VERSIONLABELSENTRY']._serialized_end=1800
+  _globals['_MODELCONFIG_PARAMETERSENTRY']._serialized_start=1802
+  _globals['_MODELCONFIG_PARAMETERSENTRY']._serialized_end=1851
 # @@protoc_insertion_point(module_scope)

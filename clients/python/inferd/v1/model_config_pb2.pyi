@@ -66,9 +66,11 @@ class ModelWarmup(_message.Message):
         INPUT_KIND_UNSPECIFIED: _ClassVar[ModelWarmup.InputKind]
         INPUT_KIND_ZERO: _ClassVar[ModelWarmup.InputKind]
         INPUT_KIND_RANDOM: _ClassVar[ModelWarmup.InputKind]
+        INPUT_KIND_FILE: _ClassVar[ModelWarmup.InputKind]
     INPUT_KIND_UNSPECIFIED: ModelWarmup.InputKind
     INPUT_KIND_ZERO: ModelWarmup.InputKind
     INPUT_KIND_RANDOM: ModelWarmup.InputKind
+    INPUT_KIND_FILE: ModelWarmup.InputKind
     INPUT_KIND_FIELD_NUMBER: _ClassVar[int]
     BATCH_SIZES_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
