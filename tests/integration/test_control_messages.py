@@ -4,6 +4,7 @@ message-size error names max_message_bytes."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -18,7 +19,7 @@ from tests.support import SCALE_CONFIG, ServerThread, scale_model, write_model
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> ServerThread:
+def server(tmp_path: Path) -> Iterator[ServerThread]:
     write_model(tmp_path, "m", SCALE_CONFIG + "version_policy { all {} }\n", {1: scale_model(1), 2: scale_model(2)})
     with ServerThread(tmp_path) as running:
         yield running

@@ -123,8 +123,16 @@ def test_without_sample_files_the_dry_run_failure_names_the_problem_and_the_reme
     assert "warmup.npz" in status.reason
 
 
+def _warmup_count(channel: grpc.Channel, name: str) -> int:
+    stub = inference_pb2_grpc.InferenceServiceStub(channel)
+    request = inference_pb2.ModelStatisticsRequest(name=name)
+    return int(stub.ModelStatistics(request, timeout=30).statistics[0].warmup_count)
+
+
 def test_file_warmup_entries_run_the_samples_at_each_batch_size(channel):
     assert _status(channel, "parse_file_warmup").state == READY, _status(channel, "parse_file_warmup").reason
+    assert _warmup_count(channel, "parse_file_warmup") == 4  # batch sizes 1 and 8 (rows repeated), twice each
+    assert _warmup_count(channel, "parse") == 1  # no warmup entry: the sample file, once
 
 
 def test_file_warmup_without_a_sample_file_fails_saying_so(channel):
