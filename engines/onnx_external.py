@@ -17,6 +17,10 @@ import mmap
 from collections.abc import Iterator
 from pathlib import Path
 
+from engines.onnx_wire import MalformedModel, fields
+
+__all__ = ["MalformedModel", "external_locations"]
+
 # field numbers of onnx.proto (ModelProto, GraphProto, NodeProto, AttributeProto, TensorProto, ...)
 _MODEL_GRAPH, _MODEL_TRAINING, _MODEL_FUNCTIONS = 7, 20, 25
 _TRAINING_GRAPHS = (1, 2)  # TrainingInfoProto.initialization, .algorithm
@@ -29,10 +33,6 @@ _TENSOR_EXTERNAL = 13
 _ENTRY_KEY, _ENTRY_VALUE = 1, 2
 
 _MAX_DEPTH = 64
-
-
-class MalformedModel(Exception):
-    """The file is not a well-formed ONNX protobuf (onnxruntime will say more)."""
 
 
 def external_locations(path: Path) -> list[str]:
@@ -53,44 +53,10 @@ def external_locations(path: Path) -> list[str]:
         return found
 
 
-def _varint(data: memoryview, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        if pos >= len(data) or shift > 63:
-            raise MalformedModel("truncated varint")
-        byte = data[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return result, pos
-        shift += 7
-
-
 def _fields(data: memoryview) -> Iterator[tuple[int, memoryview | None]]:
     """(field number, payload) for every field; the payload only for length-delimited ones."""
-    pos, end = 0, len(data)
-    while pos < end:
-        key, pos = _varint(data, pos)
-        number, wire = key >> 3, key & 7
-        if wire == 0:
-            _, pos = _varint(data, pos)
-            yield number, None
-        elif wire == 1:
-            pos += 8
-            yield number, None
-        elif wire == 5:
-            pos += 4
-            yield number, None
-        elif wire == 2:
-            length, pos = _varint(data, pos)
-            if pos + length > end:
-                raise MalformedModel("a field runs past the end of the file")
-            yield number, data[pos : pos + length]
-            pos += length
-        else:
-            raise MalformedModel(f"wire type {wire} is not used by ONNX")
-    if pos > end:
-        raise MalformedModel("a field runs past the end of the file")
+    for number, value in fields(data):
+        yield number, value if isinstance(value, memoryview) else None
 
 
 def _model(data: memoryview) -> Iterator[str]:

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from engines.onnx_external import MalformedModel
+from engines.onnx_wire import MalformedModel, fields
 
 # field numbers of onnx.proto
 _MODEL_GRAPH = 7
@@ -68,38 +68,9 @@ class GraphSignature:
 Field = tuple[int, int | memoryview]
 
 
-def _varint(data: memoryview, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        if pos >= len(data) or shift > 63:
-            raise MalformedModel("truncated varint")
-        byte = data[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return result, pos
-        shift += 7
-
-
 def _fields(data: memoryview) -> Iterator[Field]:
     """(field number, varint value or length-delimited payload); fixed-width fields are skipped."""
-    pos, end = 0, len(data)
-    while pos < end:
-        key, pos = _varint(data, pos)
-        number, wire = key >> 3, key & 7
-        if wire == 0:
-            value, pos = _varint(data, pos)
-            yield number, value
-        elif wire in (1, 5):
-            pos += 8 if wire == 1 else 4
-        elif wire == 2:
-            length, pos = _varint(data, pos)
-            if pos + length > end:
-                raise MalformedModel("a field runs past the end of the file")
-            yield number, data[pos : pos + length]
-            pos += length
-        else:
-            raise MalformedModel(f"wire type {wire} is not used by ONNX")
+    return ((number, value) for number, value in fields(data) if value is not None)
 
 
 def _text(payload: int | memoryview) -> str:
