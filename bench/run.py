@@ -353,6 +353,9 @@ def main() -> None:
     from bench.telemetry import add_arguments as add_telemetry_arguments
 
     add_telemetry_arguments(parser)
+    from bench.quality import add_arguments as add_quality_arguments
+
+    add_quality_arguments(parser)
     args = parser.parse_args()
     work = Path(".cache/bench")
     shutil.rmtree(work, ignore_errors=True)
@@ -384,12 +387,19 @@ def _run_telemetry(args: argparse.Namespace, work: Path) -> Path:
     return run(args, work)
 
 
+def _run_quality(args: argparse.Namespace, work: Path) -> Path:
+    from bench.quality import run
+
+    return run(args, work)
+
+
 #: scenario name → runner returning the report path
 SCENARIOS: dict[str, Callable[[argparse.Namespace, Path], Path]] = {
     "batching": _run_batching,
     "swap": _run_swap,
     "streaming": _run_streaming,
     "telemetry": _run_telemetry,
+    "quality": _run_quality,
 }
 
 

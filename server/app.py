@@ -205,7 +205,13 @@ class InferdServer:
             self.admin_port = self.port
         try:
             dropped = self.telemetry.access_log_dropped if self.options.telemetry.access_log is not None else None
-            source = MetricsSource(self._versions, self.servicer.unrouted, self.manager.load_failures, dropped)
+            source = MetricsSource(
+                self._versions,
+                self.servicer.unrouted,
+                self.manager.load_failures,
+                dropped,
+                feedback_unmatched=self.servicer.feedback.unmatched,
+            )
             self.telemetry.start(source)
         except MetricsEndpointError as exc:
             raise StartupError(str(exc)) from None

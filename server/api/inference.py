@@ -27,6 +27,7 @@ from server.api.codec import (
     parse_request,
 )
 from server.api.connection_limits import ConnectionStreams
+from server.api.feedback import feedback as score_feedback
 from server.api.inputs import DEFAULT_MAX_REQUEST_ELEMENTS, InputDecoder
 from server.api.interceptors import current_request_id
 from server.api.outcomes import CallOutcome
@@ -39,6 +40,7 @@ from server.models import gpu
 from server.models.registry import Registry
 from server.models.shadow import ShadowMirror
 from server.models.slot import Slot
+from server.quality.feedback import FeedbackBook
 from server.telemetry.calls import CallObservers, CallRecord
 
 SERVICE_NAME = "inferd.v1.InferenceService"
@@ -90,6 +92,9 @@ class InferenceServicer:
         #: checks input tensors against the routed model's signature, then decodes them
         self._inputs = InputDecoder(limits.max_request_elements)
         self._shadow = shadow or ShadowMirror()
+        #: recent predictions of models with `feedback {}`, scored by Feedback (server/api/feedback.py)
+        self.feedback = FeedbackBook()
+        self._shadow.feedback = self.feedback
         self._ids = RequestIds()
         #: closed once the server's drain window has ended: new calls get UNAVAILABLE before the port closes
         self.gate = ShutdownGate()
@@ -182,9 +187,11 @@ class InferenceServicer:
             request, rows = await self._inputs.decode(message, request, slot.validator, payloads)
             outputs = await slot.infer(request.inputs, request.deadline, rows, request.parameters)
             data = self._serialise(encode_response(request, slot.version, outputs, slot.validator.output_names))
+        if slot.feedback is not None and slot.spec.feedback is not None:
+            self.feedback.record(request.model, slot.spec.feedback, request.id, slot.version, outputs)
         shadow = self._registry.shadow_for(request.model, slot)
         if shadow is not None:
-            self._shadow.mirror(shadow, slot.version, request.inputs, rows, outputs)
+            self._shadow.mirror(shadow, slot.version, request.inputs, rows, outputs, request.id)
         return data
 
     async def predict_stream(self, data: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
@@ -354,6 +361,11 @@ class InferenceServicer:
                 response.statistics.append(version_statistics(slot))
         return response
 
+    async def feedback_call(
+        self, request: inference_pb2.FeedbackRequest, context: grpc.aio.ServicerContext
+    ) -> inference_pb2.FeedbackResponse:
+        return score_feedback(self._registry, self.feedback, request)
+
     def handler(self) -> grpc.GenericRpcHandler:
         """The service's method handlers (Predict and PredictStream take and return bytes)."""
         return grpc.method_handlers_generic_handler(
@@ -380,6 +392,11 @@ class InferenceServicer:
                     self.model_statistics,
                     request_deserializer=inference_pb2.ModelStatisticsRequest.FromString,
                     response_serializer=inference_pb2.ModelStatisticsResponse.SerializeToString,
+                ),
+                "Feedback": grpc.unary_unary_rpc_method_handler(
+                    self.feedback_call,
+                    request_deserializer=inference_pb2.FeedbackRequest.FromString,
+                    response_serializer=inference_pb2.FeedbackResponse.SerializeToString,
                 ),
             },
         )

@@ -11,6 +11,8 @@ from inferd.v1 import inference_pb2, model_config_pb2
 from server.core.types import SlotState
 from server.models.registry import ModelEntry
 from server.models.slot import Slot
+from server.quality.drift import DriftMonitor
+from server.quality.feedback import FeedbackScores
 from server.telemetry.stats import LATENCY_BOUNDS_US, StreamCounters
 
 STATE_TO_PROTO = {
@@ -51,6 +53,36 @@ def model_status(entry: ModelEntry) -> inference_pb2.ModelStatus:
     )
 
 
+def drift_statistics(drift: DriftMonitor | None) -> inference_pb2.DriftStatistics | None:
+    if drift is None:
+        return None
+    return inference_pb2.DriftStatistics(
+        drifting=drift.drifting,
+        reference=drift.reference,
+        window_rows=drift.window_rows,
+        features=[
+            inference_pb2.FeatureDrift(
+                tensor=s.profile.tensor, column=s.profile.column, psi=s.psi, threshold=s.threshold, drifting=s.drifting
+            )
+            for s in drift.features
+        ],
+    )
+
+
+def feedback_statistics(scores: FeedbackScores | None) -> inference_pb2.FeedbackStatistics | None:
+    if scores is None:
+        return None
+    return inference_pb2.FeedbackStatistics(
+        kind=scores.kind,
+        scored=scores.scored,
+        correct=scores.correct,
+        log_loss_sum=scores.log_loss_sum,
+        abs_error_sum=scores.abs_error_sum,
+        squared_error_sum=scores.squared_error_sum,
+        squared_error_sq_sum=scores.squared_error_sq_sum,
+    )
+
+
 def version_statistics(slot: Slot) -> inference_pb2.VersionStatistics:
     stats = slot.stats
     return inference_pb2.VersionStatistics(
@@ -76,6 +108,8 @@ def version_statistics(slot: Slot) -> inference_pb2.VersionStatistics:
         ],
         streaming=inference_pb2.StreamStatistics(**{f.name: getattr(stats.streaming, f.name) for f in _STREAM_COUNTS}),
         engine=slot.backend,
+        drift=drift_statistics(slot.drift),
+        feedback=feedback_statistics(slot.feedback),
         shadow=[
             inference_pb2.ShadowComparison(
                 primary_version=primary,

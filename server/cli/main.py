@@ -11,8 +11,10 @@ from pathlib import Path
 from server import __version__
 from server.cli import build as build_command
 from server.cli import client as client_commands
+from server.cli import compare as compare_command
 from server.cli import config_command, stats_watch, telemetry_flags, transport_flags
 from server.cli import generate as generate_command
+from server.cli import profile as profile_command
 from server.cli import serve as serve_command
 from server.cli import shadow as shadow_command
 
@@ -31,6 +33,8 @@ EPILOG = """examples:
   inferd load mlp_ranker
   inferd traffic mlp_ranker --label stable=1 --label canary=2 --weight stable=95 --weight canary=5
   inferd shadow mlp_ranker --label canary --fraction 0.1
+  inferd compare mlp_ranker --alpha 0.05
+  inferd profile --model-dir models/mlp_ranker/1 --data sample.npz
   inferd build models/mlp_ranker --precision fp16 --timing-cache trt.cache
 """
 
@@ -207,8 +211,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_address(traffic)
 
     build_command.add_parser(sub)
+    profile_command.add_parser(sub)
     generate_command.add_parser(sub, _add_address)
     shadow_command.add_parser(sub, _add_address)
+    compare_command.add_parser(sub, _add_address)
     config_command.add_parser(sub, _add_address)
 
     metadata = sub.add_parser("metadata", help="print a model's signature and versions")
@@ -224,6 +230,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return serve_command.serve(args)
     if args.command == "build":
         return build_command.run(args)
+    if args.command == "profile":
+        return profile_command.run(args)
     from inferd.errors import InferdError
 
     commands = {
@@ -238,6 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "unload": client_commands.admin,
         "traffic": client_commands.admin,
         "shadow": shadow_command.run,
+        "compare": compare_command.run,
     }
     try:
         return commands[args.command](args)
@@ -250,7 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 #: commands answered by inferd.v1.InferenceService or grpc.health.v1, always on the main port
-INFERENCE_COMMANDS = frozenset({"predict", "generate", "models", "health", "metadata", "config", "stats"})
+INFERENCE_COMMANDS = frozenset({"predict", "generate", "models", "health", "metadata", "config", "stats", "compare"})
 
 
 def _hint(command: str, exc: Exception) -> str:

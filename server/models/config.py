@@ -19,6 +19,8 @@ from inferd.tensors import DTYPE_NAMES
 from inferd.v1 import model_config_pb2
 from server.core.echo import echo
 from server.models import test_hooks
+from server.quality.drift import DriftSpec
+from server.quality.feedback import DEFAULT_MAX_RECORDS, DEFAULT_TTL_SECONDS, KINDS, FeedbackSpec
 from server.scheduling.settings import (
     DEFAULT_MAX_ACTIVE,
     DEFAULT_MAX_BUFFERED,
@@ -96,6 +98,10 @@ class ModelSpec:
     shadow: ShadowSpec | None = None
     warmup: tuple[WarmupSpec, ...] = ()
     streaming: StreamingSpec = field(default_factory=StreamingSpec)
+    #: live input drift against a reference profile; None = off
+    drift: DriftSpec | None = None
+    #: score predictions against later ground truth (the Feedback RPC); None = off
+    feedback: FeedbackSpec | None = None
     proto: model_config_pb2.ModelConfig = field(default_factory=model_config_pb2.ModelConfig, compare=False, repr=False)
 
 
@@ -259,6 +265,52 @@ _WARMUP_KINDS: dict[int, Literal["zero", "random", "file"]] = {
 }
 
 
+def _feedback(config: model_config_pb2.ModelConfig, outputs: list[TensorSig], source: str) -> FeedbackSpec | None:
+    if not config.HasField("feedback"):
+        return None
+    f = config.feedback
+    by_name = {sig.name: sig for sig in outputs}
+    if f.output and f.output not in by_name:
+        have = ", ".join(by_name)
+        raise ConfigError(f"{source}: feedback.output {echo(f.output)} is not an output (outputs: {have})")
+    sig = by_name[f.output] if f.output else outputs[0]
+    if f.kind and f.kind not in KINDS:
+        raise ConfigError(f"{source}: feedback.kind {echo(f.kind)} must be one of {', '.join(KINDS)}")
+    if f.max_records < 0 or f.ttl_seconds < 0:
+        raise ConfigError(f"{source}: feedback.max_records and feedback.ttl_seconds must be >= 0")
+    kind = f.kind or ("classification" if len(sig.dims) >= 2 and sig.dims[-1] > 1 else "regression")
+    if kind == "classification" and len(sig.dims) != 2:
+        raise ConfigError(
+            f"{source}: feedback scores classification of [rows, classes] outputs; '{sig.name}' has "
+            f"dims {list(sig.dims)}"
+        )
+    return FeedbackSpec(
+        output=sig.name,
+        kind="classification" if kind == "classification" else "regression",
+        max_records=int(f.max_records) or DEFAULT_MAX_RECORDS,
+        ttl_seconds=int(f.ttl_seconds) or DEFAULT_TTL_SECONDS,
+    )
+
+
+def _drift(config: model_config_pb2.ModelConfig, source: str) -> DriftSpec | None:
+    if not config.HasField("drift"):
+        return None
+    d, default = config.drift, DriftSpec()
+    if d.reference_requests < 0 or d.window_rows < 0:
+        raise ConfigError(f"{source}: drift.reference_requests and drift.window_rows must be >= 0")
+    if not 0 <= d.sample_fraction <= 1:
+        raise ConfigError(f"{source}: drift.sample_fraction must be in [0, 1] (0 = 0.25), got {d.sample_fraction}")
+    if d.psi_threshold < 0:
+        raise ConfigError(f"{source}: drift.psi_threshold must be >= 0 (0 = 0.2), got {d.psi_threshold}")
+    return DriftSpec(
+        reference_requests=int(d.reference_requests),
+        psi_threshold=float(d.psi_threshold) or default.psi_threshold,
+        window_rows=int(d.window_rows) or default.window_rows,
+        sample_fraction=float(d.sample_fraction) or default.sample_fraction,
+        max_features=int(d.max_features) or default.max_features,
+    )
+
+
 def _warmup(config: model_config_pb2.ModelConfig, source: str) -> tuple[WarmupSpec, ...]:
     out: list[WarmupSpec] = []
     for warm in config.warmup:
@@ -322,5 +374,7 @@ def spec_from_proto(config: model_config_pb2.ModelConfig, source: str, *, model_
         shadow=shadow,
         warmup=warmup,
         streaming=_streaming(config, source),
+        drift=_drift(config, source),
+        feedback=_feedback(config, list(outputs), source),
         proto=normalised,
     )

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from server.models.slot import Slot
+from server.quality.feedback import FeedbackBook
 
 log = logging.getLogger("inferd.shadow")
 
@@ -20,6 +21,8 @@ log = logging.getLogger("inferd.shadow")
 class ShadowMirror:
     def __init__(self, max_in_flight: int = 16) -> None:
         self.max_in_flight = max_in_flight
+        #: where a shadow's answer is recorded for Feedback scoring (set by the InferenceServicer); None = nowhere
+        self.feedback: FeedbackBook | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     def mirror(
@@ -29,12 +32,15 @@ class ShadowMirror:
         inputs: Mapping[str, np.ndarray],
         rows: int,
         primary_outputs: Mapping[str, np.ndarray],
+        request_id: str = "",
     ) -> None:
         if len(self._tasks) >= self.max_in_flight:
             for name in primary_outputs:
                 shadow.stats.agreement(primary_version, name).dropped += 1
             return
-        task = asyncio.get_running_loop().create_task(self._run(shadow, primary_version, inputs, rows, primary_outputs))
+        task = asyncio.get_running_loop().create_task(
+            self._run(shadow, primary_version, inputs, rows, primary_outputs, request_id)
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -45,6 +51,7 @@ class ShadowMirror:
         inputs: Mapping[str, np.ndarray],
         rows: int,
         primary_outputs: Mapping[str, np.ndarray],
+        request_id: str = "",
     ) -> None:
         try:
             outputs = await shadow.infer(inputs, None, rows)
@@ -59,6 +66,10 @@ class ShadowMirror:
                 agreement.errors += 1
             else:
                 agreement.add(np.asarray(primary), np.asarray(outputs[name]))
+        policy = shadow.spec.feedback
+        if self.feedback is not None and policy is not None and request_id:
+            # the challenger is scored on the same truth as the primary: same request id, its own version
+            self.feedback.record(shadow.model, policy, request_id, shadow.version, outputs)
 
     async def close(self) -> None:
         if self._tasks:

@@ -27,6 +27,8 @@ from server.core.types import ParamValue, SlotState
 from server.models.config import ModelSpec
 from server.models.loader import Loader, LoadFailed, LoadPolicy
 from server.models.validation import InputValidator
+from server.quality.drift import DriftError, DriftMonitor
+from server.quality.feedback import FeedbackScores
 from server.scheduling.batcher import Batcher
 from server.scheduling.execution import EngineCalls
 from server.scheduling.streams import StreamServer, streams_for
@@ -75,6 +77,10 @@ class Slot:
         self.batcher: Batcher | None = None
         #: PredictStream server for generative and generator models; None = chunked outputs
         self.streams: StreamServer | None = None
+        #: live input drift against the reference profile (config `drift {}`); None = off
+        self.drift: DriftMonitor | None = None
+        #: scores against ground truth from Feedback (config `feedback {}`); None = off
+        self.feedback = FeedbackScores(spec.feedback.kind) if spec.feedback is not None else None
         #: closed once the drain saw the slot idle (or gave up): no new work is admitted after that
         self._gate_closed = False
         self._idle = asyncio.Event()
@@ -102,6 +108,19 @@ class Slot:
     async def load(self) -> None:
         """Load and warm the engine off the event loop; ends READY or FAILED (never raises but CancelledError)."""
         started = time.monotonic()
+        if self.spec.drift is not None:
+            try:  # before the engine loads: a bad reference fails the load cheaply, with its reason
+                self.drift = DriftMonitor.for_version(
+                    self.model,
+                    self.version,
+                    self.spec.drift,
+                    self.version_dir,
+                    {t.name for t in self.spec.signature.inputs},
+                    {t.name for t in self.spec.signature.outputs},
+                )
+            except DriftError as exc:
+                self._fail(str(exc))
+                return
         loader = Loader(self.spec, self.version, self.version_dir, self.device, self.parameters, self.policy)
         try:
             loaded = await loader.load()
@@ -134,6 +153,8 @@ class Slot:
         self.streams = streams_for(
             self.model, engine, self.spec.streaming, self.validator.output_names, self.stats.streaming, self.calls
         )
+        if self.drift is not None:
+            self.drift.start()
         self.state = SlotState.READY
         self.load_seconds = time.monotonic() - started
         log.info("model %s version %s READY on %s in %.2fs", self.model, self.version, self.backend, self.load_seconds)
@@ -182,7 +203,7 @@ class Slot:
             batcher = self.batcher
             if batcher is not None:
                 priority = batcher.priority_of(parameters) if parameters else batcher.default_priority
-                return await batcher.submit(inputs, rows, deadline, priority)
+                return self._observed(inputs, await batcher.submit(inputs, rows, deadline, priority), rows)
             if deadline is not None and time.monotonic() >= deadline:
                 self.stats.expired_before_run += 1
                 raise DeadlineExceeded(f"deadline expired before model '{self.model}' ran")
@@ -190,7 +211,7 @@ class Slot:
             t0 = time.perf_counter_ns()
             started_unix = time.time_ns() if record is not None else 0
             try:
-                return await self._run(inputs)
+                return self._observed(inputs, await self._run(inputs), rows)
             finally:
                 elapsed = time.perf_counter_ns() - t0
                 self.stats.record_batch(rows, elapsed)
@@ -198,6 +219,14 @@ class Slot:
                     stamp_batch((record,), rows, started_unix, elapsed, (0,))
         finally:
             self._release()
+
+    def _observed(
+        self, inputs: Mapping[str, np.ndarray], outputs: dict[str, np.ndarray], rows: int
+    ) -> dict[str, np.ndarray]:
+        """Hand a served request to the drift monitor (a random draw; sampled ones keep references only)."""
+        if self.drift is not None:
+            self.drift.observe(inputs, outputs, rows)
+        return outputs
 
     @property
     def streaming_only(self) -> bool:
@@ -253,6 +282,8 @@ class Slot:
                 self.version,
                 self.in_flight,
             )
+        if self.drift is not None:
+            await self.drift.stop()
         engine, self.engine = self.engine, None
         await self.calls.close(engine.close if engine is not None else None)
         if self.state is not SlotState.FAILED:

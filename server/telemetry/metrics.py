@@ -117,6 +117,12 @@ METRICS: dict[str, MetricInfo] = {
         _m("inferd_active_streams", "gauge", "", _MV, "streams generating now"),
         _m("inferd_waiting_streams", "gauge", "", _MV, "streams waiting for a place"),
         _m("inferd_kv_cache", "gauge", "By", _MV, "bytes held by generation caches"),
+        _m("inferd_drift_psi", "gauge", "", (*_MV, "tensor", "feature"), "PSI of a live input feature vs reference"),
+        _m("inferd_drifting", "gauge", "", _MV, "1 while any tracked feature's PSI is over its threshold"),
+        _m("inferd_feedback_scored_rows", "counter", "", _MV, "prediction rows scored against Feedback's truth"),
+        _m("inferd_feedback_correct_rows", "counter", "", _MV, "scored rows whose argmax was the true class"),
+        _m("inferd_feedback_squared_error_sum", "counter", "", _MV, "sum of scored rows' mean squared error"),
+        _m("inferd_feedback_unmatched", "counter", "", ("model", "reason"), "Feedback for unknown or expired ids"),
         _m("inferd_access_log_dropped_lines", "counter", "", (), "access-log lines lost (queue full, write error)"),
     )
 }
@@ -202,6 +208,8 @@ def _version_points(b: _Builder, slot: ObservedVersion) -> None:
             )
         if agreement.elements:
             b.number("inferd_shadow_mean_abs_diff", shadow, agreement.mean_abs_diff, start)
+    _drift_points(b, slot, labels, start)
+    _feedback_points(b, slot, labels, start)
     streaming = stats.streaming
     if streaming.streams_started or streaming.waiting_streams:
         b.histogram("inferd_time_to_first_token", labels, streaming.tokens.time_to_first_token, start, _NS)
@@ -211,6 +219,31 @@ def _version_points(b: _Builder, slot: ObservedVersion) -> None:
         b.number("inferd_active_streams", labels, streaming.active_streams, start)
         b.number("inferd_waiting_streams", labels, streaming.waiting_streams, start)
         b.number("inferd_kv_cache", labels, streaming.cache_bytes, start)
+
+
+def _drift_points(b: _Builder, slot: ObservedVersion, labels: Mapping[str, str], start: int) -> None:
+    """A version's drift monitor (server/quality/drift.py), read by duck type: telemetry sits below quality.
+    ``feature`` is the column index of a 2-D input, or "all" for a whole tensor."""
+    drift = getattr(slot, "drift", None)
+    if drift is None or not drift.reference:
+        return
+    b.number("inferd_drifting", labels, int(drift.drifting), start)
+    for state in list(drift.features):
+        column = state.profile.column
+        feature = {**labels, "tensor": state.profile.tensor, "feature": "all" if column < 0 else str(column)}
+        b.number("inferd_drift_psi", feature, state.psi, start)
+
+
+def _feedback_points(b: _Builder, slot: ObservedVersion, labels: Mapping[str, str], start: int) -> None:
+    """A version's feedback scores (server/quality/feedback.py), read by duck type like drift."""
+    scores = getattr(slot, "feedback", None)
+    if scores is None:
+        return
+    b.number("inferd_feedback_scored_rows", labels, scores.scored, start)
+    if scores.kind == "classification":
+        b.number("inferd_feedback_correct_rows", labels, scores.correct, start)
+    else:
+        b.number("inferd_feedback_squared_error_sum", labels, scores.squared_error_sum, start)
 
 
 class MetricsSource:
@@ -227,11 +260,14 @@ class MetricsSource:
         unrouted: Mapping[str, int],
         load_failures: Mapping[str, int],
         access_log_dropped: Callable[[], int] | None = None,
+        feedback_unmatched: Mapping[tuple[str, str], int] | None = None,
     ) -> None:
         self._versions = versions
         self._unrouted = unrouted
         self._load_failures = load_failures
         self._access_log_dropped = access_log_dropped
+        #: (model, reason) → Feedback calls whose id matched no live record (server/quality/feedback.py)
+        self._feedback_unmatched = feedback_unmatched or {}
         self._started = time.time_ns()
 
     def collect(self) -> list[Metric]:
@@ -242,6 +278,8 @@ class MetricsSource:
             b.number("inferd_unrouted_requests", {"code": code}, count, self._started)
         for model, count in list(self._load_failures.items()):
             b.number("inferd_model_load_failures", {"model": model}, count, self._started)
+        for (model, reason), count in list(self._feedback_unmatched.items()):
+            b.number("inferd_feedback_unmatched", {"model": model, "reason": reason}, count, self._started)
         if self._access_log_dropped is not None:
             b.number("inferd_access_log_dropped_lines", {}, self._access_log_dropped(), self._started)
         return b.metrics()

@@ -65,8 +65,8 @@ MAPPED = [
     ("UNIMPLEMENTED", errors.Unimplemented),
     ("PERMISSION_DENIED", errors.PermissionDenied),
     ("UNAUTHENTICATED", errors.Unauthenticated),
+    ("ALREADY_EXISTS", errors.AlreadyExists),  # Feedback for an id already scored
     # Codes without their own class stay the base class.
-    ("ALREADY_EXISTS", InferdError),
     ("ABORTED", InferdError),
     ("OUT_OF_RANGE", InferdError),
     ("DATA_LOSS", InferdError),

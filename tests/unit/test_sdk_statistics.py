@@ -40,7 +40,7 @@ def test_a_quantile_past_every_finite_bound_is_infinite_and_an_empty_histogram_i
 
 def test_the_cli_reads_statistics_through_the_sdk_not_server_internals():
     cli = Path(__file__).resolve().parents[2] / "server" / "cli"
-    for name in ("client.py", "generate.py", "stats_watch.py", "shadow.py"):
+    for name in ("client.py", "generate.py", "stats_watch.py", "shadow.py", "compare.py", "profile.py"):
         tree = ast.parse((cli / name).read_text())
         modules = [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
         modules += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]

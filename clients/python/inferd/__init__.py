@@ -9,6 +9,7 @@ from inferd import errors
 from inferd.client import AsyncClient, Client
 from inferd.control import AsyncModelControl, ModelControl
 from inferd.errors import InferdError
+from inferd.feedback import FeedbackResult
 from inferd.predictions import Prediction, StreamChunk
 
 __version__ = "0.1.0"
@@ -17,6 +18,7 @@ __all__ = [
     "AsyncClient",
     "AsyncModelControl",
     "Client",
+    "FeedbackResult",
     "InferdError",
     "ModelControl",
     "Prediction",

@@ -21,6 +21,7 @@ from numpy.typing import ArrayLike
 from inferd import requests as rpc
 from inferd.connection import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_TARGET, Connection, MetadataLike
 from inferd.errors import from_rpc_error
+from inferd.feedback import FeedbackResult
 from inferd.health import HealthStatus
 from inferd.predictions import ParameterValue, Prediction, StreamChunk, atexts, build_stream_request, texts, to_chunk
 from inferd.trace_context import with_trace_context
@@ -157,6 +158,12 @@ class Client(Connection):
     ) -> list[inference_pb2.VersionStatistics]:
         """Per-version counters (requests, batches, batch sizes, queue and compute time); "" = every model."""
         return self._run(rpc.statistics(model, version), timeout)
+
+    def feedback(self, model: str, request_id: str, target: Any, *, timeout: float | None = None) -> FeedbackResult:
+        """The truth for the prediction ``request_id`` (Prediction.id): class indices [rows] or values shaped like
+        the output. Unknown or expired ids come back as that outcome, not as an error; a second feedback for
+        one id raises inferd.errors.AlreadyExists (an id is scored once)."""
+        return self._run(rpc.feedback(model, request_id, target), timeout)
 
     def health(self, service: str = "", *, timeout: float | None = None) -> HealthStatus:
         """grpc.health.v1 status of the server ("") or a service; an unknown service is "SERVICE_UNKNOWN"."""
@@ -334,6 +341,12 @@ class AsyncClient(Connection):
     ) -> list[inference_pb2.VersionStatistics]:
         """Per-version counters (requests, batches, batch sizes, queue and compute time); "" = every model."""
         return await self._run(rpc.statistics(model, version), timeout)
+
+    async def feedback(
+        self, model: str, request_id: str, target: Any, *, timeout: float | None = None
+    ) -> FeedbackResult:
+        """The truth for the prediction ``request_id``; see :meth:`Client.feedback`."""
+        return await self._run(rpc.feedback(model, request_id, target), timeout)
 
     async def health(self, service: str = "", *, timeout: float | None = None) -> HealthStatus:
         """grpc.health.v1 status of the server ("") or a service; an unknown service is "SERVICE_UNKNOWN"."""

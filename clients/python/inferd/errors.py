@@ -135,6 +135,12 @@ class Unauthenticated(InferdError):
     default_code = grpc.StatusCode.UNAUTHENTICATED
 
 
+class AlreadyExists(InferdError):
+    """What the call would create is there already (e.g. feedback for a request id already scored)."""
+
+    default_code = grpc.StatusCode.ALREADY_EXISTS
+
+
 _BY_CODE: dict[grpc.StatusCode, type[InferdError]] = {
     cls.default_code: cls
     for cls in (
@@ -149,6 +155,7 @@ _BY_CODE: dict[grpc.StatusCode, type[InferdError]] = {
         Unimplemented,
         PermissionDenied,
         Unauthenticated,
+        AlreadyExists,
     )
 }
 

@@ -15,6 +15,7 @@ import grpc
 import numpy as np
 
 from inferd.errors import DeadlineExceeded, from_rpc_error
+from inferd.feedback import FeedbackResult, build_feedback_request, to_feedback_result
 from inferd.health import HealthStatus
 from inferd.predictions import (
     ParameterValue,
@@ -134,6 +135,10 @@ def server_metadata() -> Call[inference_pb2.ServerMetadataResponse]:
 def statistics(model: str, version: int | None) -> Call[list[inference_pb2.VersionStatistics]]:
     request = inference_pb2.ModelStatisticsRequest(name=model, version=version or 0)
     return Call("ModelStatistics", request, _statistics)
+
+
+def feedback(model: str, request_id: str, target: Any) -> Call[FeedbackResult]:
+    return Call("Feedback", build_feedback_request(model, request_id, target), to_feedback_result)
 
 
 # inferd.v1.ModelService

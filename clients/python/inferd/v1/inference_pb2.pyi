@@ -269,7 +269,7 @@ class BatchSizeCount(_message.Message):
     def __init__(self, batch_size: _Optional[int] = ..., count: _Optional[int] = ...) -> None: ...
 
 class VersionStatistics(_message.Message):
-    __slots__ = ("name", "version", "success_count", "failure_count", "inference_count", "execution_count", "batch_sizes", "queue_time_ns", "compute_time_ns", "expired_before_run", "cancelled_before_run", "queue_depth", "shadow", "warmup_count", "streaming", "engine", "latency_buckets")
+    __slots__ = ("name", "version", "success_count", "failure_count", "inference_count", "execution_count", "batch_sizes", "queue_time_ns", "compute_time_ns", "expired_before_run", "cancelled_before_run", "queue_depth", "shadow", "warmup_count", "streaming", "engine", "latency_buckets", "drift", "feedback")
     class FailureCountEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -294,6 +294,8 @@ class VersionStatistics(_message.Message):
     STREAMING_FIELD_NUMBER: _ClassVar[int]
     ENGINE_FIELD_NUMBER: _ClassVar[int]
     LATENCY_BUCKETS_FIELD_NUMBER: _ClassVar[int]
+    DRIFT_FIELD_NUMBER: _ClassVar[int]
+    FEEDBACK_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: int
     success_count: int
@@ -311,7 +313,83 @@ class VersionStatistics(_message.Message):
     streaming: StreamStatistics
     engine: str
     latency_buckets: _containers.RepeatedCompositeFieldContainer[LatencyBucket]
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., success_count: _Optional[int] = ..., failure_count: _Optional[_Mapping[str, int]] = ..., inference_count: _Optional[int] = ..., execution_count: _Optional[int] = ..., batch_sizes: _Optional[_Iterable[_Union[BatchSizeCount, _Mapping]]] = ..., queue_time_ns: _Optional[int] = ..., compute_time_ns: _Optional[int] = ..., expired_before_run: _Optional[int] = ..., cancelled_before_run: _Optional[int] = ..., queue_depth: _Optional[int] = ..., shadow: _Optional[_Iterable[_Union[ShadowComparison, _Mapping]]] = ..., warmup_count: _Optional[int] = ..., streaming: _Optional[_Union[StreamStatistics, _Mapping]] = ..., engine: _Optional[str] = ..., latency_buckets: _Optional[_Iterable[_Union[LatencyBucket, _Mapping]]] = ...) -> None: ...
+    drift: DriftStatistics
+    feedback: FeedbackStatistics
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., success_count: _Optional[int] = ..., failure_count: _Optional[_Mapping[str, int]] = ..., inference_count: _Optional[int] = ..., execution_count: _Optional[int] = ..., batch_sizes: _Optional[_Iterable[_Union[BatchSizeCount, _Mapping]]] = ..., queue_time_ns: _Optional[int] = ..., compute_time_ns: _Optional[int] = ..., expired_before_run: _Optional[int] = ..., cancelled_before_run: _Optional[int] = ..., queue_depth: _Optional[int] = ..., shadow: _Optional[_Iterable[_Union[ShadowComparison, _Mapping]]] = ..., warmup_count: _Optional[int] = ..., streaming: _Optional[_Union[StreamStatistics, _Mapping]] = ..., engine: _Optional[str] = ..., latency_buckets: _Optional[_Iterable[_Union[LatencyBucket, _Mapping]]] = ..., drift: _Optional[_Union[DriftStatistics, _Mapping]] = ..., feedback: _Optional[_Union[FeedbackStatistics, _Mapping]] = ...) -> None: ...
+
+class FeedbackStatistics(_message.Message):
+    __slots__ = ("kind", "scored", "correct", "log_loss_sum", "abs_error_sum", "squared_error_sum", "squared_error_sq_sum")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    SCORED_FIELD_NUMBER: _ClassVar[int]
+    CORRECT_FIELD_NUMBER: _ClassVar[int]
+    LOG_LOSS_SUM_FIELD_NUMBER: _ClassVar[int]
+    ABS_ERROR_SUM_FIELD_NUMBER: _ClassVar[int]
+    SQUARED_ERROR_SUM_FIELD_NUMBER: _ClassVar[int]
+    SQUARED_ERROR_SQ_SUM_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    scored: int
+    correct: int
+    log_loss_sum: float
+    abs_error_sum: float
+    squared_error_sum: float
+    squared_error_sq_sum: float
+    def __init__(self, kind: _Optional[str] = ..., scored: _Optional[int] = ..., correct: _Optional[int] = ..., log_loss_sum: _Optional[float] = ..., abs_error_sum: _Optional[float] = ..., squared_error_sum: _Optional[float] = ..., squared_error_sq_sum: _Optional[float] = ...) -> None: ...
+
+class FeedbackRequest(_message.Message):
+    __slots__ = ("model_name", "request_id", "target")
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    model_name: str
+    request_id: str
+    target: _tensor_pb2.Tensor
+    def __init__(self, model_name: _Optional[str] = ..., request_id: _Optional[str] = ..., target: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ...) -> None: ...
+
+class FeedbackResponse(_message.Message):
+    __slots__ = ("outcome", "scored_versions", "message")
+    class Outcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        OUTCOME_UNSPECIFIED: _ClassVar[FeedbackResponse.Outcome]
+        OUTCOME_SCORED: _ClassVar[FeedbackResponse.Outcome]
+        OUTCOME_UNKNOWN_ID: _ClassVar[FeedbackResponse.Outcome]
+        OUTCOME_EXPIRED: _ClassVar[FeedbackResponse.Outcome]
+    OUTCOME_UNSPECIFIED: FeedbackResponse.Outcome
+    OUTCOME_SCORED: FeedbackResponse.Outcome
+    OUTCOME_UNKNOWN_ID: FeedbackResponse.Outcome
+    OUTCOME_EXPIRED: FeedbackResponse.Outcome
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    SCORED_VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    outcome: FeedbackResponse.Outcome
+    scored_versions: _containers.RepeatedScalarFieldContainer[int]
+    message: str
+    def __init__(self, outcome: _Optional[_Union[FeedbackResponse.Outcome, str]] = ..., scored_versions: _Optional[_Iterable[int]] = ..., message: _Optional[str] = ...) -> None: ...
+
+class DriftStatistics(_message.Message):
+    __slots__ = ("drifting", "reference", "window_rows", "features")
+    DRIFTING_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_ROWS_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    drifting: bool
+    reference: str
+    window_rows: int
+    features: _containers.RepeatedCompositeFieldContainer[FeatureDrift]
+    def __init__(self, drifting: _Optional[bool] = ..., reference: _Optional[str] = ..., window_rows: _Optional[int] = ..., features: _Optional[_Iterable[_Union[FeatureDrift, _Mapping]]] = ...) -> None: ...
+
+class FeatureDrift(_message.Message):
+    __slots__ = ("tensor", "column", "psi", "threshold", "drifting")
+    TENSOR_FIELD_NUMBER: _ClassVar[int]
+    COLUMN_FIELD_NUMBER: _ClassVar[int]
+    PSI_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    DRIFTING_FIELD_NUMBER: _ClassVar[int]
+    tensor: str
+    column: int
+    psi: float
+    threshold: float
+    drifting: bool
+    def __init__(self, tensor: _Optional[str] = ..., column: _Optional[int] = ..., psi: _Optional[float] = ..., threshold: _Optional[float] = ..., drifting: _Optional[bool] = ...) -> None: ...
 
 class LatencyBucket(_message.Message):
     __slots__ = ("le_microseconds", "count")

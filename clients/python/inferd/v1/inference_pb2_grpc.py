@@ -65,6 +65,11 @@ class InferenceServiceStub:
                 request_serializer=inferd_dot_v1_dot_inference__pb2.ModelStatisticsRequest.SerializeToString,
                 response_deserializer=inferd_dot_v1_dot_inference__pb2.ModelStatisticsResponse.FromString,
                 _registered_method=True)
+        self.Feedback = channel.unary_unary(
+                '/inferd.v1.InferenceService/Feedback',
+                request_serializer=inferd_dot_v1_dot_inference__pb2.FeedbackRequest.SerializeToString,
+                response_deserializer=inferd_dot_v1_dot_inference__pb2.FeedbackResponse.FromString,
+                _registered_method=True)
 
 
 class InferenceServiceServicer:
@@ -114,6 +119,14 @@ class InferenceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Feedback(self, request, context):
+        """Feedback gives the true target of an earlier Predict (by its PredictResponse.id), so the versions
+        that predicted it (primary and shadow) are scored. Unknown or expired ids are answered OK with that outcome.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_InferenceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -146,6 +159,11 @@ def add_InferenceServiceServicer_to_server(servicer, server):
                     servicer.ModelStatistics,
                     request_deserializer=inferd_dot_v1_dot_inference__pb2.ModelStatisticsRequest.FromString,
                     response_serializer=inferd_dot_v1_dot_inference__pb2.ModelStatisticsResponse.SerializeToString,
+            ),
+            'Feedback': grpc.unary_unary_rpc_method_handler(
+                    servicer.Feedback,
+                    request_deserializer=inferd_dot_v1_dot_inference__pb2.FeedbackRequest.FromString,
+                    response_serializer=inferd_dot_v1_dot_inference__pb2.FeedbackResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -311,6 +329,33 @@ class InferenceService:
             '/inferd.v1.InferenceService/ModelStatistics',
             inferd_dot_v1_dot_inference__pb2.ModelStatisticsRequest.SerializeToString,
             inferd_dot_v1_dot_inference__pb2.ModelStatisticsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Feedback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inferd.v1.InferenceService/Feedback',
+            inferd_dot_v1_dot_inference__pb2.FeedbackRequest.SerializeToString,
+            inferd_dot_v1_dot_inference__pb2.FeedbackResponse.FromString,
             options,
             channel_credentials,
             insecure,

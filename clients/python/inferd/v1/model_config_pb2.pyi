@@ -112,7 +112,7 @@ class Streaming(_message.Message):
     def __init__(self, chunk_rows: _Optional[int] = ..., max_active_streams: _Optional[int] = ..., max_waiting_streams: _Optional[int] = ..., max_buffered_outputs: _Optional[int] = ..., max_step_streams: _Optional[int] = ...) -> None: ...
 
 class ModelConfig(_message.Message):
-    __slots__ = ("name", "engine", "engine_preference", "max_batch_size", "input", "output", "version_policy", "dynamic_batching", "version_labels", "traffic", "shadow", "warmup", "streaming", "instance_count", "parameters", "execution")
+    __slots__ = ("name", "engine", "engine_preference", "max_batch_size", "input", "output", "version_policy", "dynamic_batching", "version_labels", "traffic", "shadow", "warmup", "streaming", "instance_count", "parameters", "execution", "drift", "feedback")
     class VersionLabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -143,6 +143,8 @@ class ModelConfig(_message.Message):
     INSTANCE_COUNT_FIELD_NUMBER: _ClassVar[int]
     PARAMETERS_FIELD_NUMBER: _ClassVar[int]
     EXECUTION_FIELD_NUMBER: _ClassVar[int]
+    DRIFT_FIELD_NUMBER: _ClassVar[int]
+    FEEDBACK_FIELD_NUMBER: _ClassVar[int]
     name: str
     engine: str
     engine_preference: _containers.RepeatedScalarFieldContainer[str]
@@ -159,4 +161,32 @@ class ModelConfig(_message.Message):
     instance_count: int
     parameters: _containers.ScalarMap[str, str]
     execution: str
-    def __init__(self, name: _Optional[str] = ..., engine: _Optional[str] = ..., engine_preference: _Optional[_Iterable[str]] = ..., max_batch_size: _Optional[int] = ..., input: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., output: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., version_policy: _Optional[_Union[VersionPolicy, _Mapping]] = ..., dynamic_batching: _Optional[_Union[DynamicBatching, _Mapping]] = ..., version_labels: _Optional[_Mapping[str, int]] = ..., traffic: _Optional[_Iterable[_Union[TrafficWeight, _Mapping]]] = ..., shadow: _Optional[_Union[ShadowPolicy, _Mapping]] = ..., warmup: _Optional[_Iterable[_Union[ModelWarmup, _Mapping]]] = ..., streaming: _Optional[_Union[Streaming, _Mapping]] = ..., instance_count: _Optional[int] = ..., parameters: _Optional[_Mapping[str, str]] = ..., execution: _Optional[str] = ...) -> None: ...
+    drift: DriftPolicy
+    feedback: FeedbackPolicy
+    def __init__(self, name: _Optional[str] = ..., engine: _Optional[str] = ..., engine_preference: _Optional[_Iterable[str]] = ..., max_batch_size: _Optional[int] = ..., input: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., output: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., version_policy: _Optional[_Union[VersionPolicy, _Mapping]] = ..., dynamic_batching: _Optional[_Union[DynamicBatching, _Mapping]] = ..., version_labels: _Optional[_Mapping[str, int]] = ..., traffic: _Optional[_Iterable[_Union[TrafficWeight, _Mapping]]] = ..., shadow: _Optional[_Union[ShadowPolicy, _Mapping]] = ..., warmup: _Optional[_Iterable[_Union[ModelWarmup, _Mapping]]] = ..., streaming: _Optional[_Union[Streaming, _Mapping]] = ..., instance_count: _Optional[int] = ..., parameters: _Optional[_Mapping[str, str]] = ..., execution: _Optional[str] = ..., drift: _Optional[_Union[DriftPolicy, _Mapping]] = ..., feedback: _Optional[_Union[FeedbackPolicy, _Mapping]] = ...) -> None: ...
+
+class FeedbackPolicy(_message.Message):
+    __slots__ = ("output", "kind", "max_records", "ttl_seconds")
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    MAX_RECORDS_FIELD_NUMBER: _ClassVar[int]
+    TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    output: str
+    kind: str
+    max_records: int
+    ttl_seconds: int
+    def __init__(self, output: _Optional[str] = ..., kind: _Optional[str] = ..., max_records: _Optional[int] = ..., ttl_seconds: _Optional[int] = ...) -> None: ...
+
+class DriftPolicy(_message.Message):
+    __slots__ = ("reference_requests", "psi_threshold", "window_rows", "sample_fraction", "max_features")
+    REFERENCE_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    PSI_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_ROWS_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    MAX_FEATURES_FIELD_NUMBER: _ClassVar[int]
+    reference_requests: int
+    psi_threshold: float
+    window_rows: int
+    sample_fraction: float
+    max_features: int
+    def __init__(self, reference_requests: _Optional[int] = ..., psi_threshold: _Optional[float] = ..., window_rows: _Optional[int] = ..., sample_fraction: _Optional[float] = ..., max_features: _Optional[int] = ...) -> None: ...

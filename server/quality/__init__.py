@@ -1,0 +1,1 @@
+"""Model quality in production: input drift against a reference profile (drift.py), feedback scoring."""
