@@ -216,7 +216,7 @@ class Slot:
                 elapsed = time.perf_counter_ns() - t0
                 self.stats.record_batch(rows, elapsed)
                 if record is not None:
-                    stamp_batch((record,), rows, started_unix, elapsed, (0,))
+                    stamp_batch((record,), rows, started_unix, elapsed)
         finally:
             self._release()
 

@@ -156,7 +156,7 @@ class Batcher:
             and not self.spec.hold_until_queued
             and self._policy.decide(rows, now, now) <= 0
         ):
-            return await self._run_now(inputs, rows, now, current_call.get())
+            return await self._run_now(inputs, rows, now)
         pending = Pending(inputs, rows, shape_key(inputs), loop.create_future(), deadline, now, priority)
         pending.record = current_call.get()
         if deadline is not None:
@@ -188,7 +188,7 @@ class Batcher:
         self._idle_instances += 1
         self._dispatch()
 
-    async def _run_now(self, inputs: Arrays, rows: int, now: float, record: CallRecord | None) -> Outputs:
+    async def _run_now(self, inputs: Arrays, rows: int, now: float) -> Outputs:
         """The idle-engine fast path: no queue entry, future or task for a request that can run at once.
 
         The call starts right here (server/scheduling/eager.py). An engine call that answers without
@@ -199,6 +199,7 @@ class Batcher:
         self._policy.observe(rows, now, False)
         self._idle_instances -= 1
         self._stats.record_queue_wait(0)
+        record = current_call.get()  # the caller's task: its record, if something observes calls
         call = self._call(inputs, rows, (record,) if record is not None else ())
         try:
             waiting_on = call.send(None)
@@ -210,9 +211,7 @@ class Batcher:
             raise
         return await asyncio.shield(self._own(resume(call, waiting_on)))
 
-    async def _call(
-        self, inputs: Arrays, rows: int, records: Sequence[CallRecord] = (), waits: Sequence[int] = (0,)
-    ) -> Outputs:
+    async def _call(self, inputs: Arrays, rows: int, records: Sequence[CallRecord] = ()) -> Outputs:
         """One engine call, timed into the batch statistics and the cost tuner, and stamped on the
         records of the calls it serves when something observes them (tracing, the access log)."""
         started = time.perf_counter_ns()
@@ -224,7 +223,7 @@ class Batcher:
             self._stats.record_batch(rows, elapsed)
             self._tuner.record(rows, elapsed)
             if records:
-                stamp_batch(records, rows, started_unix, elapsed, waits)
+                stamp_batch(records, rows, started_unix, elapsed)
 
     def _forget(self, pending: Pending, _future: object = None) -> None:
         """Runs when a future completes for any reason; a cancelled caller leaves the queue at once."""
@@ -313,13 +312,12 @@ class Batcher:
     async def _execute(self, batch: list[Pending]) -> None:
         started = time.monotonic()
         records: list[CallRecord] = []
-        waits: list[int] = []
         for pending in batch:
             waited = int((started - pending.enqueued) * 1e9)
             self._stats.record_queue_wait(waited)
             if pending.record is not None:
+                pending.record.queue_ns = waited
                 records.append(pending.record)
-                waits.append(waited)
             if pending.timer is not None:
                 pending.timer.cancel()
                 pending.timer = None
@@ -330,7 +328,7 @@ class Batcher:
             inputs = {name: np.concatenate([p.inputs[name] for p in batch]) for name in names}
         rows = sum(p.rows for p in batch)
         try:
-            outputs = await self._call(inputs, rows, records, waits)
+            outputs = await self._call(inputs, rows, records)
         except Exception as exc:
             if len(batch) > 1 and may_be_one_requests_fault(exc):
                 await self._rerun_alone(batch, exc)
@@ -361,9 +359,8 @@ class Batcher:
                 continue
             self._stats.batch_reruns += 1
             try:
-                record = pending.record
-                members, waits = ((record,), (record.queue_ns,)) if record is not None else ((), (0,))
-                outputs = await self._call(pending.inputs, pending.rows, members, waits)
+                members = (pending.record,) if pending.record is not None else ()
+                outputs = await self._call(pending.inputs, pending.rows, members)
                 self._resolve([pending], outputs, pending.rows)
             except Exception as lone:
                 self._fail([pending], lone)

@@ -179,12 +179,10 @@ class CallObservers:
             observer.batch(batch)
 
 
-def stamp_batch(
-    records: Sequence[CallRecord], rows: int, started_unix_ns: int, elapsed_ns: int, queue_ns: Sequence[int]
-) -> None:
-    """Give the calls that shared one engine execution its :class:`BatchInfo` and their queue waits."""
+def stamp_batch(records: Sequence[CallRecord], rows: int, started_unix_ns: int, elapsed_ns: int) -> None:
+    """Give the calls that shared one engine execution its :class:`BatchInfo` (their queue waits were set
+    when the batch took them), and tell the observers once."""
     info = BatchInfo(next_batch_id(), rows, started_unix_ns, started_unix_ns + elapsed_ns, list(records))
-    for record, waited in zip(records, queue_ns, strict=True):
+    for record in records:
         record.batch = info
-        record.queue_ns = waited
     records[0].observers.batch(info)

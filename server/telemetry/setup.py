@@ -32,10 +32,12 @@ from opentelemetry.sdk.resources import OTELResourceDetector, Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from prometheus_client import CollectorRegistry, start_http_server
 
+from server.telemetry.access_log import AccessLog
 from server.telemetry.calls import CallObserver, CallObservers
 from server.telemetry.metrics import MetricsSource
 from server.telemetry.options import TelemetryOptions
 from server.telemetry.process import register_process_gauges
+from server.telemetry.tracing import Tracing
 
 log = logging.getLogger("inferd.telemetry")
 #: a scrape gives up on the event loop after this long (it is busy beyond reason, or stopping)
@@ -118,19 +120,6 @@ class _MergingExporter(MetricExporter):
         self._inner.shutdown(timeout_millis, **kwargs)
 
 
-def _call_observers(options: TelemetryOptions, resource: Resource) -> list[CallObserver]:
-    observers: list[CallObserver] = []
-    if options.tracing is not None:
-        from server.telemetry.tracing import Tracing
-
-        observers.append(Tracing(options.tracing, resource))
-    if options.access_log is not None:
-        from server.telemetry.access_log import AccessLog
-
-        observers.append(AccessLog(options.access_log))
-    return observers
-
-
 class Telemetry:
     """The server's exporters and observers: built before the servicer, started with the server."""
 
@@ -138,7 +127,13 @@ class Telemetry:
         self.options = options
         self.version = service_version
         self.resource = service_resource(service_version)
-        self._observers: Sequence[CallObserver] = _call_observers(options, self.resource)
+        self._tracing: Tracing | None = None
+        self._access_log: AccessLog | None = None
+        if options.tracing is not None:
+            self._tracing = Tracing(options.tracing, self.resource)
+        if options.access_log is not None:
+            self._access_log = AccessLog(options.access_log)
+        self._observers: Sequence[CallObserver] = [o for o in (self._tracing, self._access_log) if o is not None]
         #: handed to the servicer; empty when neither tracing nor the access log is on
         self.observers = CallObservers(self._observers)
         self._provider: MeterProvider | None = None
@@ -148,11 +143,7 @@ class Telemetry:
 
     def access_log_dropped(self) -> int:
         """Access-log lines lost so far (0 without an access log)."""
-        for observer in self._observers:
-            dropped = getattr(observer, "dropped", None)
-            if isinstance(dropped, int):
-                return dropped
-        return 0
+        return self._access_log.dropped if self._access_log is not None else 0
 
     def start(self, source: MetricsSource) -> None:
         """Bind the metrics endpoint and start the OTLP push (on the event loop's thread)."""
@@ -201,7 +192,6 @@ class Telemetry:
         if self._provider is not None:
             provider, self._provider = self._provider, None
             await asyncio.to_thread(provider.shutdown)
-        for observer in self._observers:
-            close = getattr(observer, "close", None)
-            if close is not None:
-                await asyncio.to_thread(close)
+        for observer in (self._tracing, self._access_log):
+            if observer is not None:
+                await asyncio.to_thread(observer.close)
