@@ -8,6 +8,9 @@ PORT ?= 8001
 MODELS ?= models
 PROTO_OUT := clients/python
 PROTOS := $(wildcard protos/inferd/v1/*.proto)
+# The Open Inference Protocol v2 (package `inference`, someone else's contract) is generated as the Python
+# package inferd.oip.v2 through protoc's virtual path (VIRTUAL=DISK), so no top-level `inference` package exists.
+OIP_PROTOC := -Iinferd/oip/v2=protos/inference/v2 inferd/oip/v2/grpc_service.proto
 # Tests run grpcurl and the inferd command: the venv's bin folder goes first on PATH.
 TEST_ENV := PATH=$(abspath $(VENV))/bin:$$PATH
 
@@ -36,6 +39,7 @@ venv: $(VENV)/.installed  ## create .venv with the server, SDK, engines and dev 
 
 proto: $(VENV)/.installed  ## regenerate the Python code from protos/
 	$(PY) -m grpc_tools.protoc -I protos --python_out=$(PROTO_OUT) --grpc_python_out=$(PROTO_OUT) --pyi_out=$(PROTO_OUT) $(PROTOS)
+	$(PY) -m grpc_tools.protoc $(OIP_PROTOC) --python_out=$(PROTO_OUT) --grpc_python_out=$(PROTO_OUT) --pyi_out=$(PROTO_OUT)
 
 BUF := .cache/buf/node_modules/.bin/buf
 
@@ -48,7 +52,9 @@ proto-lint: $(BUF)  ## lint protos/ with buf's STANDARD rules (buf from the npm 
 proto-check: $(VENV)/.installed  ## fail when the generated code is stale
 	@rm -rf .cache/proto && mkdir -p .cache/proto
 	@$(PY) -m grpc_tools.protoc -I protos --python_out=.cache/proto --grpc_python_out=.cache/proto --pyi_out=.cache/proto $(PROTOS)
+	@$(PY) -m grpc_tools.protoc $(OIP_PROTOC) --python_out=.cache/proto --grpc_python_out=.cache/proto --pyi_out=.cache/proto
 	@diff -r -q --exclude=__pycache__ --exclude=__init__.py .cache/proto/inferd/v1 $(PROTO_OUT)/inferd/v1 \
+	  && diff -r -q --exclude=__pycache__ --exclude=__init__.py .cache/proto/inferd/oip $(PROTO_OUT)/inferd/oip \
 	  && echo "generated code is up to date" \
 	  || (echo "generated code is stale: run 'make proto' and commit the result"; exit 1)
 

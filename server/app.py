@@ -25,6 +25,8 @@ from server.api.interceptors import ErrorStatusInterceptor
 from server.api.live_calls import LiveCalls, stop_server
 from server.api.model_service import SERVICE_NAME as ADMIN_SERVICE_NAME
 from server.api.model_service import ModelServicer
+from server.api.oip.service import SERVICE_NAME as OIP_SERVICE_NAME
+from server.api.oip.service import OipServicer
 from server.api.transport import TransportLimits
 from server.models.gpu import DEFAULT_FRACTION as DEFAULT_GPU_MEMORY_FRACTION
 from server.models.manager import ModelManager
@@ -32,6 +34,7 @@ from server.models.registry import Registry
 from server.models.repository import Repository
 from server.models.shadow import ShadowMirror
 from server.models.slot import DEFAULT_DRAIN_TIMEOUT_S, Slot
+from server.security.tls import ServerSecurity, ServerTls, TlsConfigError
 from server.telemetry.metrics import MetricsSource
 from server.telemetry.options import TelemetryOptions
 from server.telemetry.setup import MetricsEndpointError, Telemetry
@@ -85,6 +88,8 @@ class ServerOptions:
     #: metrics endpoint, OTLP push, tracing, access log (server/telemetry/; off by default here, the
     #: ``inferd serve`` command serves metrics on 8002 unless told otherwise)
     telemetry: TelemetryOptions = field(default_factory=TelemetryOptions)
+    #: TLS / mTLS on every gRPC port (server/security/tls.py); None = plaintext
+    tls: ServerTls | None = None
 
     def engine_defaults(self) -> dict[str, str]:
         """Server-wide engine parameters; a model's config.pbtxt parameters override them."""
@@ -151,6 +156,8 @@ class InferdServer:
             observers=self.telemetry.observers,
         )
         self.admin = ModelServicer(self.manager)
+        #: the Open Inference Protocol v2 over the same registry, batchers and statistics (server/api/oip/)
+        self.oip = OipServicer(self.servicer, self.manager, self.health, self.info)
         #: the main port's open calls: at shutdown, calls that can never finish do not hold the grace period
         self.calls = LiveCalls()
         self._server: grpc.aio.Server | None = None
@@ -158,17 +165,22 @@ class InferdServer:
         self.port = 0
         self.admin_port = 0
         self._poller: asyncio.Task[None] | None = None
+        #: the ports' credentials (TLS files checked and reloaded), made in ``start``
+        self._security: ServerSecurity | None = None
 
     def _build_grpc_server(self, *, inference: bool, admin: bool) -> grpc.aio.Server:
         calls = self.calls if inference else LiveCalls()  # outermost: it counts every call, health's too
         server = grpc.aio.server(interceptors=[calls, ErrorStatusInterceptor()], options=grpc_options(self.options))
         services = [reflection.SERVICE_NAME, "grpc.health.v1.Health"]
         if inference:
-            server.add_generic_rpc_handlers((self.servicer.handler(),))
-            services.append(SERVICE_NAME)
+            server.add_generic_rpc_handlers((self.servicer.handler(), self.oip.handler(control=admin)))
+            services += [SERVICE_NAME, OIP_SERVICE_NAME]
         if admin:
             admin_pb2_grpc.add_ModelServiceServicer_to_server(self.admin, server)
             services.append(ADMIN_SERVICE_NAME)
+            if not inference:  # OIP's repository RPCs are model control: served where ModelService is
+                server.add_generic_rpc_handlers((self.oip.control_handler(),))
+                services.append(OIP_SERVICE_NAME)
         self.health.add_to(server)
         reflection.enable_server_reflection(services, server)
         return server
@@ -183,8 +195,12 @@ class InferdServer:
         return [slot for entry in self.registry.models() for slot in entry.slots.values()]
 
     def _bind(self, server: grpc.aio.Server, address: str) -> int:
+        credentials = self._security.credentials() if self._security is not None else None
         try:
-            port = server.add_insecure_port(address)
+            if credentials is None:
+                port = server.add_insecure_port(address)
+            else:
+                port = server.add_secure_port(address, credentials)
         except RuntimeError as exc:
             raise StartupError(f"cannot listen on {address}: {exc} (is another server using the port?)") from None
         if port == 0:
@@ -193,6 +209,11 @@ class InferdServer:
 
     async def start(self) -> int:
         """Bind, start answering (health NOT_SERVING), load the repository, then report SERVING."""
+        try:
+            self._security = ServerSecurity(self.options.tls)
+        except TlsConfigError as exc:
+            raise StartupError(str(exc)) from None
+        log.info("transport security: %s", self._security.describe())
         separate_admin = self.options.admin_port is not None
         server = self._build_grpc_server(inference=True, admin=not separate_admin)
         self.port = self._bind(server, f"{self.options.host}:{self.options.port}")

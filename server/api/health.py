@@ -77,6 +77,11 @@ class Health(health_pb2_grpc.HealthServicer):
     def add_to(self, server: grpc.aio.Server) -> None:
         health_pb2_grpc.add_HealthServicer_to_server(self, server)
 
+    @property
+    def server_serving(self) -> bool:
+        """The server as a whole is SERVING (started, models loaded, not shutting down)."""
+        return self._statuses.get("") == SERVING
+
     # -- updates (never wait on a watcher) ------------------------------------------------------
 
     async def set_server(self, serving: bool) -> None:

@@ -9,12 +9,13 @@ from __future__ import annotations
 import contextlib
 import time
 from collections import Counter
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 import numpy as np
+from google.protobuf.message import Message
 
 from inferd.tensors import DTYPE_BY_NAME
 from inferd.v1 import inference_pb2
@@ -44,7 +45,10 @@ from server.quality.feedback import FeedbackBook
 from server.telemetry.calls import CallObservers, CallRecord
 
 SERVICE_NAME = "inferd.v1.InferenceService"
-_Req = TypeVar("_Req", inference_pb2.PredictRequest, inference_pb2.PredictStreamRequest)
+_M = TypeVar("_M")
+_P = TypeVar("_P")
+#: parses and decodes one protocol's request bytes: (message, raw payloads, routing and options)
+RequestReader = Callable[[bytes, grpc.aio.ServicerContext], tuple[_M, _P, InferRequest]]
 #: gRPC metadata that makes traffic-split assignment sticky (same as PredictRequest.routing_key).
 ROUTING_KEY_HEADER = "x-inferd-routing-key"
 _MiB = 1024 * 1024
@@ -86,16 +90,16 @@ class InferenceServicer:
         max_predict_streams_per_connection: int = 0,
         observers: CallObservers | None = None,
     ) -> None:
-        self._registry = registry
-        self._limits = limits
+        self.registry = registry
+        self.limits = limits
         self._info = info
         #: checks input tensors against the routed model's signature, then decodes them
-        self._inputs = InputDecoder(limits.max_request_elements)
-        self._shadow = shadow or ShadowMirror()
+        self.inputs = InputDecoder(limits.max_request_elements)
+        self.shadow = shadow or ShadowMirror()
         #: recent predictions of models with `feedback {}`, scored by Feedback (server/api/feedback.py)
         self.feedback = FeedbackBook()
-        self._shadow.feedback = self.feedback
-        self._ids = RequestIds()
+        self.shadow.feedback = self.feedback
+        self.ids = RequestIds()
         #: closed once the server's drain window has ended: new calls get UNAVAILABLE before the port closes
         self.gate = ShutdownGate()
         #: open PredictStreams per connection, capped (server/api/connection_limits.py; 0 = no cap)
@@ -108,40 +112,39 @@ class InferenceServicer:
         #: label set, so that requests naming unknown models add no metric series
         self.unrouted: Counter[str] = Counter()
 
-    def _route(self, request: InferRequest, context: grpc.aio.ServicerContext) -> Slot:
+    def route(self, request: InferRequest, context: grpc.aio.ServicerContext) -> Slot:
         """Pick the slot; the routing key header is only read for models with a traffic split."""
         key = request.routing_key
-        if not key and not request.version and not request.label and self._registry.has_split(request.model):
+        if not key and not request.version and not request.label and self.registry.has_split(request.model):
             for name, value in context.invocation_metadata() or ():
                 if name == ROUTING_KEY_HEADER:
                     key = value if isinstance(value, str) else value.decode()
                     break
-        return self._registry.route(request.model, request.version, request.label, key)
+        return self.registry.route(request.model, request.version, request.label, key)
 
-    def _check_request_size(self, data: bytes) -> None:
-        if len(data) > self._limits.max_receive_bytes:
+    def check_request_size(self, data: bytes) -> None:
+        if len(data) > self.limits.max_receive_bytes:
             raise ResourceExhausted(
-                f"request of {len(data)} bytes exceeds the {self._limits.max_receive_bytes // _MiB} MiB limit "
+                f"request of {len(data)} bytes exceeds the {self.limits.max_receive_bytes // _MiB} MiB limit "
                 "set by --max-receive-message-mb"
             )
 
-    def _serialise(self, message: inference_pb2.PredictResponse | inference_pb2.PredictStreamResponse) -> bytes:
+    def serialise(self, message: Message) -> bytes:
         data: bytes = message.SerializeToString()
-        if len(data) > self._limits.max_send_bytes:
+        if len(data) > self.limits.max_send_bytes:
             raise ResourceExhausted(
-                f"response of {len(data)} bytes exceeds the {self._limits.max_send_bytes // _MiB} MiB limit "
+                f"response of {len(data)} bytes exceeds the {self.limits.max_send_bytes // _MiB} MiB limit "
                 "set by --max-send-message-mb; ask for fewer rows or use PredictStream with chunk_rows"
             )
         return data
 
-    def _decode(
-        self,
-        message: inference_pb2.PredictRequest | inference_pb2.PredictStreamRequest,
-        context: grpc.aio.ServicerContext,
-    ) -> InferRequest:
-        request = decode_request(self._ids, message, context.time_remaining())
-        current_request_id.set(request.id)
-        return request
+    def _read_predict(self, data: bytes, context: grpc.aio.ServicerContext) -> tuple[Any, Any, InferRequest]:
+        message, payloads = parse_request(inference_pb2.PredictRequest, data)
+        return message, payloads, decode_request(self.ids, message, context.time_remaining())
+
+    def _read_predict_stream(self, data: bytes, context: grpc.aio.ServicerContext) -> tuple[Any, Any, InferRequest]:
+        message, payloads = parse_request(inference_pb2.PredictStreamRequest, data)
+        return message, payloads, decode_request(self.ids, message, context.time_remaining())
 
     async def predict(self, data: bytes, context: grpc.aio.ServicerContext) -> bytes:
         if not self._observed:
@@ -159,20 +162,21 @@ class InferenceServicer:
         observers.end(record, None)
         return reply
 
-    def _accept(
-        self, kind: type[_Req], data: bytes, context: grpc.aio.ServicerContext, record: CallRecord | None
-    ) -> tuple[_Req, list[memoryview] | None, InferRequest, Slot]:
-        """Gate, size limit, parsing, decoding and routing, for Predict and PredictStream alike. A call that
-        fails here never reached a version: it is counted in ``unrouted`` by status name only."""
+    def accept(
+        self, read: RequestReader[_M, _P], data: bytes, context: grpc.aio.ServicerContext, record: CallRecord | None
+    ) -> tuple[_M, _P, InferRequest, Slot]:
+        """Gate, size limit, parsing and decoding (``read``: one per protocol) and routing, for every
+        inference call of every protocol. A call that fails here never reached a version: it is counted in
+        ``unrouted`` by status name only."""
         try:
             if self.gate.closed:
                 raise self.gate.refuse()
-            self._check_request_size(data)
-            message, payloads = parse_request(kind, data)
-            request = self._decode(message, context)
+            self.check_request_size(data)
+            message, payloads, request = read(data, context)
+            current_request_id.set(request.id)
             if record is not None:
                 record.decoded(request.id, request.model, request.deadline)
-            slot = self._route(request, context)
+            slot = self.route(request, context)
         except Exception as exc:
             self.unrouted[outcome_code(exc, None)] += 1
             raise
@@ -180,18 +184,22 @@ class InferenceServicer:
             record.version = slot.version
         return message, payloads, request, slot
 
-    async def _predict(self, data: bytes, context: grpc.aio.ServicerContext, record: CallRecord | None) -> bytes:
-        started = time.perf_counter_ns()
-        message, payloads, request, slot = self._accept(inference_pb2.PredictRequest, data, context, record)
-        with CallOutcome(slot.stats, request.deadline, started):
-            request, rows = await self._inputs.decode(message, request, slot.validator, payloads)
-            outputs = await slot.infer(request.inputs, request.deadline, rows, request.parameters)
-            data = self._serialise(encode_response(request, slot.version, outputs, slot.validator.output_names))
+    def served(self, request: InferRequest, slot: Slot, rows: int, outputs: Mapping[str, np.ndarray]) -> None:
+        """After a unary answer, whatever the protocol: keep it for Feedback, mirror it to a shadow."""
         if slot.feedback is not None and slot.spec.feedback is not None:
             self.feedback.record(request.model, slot.spec.feedback, request.id, slot.version, outputs)
-        shadow = self._registry.shadow_for(request.model, slot)
+        shadow = self.registry.shadow_for(request.model, slot)
         if shadow is not None:
-            self._shadow.mirror(shadow, slot.version, request.inputs, rows, outputs, request.id)
+            self.shadow.mirror(shadow, slot.version, request.inputs, rows, outputs, request.id)
+
+    async def _predict(self, data: bytes, context: grpc.aio.ServicerContext, record: CallRecord | None) -> bytes:
+        started = time.perf_counter_ns()
+        message, payloads, request, slot = self.accept(self._read_predict, data, context, record)
+        with CallOutcome(slot.stats, request.deadline, started):
+            request, rows = await self.inputs.decode(message, request, slot.validator, payloads)
+            outputs = await slot.infer(request.inputs, request.deadline, rows, request.parameters)
+            data = self.serialise(encode_response(request, slot.version, outputs, slot.validator.output_names))
+        self.served(request, slot, rows, outputs)
         return data
 
     async def predict_stream(self, data: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
@@ -220,11 +228,9 @@ class InferenceServicer:
     async def _predict_stream(
         self, data: bytes, context: grpc.aio.ServicerContext, record: CallRecord | None
     ) -> AsyncIterator[bytes]:
-        stream_message, payloads, request, slot = self._accept(
-            inference_pb2.PredictStreamRequest, data, context, record
-        )
+        stream_message, payloads, request, slot = self.accept(self._read_predict_stream, data, context, record)
         with CallOutcome(slot.stats, request.deadline), self.connection_streams.hold(context.peer()):
-            request, rows = await self._inputs.decode(
+            request, rows = await self.inputs.decode(
                 stream_message, request, slot.validator, payloads, enforce_max_batch=False
             )
             if slot.streams is not None and request.chunk_rows:
@@ -259,7 +265,7 @@ class InferenceServicer:
                 for key, value in part.parameters.items():
                     message.parameters[key].CopyFrom(encode_parameter(value))
                 index += 1
-                yield self._serialise(message)
+                yield self.serialise(message)
 
     async def _chunks(self, request: InferRequest, slot: Slot, rows: int) -> AsyncGenerator[bytes, None]:
         """Chunked outputs of an ordinary model: ``chunk_rows`` rows per message, final=true on the last."""
@@ -284,12 +290,12 @@ class InferenceServicer:
                 final=index == len(starts) - 1,
                 outputs=encode_outputs(outputs, request.requested_outputs, slot.validator.output_names, typed=typed),
             )
-            yield self._serialise(message)
+            yield self.serialise(message)
 
     async def model_metadata(
         self, request: inference_pb2.ModelMetadataRequest, context: grpc.aio.ServicerContext
     ) -> inference_pb2.ModelMetadataResponse:
-        entry = self._registry.entry(request.name)
+        entry = self.registry.entry(request.name)
         if request.version and request.version not in entry.slots:
             have = ", ".join(str(v) for v in sorted(entry.slots)) or "none"
             raise NotFound(f"model '{request.name}' version {request.version} not found (versions: {have})")
@@ -304,7 +310,7 @@ class InferenceServicer:
             slot = entry.slots[request.version]
         else:
             try:
-                slot = self._registry.route(entry.name, None, request.version_label or None, split=False)
+                slot = self.registry.route(entry.name, None, request.version_label or None, split=False)
             except ServingError:
                 slot = None  # no READY version: describe the config alone
         response.version = slot.version if slot else 0
@@ -321,7 +327,7 @@ class InferenceServicer:
     async def list_models(
         self, request: inference_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> inference_pb2.ListModelsResponse:
-        return inference_pb2.ListModelsResponse(models=[model_status(e) for e in self._registry.models()])
+        return inference_pb2.ListModelsResponse(models=[model_status(e) for e in self.registry.models()])
 
     async def server_metadata(
         self, request: inference_pb2.ServerMetadataRequest, context: grpc.aio.ServicerContext
@@ -350,7 +356,7 @@ class InferenceServicer:
     async def model_statistics(
         self, request: inference_pb2.ModelStatisticsRequest, context: grpc.aio.ServicerContext
     ) -> inference_pb2.ModelStatisticsResponse:
-        entries = [self._registry.entry(request.name)] if request.name else self._registry.models()
+        entries = [self.registry.entry(request.name)] if request.name else self.registry.models()
         response = inference_pb2.ModelStatisticsResponse()
         for entry in entries:
             if request.version and request.version not in entry.slots:
@@ -364,7 +370,7 @@ class InferenceServicer:
     async def feedback_call(
         self, request: inference_pb2.FeedbackRequest, context: grpc.aio.ServicerContext
     ) -> inference_pb2.FeedbackResponse:
-        return score_feedback(self._registry, self.feedback, request)
+        return score_feedback(self.registry, self.feedback, request)
 
     def handler(self) -> grpc.GenericRpcHandler:
         """The service's method handlers (Predict and PredictStream take and return bytes)."""

@@ -103,4 +103,6 @@ class ErrorStatusInterceptor(WrappingInterceptor):
             return handler._replace(unary_unary=_wrap_unary(handler.unary_unary, method))
         if handler.unary_stream is not None:
             return handler._replace(unary_stream=_wrap_stream(handler.unary_stream, method))
+        if handler.stream_stream is not None:
+            return handler._replace(stream_stream=_wrap_stream(handler.stream_stream, method))
         return handler

@@ -12,11 +12,12 @@ from server import __version__
 from server.cli import build as build_command
 from server.cli import client as client_commands
 from server.cli import compare as compare_command
-from server.cli import config_command, stats_watch, telemetry_flags, transport_flags
+from server.cli import config_command, security_flags, stats_watch, telemetry_flags, transport_flags
 from server.cli import generate as generate_command
 from server.cli import profile as profile_command
 from server.cli import serve as serve_command
 from server.cli import shadow as shadow_command
+from server.cli import token_command
 
 DEFAULT_ADDRESS = os.environ.get("INFERD_ADDRESS", "127.0.0.1:8001")
 #: --unload-drain-seconds (the same default as the server's; kept here so that --help stays cheap)
@@ -129,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     transport_flags.add_transport_flags(serve)
     telemetry_flags.add_telemetry_flags(serve)
+    security_flags.add_security_flags(serve)
     serve_command.add_engine_flags(serve)
     serve.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log level (default INFO)"
@@ -216,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     shadow_command.add_parser(sub, _add_address)
     compare_command.add_parser(sub, _add_address)
     config_command.add_parser(sub, _add_address)
+    token_command.add_parser(sub)
 
     metadata = sub.add_parser("metadata", help="print a model's signature and versions")
     metadata.add_argument("model", help="the model's name")
@@ -232,6 +235,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return build_command.run(args)
     if args.command == "profile":
         return profile_command.run(args)
+    if args.command == "token":
+        return token_command.run(args)
     from inferd.errors import InferdError
 
     commands = {

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from server.cli.security_flags import SecurityFlagError, tls_options
 from server.cli.telemetry_flags import telemetry_options
 from server.cli.transport_flags import transport_limits
 
@@ -67,6 +68,7 @@ def server_options(args: argparse.Namespace) -> ServerOptions:
         transport=transport_limits(args),
         telemetry=telemetry_options(args),
         allowed_engines=getattr(args, "allowed_engines", None),
+        tls=tls_options(args),
     )
 
 
@@ -83,7 +85,11 @@ def serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=getattr(logging, args.log_level), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    options = server_options(args)
+    try:
+        options = server_options(args)
+    except SecurityFlagError as exc:
+        print(f"inferd: {exc}", file=sys.stderr)
+        return 2
 
     abandoned: list[bool] = []
     log = logging.getLogger("inferd")

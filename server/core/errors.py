@@ -49,3 +49,7 @@ class Unavailable(ServingError):
 
 class Internal(ServingError):
     code = grpc.StatusCode.INTERNAL
+
+
+class Unimplemented(ServingError):
+    code = grpc.StatusCode.UNIMPLEMENTED

@@ -2,10 +2,9 @@
 
 Cost model. :meth:`AccessLog.end` runs on the event loop for every call, so an OK call that is not
 sampled costs one comparison and one ``random()``: no dict, no formatting. A sampled call costs a tuple
-of its fields appended to a deque; a background thread wakes every :data:`FLUSH_INTERVAL_S`, formats
-what is there and writes it, so a slow disk never stalls the loop. The writer is woken by its timer,
-never by a line: waking a thread per line (a queue's ``put``) made every logged line cost the event
-loop ~100 µs of thread switches, measured at sample rate 1. When the writer falls behind by
+of its fields appended to a deque; a background thread (:class:`~server.telemetry.line_writer.LineWriter`,
+shared with the audit log) wakes every 0.1 s, formats what is there and writes it,
+so a slow disk never stalls the loop. When the writer falls behind by
 :attr:`AccessLogOptions.queue_lines` lines, new lines are dropped and counted (:attr:`AccessLog.dropped`)
 rather than growing memory without bound.
 
@@ -24,10 +23,7 @@ import json
 import logging
 import math
 import random
-import sys
-import threading
 import time
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,12 +31,11 @@ from typing import Any, TextIO
 
 from server.core.echo import bounded
 from server.telemetry.calls import BatchInfo, CallRecord
+from server.telemetry.line_writer import STDOUT, LineWriter, open_lines
 from server.telemetry.trace_context import parse_traceparent
 
 log = logging.getLogger("inferd.access_log")
 
-#: ``destination`` meaning the process' standard output
-STDOUT = "-"
 #: the keys of every line, in order (a key whose value does not apply is null, never missing)
 FIELDS = (
     "time",
@@ -65,12 +60,6 @@ FIELDS = (
 ID_CHARS = 128
 #: characters kept of a failure's message
 MESSAGE_CHARS = 512
-#: lines written per write call at most (one write and one flush each)
-WRITE_BATCH = 1024
-#: seconds between the writer's wake-ups (the most a line waits before it is written)
-FLUSH_INTERVAL_S = 0.1
-#: seconds close() waits for the writer to drain the queue
-CLOSE_TIMEOUT_S = 10.0
 #: compact separators; one encoder made once (json.dumps with options builds one per call)
 _ENCODER = json.JSONEncoder(separators=(",", ":"))
 
@@ -111,19 +100,16 @@ class AccessLogOptions:
 
 def open_destination(options: AccessLogOptions) -> TextIO:
     """The stream to write to: stdout, or the file opened for appending (created if missing)."""
-    if options.to_stdout:
-        return sys.stdout
-    path = Path(options.destination)
     try:
-        return path.open("a", encoding="utf-8")
+        return open_lines(options.destination, "the access log")
     except OSError as exc:
-        raise AccessLogError(f"cannot write the access log {path}: {exc.strerror or exc}") from None
+        raise AccessLogError(str(exc)) from None
 
 
 def check_destination(options: AccessLogOptions) -> None:
     """Fail now, with a clear message, if the log could not be written (for the flag parser)."""
     stream = open_destination(options)
-    if stream is not sys.stdout:
+    if not options.to_stdout:
         stream.close()
 
 
@@ -132,27 +118,27 @@ class AccessLog:
 
     def __init__(self, options: AccessLogOptions) -> None:
         self.options = options
-        self._stream = open_destination(options)
-        self._owns_stream = not options.to_stdout
         self._sample_rate = float(options.sample_rate)
         self._random = random.Random().random
-        #: lines waiting for the writer; deque append/popleft are atomic, so no lock and no wake-up
-        self._pending: deque[tuple[Any, ...]] = deque()
-        self._limit = options.queue_lines
-        self._closed = False
-        self._stop = threading.Event()
-        self._dropped_full = 0  # written by the event loop's thread only
-        self._dropped_failed = 0  # written by the writer thread only
-        self._failing = False
-        #: lines written so far
-        self.written = 0
-        self._thread = threading.Thread(target=self._run, name="inferd-access-log", daemon=True)
-        self._thread.start()
+        self._writer = LineWriter(
+            open_destination(options),
+            format_line,
+            queue_lines=options.queue_lines,
+            what="access log",
+            thread_name="inferd-access-log",
+            owns_stream=not options.to_stdout,
+        )
+        self._put = self._writer.put
 
     @property
     def dropped(self) -> int:
         """Lines lost: the writer was too far behind, or writing failed (disk full, ...)."""
-        return self._dropped_full + self._dropped_failed
+        return self._writer.dropped
+
+    @property
+    def written(self) -> int:
+        """Lines written so far."""
+        return self._writer.written
 
     def begin(self, record: CallRecord) -> bool:
         """Every call's record is needed: whether it is logged is known only at its end (failures are)."""
@@ -165,11 +151,8 @@ class AccessLog:
         # the hot path: an OK call not sampled stops here (random() < 1, so rate 1 logs every call)
         if record.code == "OK" and self._random() >= self._sample_rate:
             return
-        if self._closed or len(self._pending) >= self._limit:
-            self._dropped_full += 1
-            return
         batch = record.batch
-        self._pending.append(
+        self._put(
             (
                 record.started_unix_ns,
                 record.request_id,
@@ -192,56 +175,7 @@ class AccessLog:
 
     def close(self) -> None:
         """Write what is queued, stop the writer, close the file (stdout is flushed, not closed)."""
-        if self._closed:
-            return
-        self._closed = True
-        self._stop.set()
-        self._thread.join(CLOSE_TIMEOUT_S)
-        if self._thread.is_alive():
-            log.warning("access log: the writer did not finish in %gs; lines still queued are lost", CLOSE_TIMEOUT_S)
-            return
-        try:
-            if self._owns_stream:
-                self._stream.close()
-            else:
-                self._stream.flush()
-        except OSError as exc:
-            log.warning("access log: closing %s failed: %s", self.options.destination, exc)
-
-    def _run(self) -> None:
-        while not self._stop.wait(FLUSH_INTERVAL_S):
-            self._drain()
-        self._drain()  # close(): what was queued before it is written
-
-    def _drain(self) -> None:
-        pending = self._pending
-        while pending:
-            lines: list[str] = []
-            while pending and len(lines) < WRITE_BATCH:
-                item = pending.popleft()
-                try:
-                    lines.append(format_line(item))
-                except Exception:  # a bug, not the caller's doing: lose the line, keep the log going
-                    self._dropped_failed += 1
-                    log.exception("access log: a line could not be formatted")
-            if lines:
-                self._write(lines)
-
-    def _write(self, lines: list[str]) -> None:
-        """One write and one flush for what the queue held; a failure is logged once per run of failures."""
-        try:
-            self._stream.write("".join(lines))
-            self._stream.flush()
-        except (OSError, ValueError) as exc:  # ValueError: the stream was closed under us
-            self._dropped_failed += len(lines)
-            if not self._failing:
-                log.warning("access log: writing to %s failed, lines are lost: %s", self.options.destination, exc)
-            self._failing = True
-            return
-        self.written += len(lines)
-        if self._failing:
-            log.warning("access log: writing to %s works again", self.options.destination)
-        self._failing = False
+        self._writer.close()
 
 
 def format_line(item: Sequence[Any]) -> str:

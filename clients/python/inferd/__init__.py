@@ -11,6 +11,7 @@ from inferd.control import AsyncModelControl, ModelControl
 from inferd.errors import InferdError
 from inferd.feedback import FeedbackResult
 from inferd.predictions import Prediction, StreamChunk
+from inferd.tls import TlsFiles
 
 __version__ = "0.1.0"
 
@@ -23,6 +24,7 @@ __all__ = [
     "ModelControl",
     "Prediction",
     "StreamChunk",
+    "TlsFiles",
     "__version__",
     "errors",
 ]

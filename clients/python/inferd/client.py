@@ -24,6 +24,7 @@ from inferd.errors import from_rpc_error
 from inferd.feedback import FeedbackResult
 from inferd.health import HealthStatus
 from inferd.predictions import ParameterValue, Prediction, StreamChunk, atexts, build_stream_request, texts, to_chunk
+from inferd.tls import TlsLike
 from inferd.trace_context import with_trace_context
 from inferd.v1 import inference_pb2
 
@@ -38,7 +39,9 @@ class Client(Connection):
     ``timeout`` is the default per-call timeout in seconds (None = no deadline); every method also
     takes its own. ``metadata`` is sent with every call (e.g. an authorization header). Pass
     ``channel`` to use your own channel (its settings win, and ``close`` leaves it open). Under a current
-    OpenTelemetry span, calls carry its W3C trace context (:mod:`inferd.trace_context`).
+    OpenTelemetry span, calls carry its W3C trace context (:mod:`inferd.trace_context`). ``tls=True`` (the
+    system's CAs) or ``tls=TlsFiles(ca=..., cert=..., key=...)`` (mTLS) encrypts the channel; ``token`` is sent
+    as ``authorization: Bearer`` on every call (:mod:`inferd.tls`).
     """
 
     def __init__(
@@ -51,8 +54,12 @@ class Client(Connection):
         metadata: MetadataLike | None = None,
         credentials: grpc.ChannelCredentials | None = None,
         options: Sequence[tuple[str, Any]] | None = None,
+        tls: TlsLike = None,
+        token: str | None = None,
     ) -> None:
-        super().__init__(grpc, target, timeout, max_message_bytes, channel, metadata, credentials, options)
+        super().__init__(
+            grpc, target, timeout, max_message_bytes, channel, metadata, credentials, options, tls=tls, token=token
+        )
 
     def close(self) -> None:
         if self._owns_channel:
@@ -236,8 +243,12 @@ class AsyncClient(Connection):
         metadata: MetadataLike | None = None,
         credentials: grpc.ChannelCredentials | None = None,
         options: Sequence[tuple[str, Any]] | None = None,
+        tls: TlsLike = None,
+        token: str | None = None,
     ) -> None:
-        super().__init__(grpc.aio, target, timeout, max_message_bytes, channel, metadata, credentials, options)
+        super().__init__(
+            grpc.aio, target, timeout, max_message_bytes, channel, metadata, credentials, options, tls=tls, token=token
+        )
 
     async def close(self) -> None:
         if self._owns_channel:

@@ -13,6 +13,7 @@ from typing import Any
 import grpc
 
 from inferd import health as _health
+from inferd.tls import TlsLike, bearer_metadata, channel_credentials, tls_options
 from inferd.v1 import inference_pb2_grpc
 
 __all__ = ["DEFAULT_MAX_MESSAGE_BYTES", "DEFAULT_TARGET", "Connection", "MetadataLike"]
@@ -36,20 +37,25 @@ class Connection:
         metadata: MetadataLike | None,
         credentials: grpc.ChannelCredentials | None,
         options: Sequence[tuple[str, Any]] | None,
+        tls: TlsLike = None,
+        token: str | None = None,
     ) -> None:
         self.target = target
         self.timeout = timeout
         self._owns_channel = channel is None
-        if metadata is None:
-            self._metadata: tuple[tuple[str, str], ...] | None = None
-        else:
-            pairs = metadata.items() if isinstance(metadata, Mapping) else metadata
-            self._metadata = tuple((key, value) for key, value in pairs) or None
+        pairs = () if metadata is None else metadata.items() if isinstance(metadata, Mapping) else metadata
+        # the token rides on every call as metadata (inferd/tls.py), so it also works on a given channel
+        self._metadata: tuple[tuple[str, str], ...] | None = bearer_metadata(token, tuple(pairs)) or None
+        if tls not in (None, False):
+            if credentials is not None or channel is not None:
+                raise ValueError("pass tls= or credentials=/channel=, not both")
+            credentials = channel_credentials(tls)
         if channel is None:
             merged = {
                 "grpc.max_send_message_length": max_message_bytes,
                 "grpc.max_receive_message_length": max_message_bytes,
             }
+            merged.update(tls_options(tls))
             merged.update(options or ())
             opts = list(merged.items())
             if credentials is None:

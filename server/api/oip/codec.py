@@ -1,0 +1,235 @@
+"""ModelInferRequest/ModelInferResponse ⇄ the internal request and numpy outputs.
+
+An OIP input is handed to the same tensor checks and decoders as an inferd.v1 Tensor (server/api/inputs.py)
+through :class:`OipTensor`, which reads like one: so both protocols refuse the same inputs with the same
+messages, bound by the same limits, and batch together. Raw contents stay zero-copy views.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from google.protobuf.message import DecodeError
+
+from inferd.oip.v2 import grpc_service_pb2 as pb
+from inferd.tensors import DTYPE_BY_NAME, NUMPY_DTYPES, dtype_name_of, encode_bytes_elements
+from inferd.v1 import tensor_pb2
+from server.api.codec import RequestIds
+from server.core.echo import echo
+from server.core.errors import InvalidArgument
+from server.core.types import InferRequest, ParamValue
+
+#: request parameters that steer routing and encoding; they are not passed on to the model
+ROUTING_PARAMETERS = ("version_label", "routing_key", "timeout", "binary_data_output")
+#: the response parameter that marks a decoupled (generative) model's last response, as Triton names it
+FINAL_RESPONSE = "triton_final_response"
+_TYPED = tensor_pb2.TENSOR_ENCODING_TYPED
+_RAW = tensor_pb2.TENSOR_ENCODING_RAW
+_MIRROR = tensor_pb2.TENSOR_ENCODING_UNSPECIFIED
+#: inferd.v1 typed field name → OIP InferTensorContents field name, where they differ
+_CONTENTS_FIELD = {"int32_contents": "int_contents", "uint32_contents": "uint_contents"}
+#: numpy dtype name → the OIP typed field carrying it (FP16 and BF16 have none: always raw)
+_TYPED_OUT = {
+    "BOOL": "bool_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+    "BYTES": "bytes_contents",
+}
+_DATATYPES = ", ".join(sorted(NUMPY_DTYPES))
+
+
+class OipTensor:
+    """An OIP input tensor as inferd.tensors.describe_tensor/decode_tensor read an inferd.v1 Tensor."""
+
+    __slots__ = ("_contents", "data_type", "name", "raw_contents", "shape")
+
+    def __init__(self, tensor: Any) -> None:
+        self.name: str = tensor.name
+        data_type = DTYPE_BY_NAME.get(tensor.datatype)
+        if data_type is None or tensor.datatype == "BF16":
+            raise InvalidArgument(
+                f"input tensor {echo(tensor.name)}: datatype {echo(tensor.datatype)} is not one of {_DATATYPES}"
+            )
+        self.data_type = data_type
+        self.shape = tensor.shape
+        self.raw_contents = b""
+        self._contents = tensor.contents if tensor.HasField("contents") else None
+
+    def __getattr__(self, field: str) -> Any:
+        """A typed field by its inferd.v1 name (only called for names that are not slots)."""
+        contents = self._contents
+        if contents is None:
+            return ()
+        return getattr(contents, _CONTENTS_FIELD.get(field, field))
+
+
+class OipMessage:
+    """The two things server/api/inputs.InputDecoder reads of a request: its inputs and the output encoding."""
+
+    __slots__ = ("inputs", "output_encoding")
+
+    def __init__(self, inputs: list[OipTensor], output_encoding: int) -> None:
+        self.inputs = inputs
+        self.output_encoding = output_encoding
+
+
+def parse(data: bytes) -> Any:
+    try:
+        return pb.ModelInferRequest.FromString(data)
+    except DecodeError:
+        raise InvalidArgument("the request is not a valid inference.ModelInferRequest") from None
+
+
+def parameter_value(param: Any, key: str) -> ParamValue:
+    which = param.WhichOneof("parameter_choice")
+    if which is None:
+        raise InvalidArgument(f"parameter {echo(key)} has no value")
+    value: ParamValue = getattr(param, which)
+    return value
+
+
+def _version(text: str) -> int | None:
+    if not text:
+        return None
+    if not text.isdigit() or int(text) == 0:
+        raise InvalidArgument(
+            f"model_version {echo(text)} is not a version number; "
+            "send a version label as the request parameter 'version_label'"
+        )
+    return int(text)
+
+
+def decode(
+    new_id: RequestIds, message: Any, time_remaining: float | None
+) -> tuple[InferRequest, OipMessage, list[bytes] | None]:
+    """The request's routing and options, its inputs as OipTensors, and its raw_input_contents (or None)."""
+    if not message.model_name:
+        raise InvalidArgument("model_name is empty")
+    version = _version(message.model_version)
+    label: str | None = None
+    routing_key = ""
+    encoding = _MIRROR
+    deadline = None if time_remaining is None else time.monotonic() + time_remaining
+    parameters: dict[str, ParamValue] = {}
+    for key, param in message.parameters.items():
+        value = parameter_value(param, key)
+        if key not in ROUTING_PARAMETERS:
+            parameters[key] = value
+        elif key == "version_label":
+            label = _text(key, value) or None
+        elif key == "routing_key":
+            routing_key = _text(key, value)
+        elif key == "timeout":
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise InvalidArgument("parameter 'timeout' must be a positive integer of microseconds")
+            limit = time.monotonic() + value / 1e6
+            deadline = limit if deadline is None else min(deadline, limit)
+        elif not isinstance(value, bool):
+            raise InvalidArgument("parameter 'binary_data_output' must be a bool")
+        else:
+            encoding = _RAW if value else _TYPED
+    inputs = [OipTensor(tensor) for tensor in message.inputs]
+    payloads: list[bytes] | None = None
+    raw = message.raw_input_contents
+    if raw:
+        if len(raw) != len(inputs):
+            raise InvalidArgument(
+                f"raw_input_contents has {len(raw)} entries for {len(inputs)} inputs; send one per input, in order"
+            )
+        payloads = list(raw)
+        for tensor in inputs:
+            if tensor._contents is not None:
+                raise InvalidArgument(
+                    f"input tensor {echo(tensor.name)} has contents while the request uses raw_input_contents; "
+                    "send every input one way"
+                )
+    request = InferRequest(
+        model=message.model_name,
+        inputs={},
+        id=message.id or new_id(),
+        version=version,
+        label=label,
+        requested_outputs=tuple(output.name for output in message.outputs),
+        parameters=parameters,
+        deadline=deadline,
+        routing_key=routing_key,
+    )
+    return request, OipMessage(inputs, encoding), payloads
+
+
+def _text(key: str, value: ParamValue) -> str:
+    if not isinstance(value, str):
+        raise InvalidArgument(f"parameter {echo(key)} must be a string")
+    return value
+
+
+def encode_response(
+    request: InferRequest,
+    version: int,
+    outputs: Mapping[str, np.ndarray],
+    output_order: Sequence[str],
+    *,
+    parameters: Mapping[str, ParamValue] | None = None,
+) -> Any:
+    """A ModelInferResponse: raw_output_contents unless the request's encoding is typed."""
+    response = pb.ModelInferResponse(model_name=request.model, model_version=str(version), id=request.id)
+    names = request.requested_outputs or output_order
+    typed = request.output_encoding == "typed"
+    raw_out = response.raw_output_contents
+    for name in names:
+        if name not in outputs:
+            continue
+        array = np.asarray(outputs[name])
+        dtype = dtype_name_of(array)
+        tensor = response.outputs.add(name=name, datatype=dtype, shape=array.shape)
+        field = _TYPED_OUT.get(dtype) if typed else None
+        if field is None:
+            if dtype == "BYTES":
+                raw_out.append(encode_bytes_elements(array.reshape(-1).tolist()))
+            else:
+                raw_out.append(array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes())
+        elif dtype == "BYTES":
+            getattr(tensor.contents, field).extend(
+                x.encode() if isinstance(x, str) else bytes(x) for x in array.reshape(-1).tolist()
+            )
+        else:
+            getattr(tensor.contents, field).extend(array.reshape(-1).tolist())
+    if typed and raw_out:
+        # OIP allows raw and typed outputs in one response only as "all raw": FP16 has no typed field
+        _all_raw(response, outputs)
+    for key, value in (parameters or {}).items():
+        set_parameter(response.parameters[key], value)
+    return response
+
+
+def _all_raw(response: Any, outputs: Mapping[str, np.ndarray]) -> None:
+    del response.raw_output_contents[:]
+    for tensor in response.outputs:
+        tensor.ClearField("contents")
+        array = np.asarray(outputs[tensor.name])
+        if tensor.datatype == "BYTES":
+            response.raw_output_contents.append(encode_bytes_elements(array.reshape(-1).tolist()))
+        else:
+            response.raw_output_contents.append(array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes())
+
+
+def set_parameter(param: Any, value: ParamValue) -> None:
+    if isinstance(value, bool):
+        param.bool_param = value
+    elif isinstance(value, int):
+        param.int64_param = value
+    elif isinstance(value, float):
+        param.double_param = value
+    else:
+        param.string_param = str(value)
