@@ -79,6 +79,11 @@ test-integration: $(VENV)/.installed  ## run only the integration tests (in-proc
 test-e2e: $(VENV)/.installed  ## run only the end-to-end tests (subprocess server, grpcurl, the inferd command)
 	$(TEST_ENV) $(PY) -m pytest -q -m e2e tests/e2e
 
+.PHONY: oip-client-venv
+# tritonclient pins protobuf<7 and registers the protobuf package `inference` too, so it never shares .venv
+oip-client-venv: $(VENV)/.installed  ## tritonclient[grpc] in its own venv, .cache/venvs/tritonclient (the OIP tests make it on first use)
+	$(PY) -m tests.e2e.tritonclient_venv
+
 test-gpu: $(VENV)/.installed  ## run only the GPU tests (each skips with its reason where no GPU/TensorRT)
 	$(TEST_ENV) $(PY) -m pytest -q -ra -m gpu tests/gpu
 

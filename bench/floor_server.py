@@ -1,12 +1,15 @@
 """The gRPC floor: a grpc.aio server whose Predict returns an empty response and does nothing else.
 
-It answers on inferd's own method path so the same h2load request body drives both servers.
+It answers on inferd's own method path so the same h2load request body drives both servers, and on
+OIP's ModelStreamInfer path it answers every streamed message with an empty one: the floor of a
+grpc.aio bidirectional stream (bench/oip.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+from collections.abc import AsyncIterator
 
 import grpc
 
@@ -15,12 +18,20 @@ async def _empty(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
     return b""
 
 
+async def _echo(requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+    async for _ in requests:
+        yield b""
+
+
 async def serve(port: int) -> None:
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 64 << 20)])
     handler = grpc.method_handlers_generic_handler(
         "inferd.v1.InferenceService", {"Predict": grpc.unary_unary_rpc_method_handler(_empty)}
     )
-    server.add_generic_rpc_handlers((handler,))
+    stream = grpc.method_handlers_generic_handler(
+        "inference.GRPCInferenceService", {"ModelStreamInfer": grpc.stream_stream_rpc_method_handler(_echo)}
+    )
+    server.add_generic_rpc_handlers((handler, stream))
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     print(f"floor server on {port}", flush=True)

@@ -47,8 +47,12 @@ def run_h2load(
     seconds: float,
     warmup: float,
     cpu: int | None = None,
+    headers: tuple[str, ...] = (),
 ) -> LoadResult:
-    """Closed loop: one connection, ``concurrency`` streams in flight, for ``seconds`` after ``warmup``."""
+    """Closed loop: one connection, ``concurrency`` streams in flight, for ``seconds`` after ``warmup``.
+
+    ``headers``: extra ``name: value`` request headers (e.g. ``authorization: Bearer …``); an ``https://``
+    URL makes h2load negotiate TLS with ALPN h2 (it does not verify the server's certificate)."""
     h2load = require_h2load()
     with tempfile.TemporaryDirectory() as tmp:
         body = Path(tmp) / "body.bin"
@@ -67,6 +71,7 @@ def run_h2load(
             "content-type: application/grpc",
             "-H",
             "te: trailers",
+            *(item for header in headers for item in ("-H", header)),
             "--log-file",
             str(log),
             url,

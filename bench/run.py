@@ -91,11 +91,19 @@ def _wait_serving(address: str, timeout: float = 120) -> None:
 
 @contextmanager
 def running(
-    command: list[str], address: str, health: bool = True, env: dict[str, str] | None = None
+    command: list[str],
+    address: str,
+    health: bool = True,
+    env: dict[str, str] | None = None,
+    ready: Callable[[str], None] | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
+    """The server ``command`` running until the block ends; ``ready(address)``, if given, replaces the
+    plaintext health check (a TLS port needs its own)."""
     process = subprocess.Popen(_pinned(command, SERVER_CPU), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     try:
-        if health:
+        if ready is not None:
+            ready(address)
+        elif health:
             _wait_serving(address)
         else:
             _wait_port(address)
@@ -356,6 +364,12 @@ def main() -> None:
     from bench.quality import add_arguments as add_quality_arguments
 
     add_quality_arguments(parser)
+    from bench.oip import add_arguments as add_oip_arguments
+
+    add_oip_arguments(parser)
+    from bench.security import add_arguments as add_security_arguments
+
+    add_security_arguments(parser)
     args = parser.parse_args()
     work = Path(".cache/bench")
     shutil.rmtree(work, ignore_errors=True)
@@ -393,6 +407,18 @@ def _run_quality(args: argparse.Namespace, work: Path) -> Path:
     return run(args, work)
 
 
+def _run_oip(args: argparse.Namespace, work: Path) -> Path:
+    from bench.oip import run
+
+    return run(args, work)
+
+
+def _run_security(args: argparse.Namespace, work: Path) -> Path:
+    from bench.security import run
+
+    return run(args, work)
+
+
 #: scenario name → runner returning the report path
 SCENARIOS: dict[str, Callable[[argparse.Namespace, Path], Path]] = {
     "batching": _run_batching,
@@ -400,6 +426,8 @@ SCENARIOS: dict[str, Callable[[argparse.Namespace, Path], Path]] = {
     "streaming": _run_streaming,
     "telemetry": _run_telemetry,
     "quality": _run_quality,
+    "oip": _run_oip,
+    "security": _run_security,
 }
 
 

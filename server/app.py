@@ -34,6 +34,9 @@ from server.models.registry import Registry
 from server.models.repository import Repository
 from server.models.shadow import ShadowMirror
 from server.models.slot import DEFAULT_DRAIN_TIMEOUT_S, Slot
+from server.security.access import AccessControl
+from server.security.audit import AuditLog, AuditLogOptions
+from server.security.auth_config import AuthConfig
 from server.security.tls import ServerSecurity, ServerTls, TlsConfigError
 from server.telemetry.metrics import MetricsSource
 from server.telemetry.options import TelemetryOptions
@@ -90,6 +93,11 @@ class ServerOptions:
     telemetry: TelemetryOptions = field(default_factory=TelemetryOptions)
     #: TLS / mTLS on every gRPC port (server/security/tls.py); None = plaintext
     tls: ServerTls | None = None
+    #: one JSON line per model-control action and per denied call (server/security/audit.py); None = none
+    audit_log: AuditLogOptions | None = None
+    #: authentication, authorization and rate limits (--auth-config, server/security/); None = every call is
+    #: allowed and no security interceptor is installed (zero cost)
+    auth: AuthConfig | None = None
 
     def engine_defaults(self) -> dict[str, str]:
         """Server-wide engine parameters; a model's config.pbtxt parameters override them."""
@@ -167,10 +175,16 @@ class InferdServer:
         self._poller: asyncio.Task[None] | None = None
         #: the ports' credentials (TLS files checked and reloaded), made in ``start``
         self._security: ServerSecurity | None = None
+        #: the audit log's writer (its thread starts here, like the access log's); closed last in ``stop``
+        self.audit = AuditLog(options.audit_log) if options.audit_log is not None else None
+        self.access = AccessControl(options.auth, self.audit) if options.auth is not None else None
 
     def _build_grpc_server(self, *, inference: bool, admin: bool) -> grpc.aio.Server:
         calls = self.calls if inference else LiveCalls()  # outermost: it counts every call, health's too
-        server = grpc.aio.server(interceptors=[calls, ErrorStatusInterceptor()], options=grpc_options(self.options))
+        interceptors: list[grpc.aio.ServerInterceptor] = [calls, ErrorStatusInterceptor()]
+        if self.access is not None:  # outside the error mapping: its aborts are final
+            interceptors.insert(1, self.access.interceptor())
+        server = grpc.aio.server(interceptors=interceptors, options=grpc_options(self.options))
         services = [reflection.SERVICE_NAME, "grpc.health.v1.Health"]
         if inference:
             server.add_generic_rpc_handlers((self.servicer.handler(), self.oip.handler(control=admin)))
@@ -237,6 +251,9 @@ class InferdServer:
         except MetricsEndpointError as exc:
             raise StartupError(str(exc)) from None
         await self.health.set_server(False)
+        if self.access is not None:
+            await self.access.start()
+            log.info("%s", self.access.describe())
         await server.start()
         if self._admin_server is not None:
             await self._admin_server.start()
@@ -295,4 +312,8 @@ class InferdServer:
         await self.manager.close()
         log.info("shutdown: models closed")
         await self.telemetry.stop()
+        if self.access is not None:
+            await self.access.stop()
+        if self.audit is not None:
+            self.audit.close()
         self._server = None

@@ -15,12 +15,18 @@ Use the ``tls_files`` fixture (registered in tests/conftest.py) or call :func:`m
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime
 import ipaddress
 import shutil
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
+import grpc.aio
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -222,6 +228,51 @@ def served_certificate(host: str, port: int, ca: Path, *, server_name: str = SER
         der = tls.getpeercert(binary_form=True)
     assert der is not None
     return der
+
+
+class MetadataRecorder(grpc.GenericRpcHandler):
+    """Answers any unary call with an empty message and keeps each call's metadata (what a client sent)."""
+
+    def __init__(self) -> None:
+        self.seen: list[dict[str, str]] = []
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+        async def answer(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+            self.seen.append({k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)})
+            return b""
+
+        return grpc.unary_unary_rpc_method_handler(answer)
+
+
+@contextlib.contextmanager
+def recording_tls_server(files: TlsFiles) -> Iterator[tuple[str, MetadataRecorder]]:
+    """A TLS gRPC server (``files``' server certificate) on its own loop in a thread, recording metadata;
+    yields its address and the recorder."""
+    recorder = MetadataRecorder()
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    port: list[int] = []
+    stop = asyncio.Event()
+
+    async def main() -> None:
+        server = grpc.aio.server()
+        server.add_generic_rpc_handlers((recorder,))
+        creds = grpc.ssl_server_credentials([(files.server_key.read_bytes(), files.server_cert.read_bytes())])
+        port.append(server.add_secure_port("127.0.0.1:0", creds))
+        await server.start()
+        ready.set()
+        await stop.wait()
+        await server.stop(0)
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
+    thread.start()
+    assert ready.wait(30), "the recording server did not start"
+    try:
+        yield f"127.0.0.1:{port[0]}", recorder
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(30)
+        loop.close()
 
 
 @pytest.fixture

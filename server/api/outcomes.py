@@ -22,7 +22,8 @@ class CallOutcome:
 
     ``started_ns`` (``time.perf_counter_ns()`` when the call arrived) also records the call's duration
     (every outcome, for the request-duration metric; successes again for ModelStatistics' latency
-    histogram); only unary calls pass it, since a stream's length follows how fast its client reads.
+    histogram, and its sum for OIP's ``success.ns``); only unary calls pass it, since a stream's length
+    follows how fast its client reads. Every call stamps ``last_inference_ns`` (OIP's ``last_inference``).
     A plain class rather than ``contextlib.contextmanager``: it sits on the Predict hot path.
     """
 
@@ -42,6 +43,7 @@ class CallOutcome:
         stats = self._stats
         started = self._started_ns
         elapsed = 0
+        stats.last_inference_ns = time.time_ns()
         if started is not None:
             elapsed = time.perf_counter_ns() - started
             stats.request_duration.observe(elapsed)
@@ -50,4 +52,5 @@ class CallOutcome:
             return
         stats.success += 1
         if started is not None:
+            stats.success_ns += elapsed
             stats.record_latency(elapsed)

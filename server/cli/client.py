@@ -16,6 +16,7 @@ import numpy as np
 
 from server.cli import generate as generate_command
 from server.cli import shadow as shadow_command
+from server.cli.connect import connect
 
 
 def _parse_input(spec: str, dtypes: dict[str, str]) -> tuple[str, np.ndarray]:
@@ -47,10 +48,9 @@ def _jsonable(array: np.ndarray) -> Any:
 
 
 def predict(args: argparse.Namespace) -> int:
-    from inferd import Client
     from inferd.tensors import DTYPE_NAMES
 
-    with Client(args.address, timeout=args.timeout) as client:
+    with connect(args) as client:
         meta = client.metadata(args.model, version=args.version)
         dtypes = {t.name: DTYPE_NAMES[t.data_type] for t in meta.inputs}
         if not dtypes or any(spec.partition("=")[0] not in dtypes for spec in args.input):
@@ -140,19 +140,17 @@ def _print_status(models: list[Any]) -> None:
 
 
 def models(args: argparse.Namespace) -> int:
-    from inferd import Client
 
-    with Client(args.address, timeout=args.timeout) as client:
+    with connect(args) as client:
         models = client.list_models()
     _print_status(models)
     return 0
 
 
 def health(args: argparse.Namespace) -> int:
-    from inferd import Client
 
     service = f"model/{args.model}" if args.model else args.service
-    with Client(args.address, timeout=args.timeout) as client:
+    with connect(args) as client:
         status = client.health(service)
     print(status)
     return 0 if status == "SERVING" else 1
@@ -165,9 +163,7 @@ def stats(args: argparse.Namespace) -> int:
         return watch(args)
     from google.protobuf import json_format
 
-    from inferd import Client
-
-    with Client(args.address, timeout=args.timeout) as client:
+    with connect(args) as client:
         statistics = client.statistics(args.model, args.version)
     if args.json:
         print(
@@ -248,10 +244,10 @@ def _pairs(items: list[str], what: str) -> dict[str, int]:
 
 def admin(args: argparse.Namespace) -> int:
     """load / unload / traffic: inferd.v1.ModelService calls through the SDK's ModelControl."""
-    from inferd import Client, ModelControl
+    from inferd import ModelControl
 
     problem: str | None = None
-    with Client(args.address, timeout=args.timeout) as client:
+    with connect(args) as client:
         control = ModelControl(client)
         if args.command == "load":
             # LoadModel answers once every version is READY or FAILED (the load itself runs on the server)
@@ -307,9 +303,7 @@ class UsageError(Exception):
 def metadata(args: argparse.Namespace) -> int:
     from google.protobuf import json_format
 
-    from inferd import Client
-
-    with Client(args.address, timeout=args.timeout) as client:
+    with connect(args) as client:
         meta = client.metadata(args.model, version=args.version)
     print(json_format.MessageToJson(meta, preserving_proto_field_name=True))
     return 0

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from server.cli import shadow as shadow_command
+from server.cli.connect import connect
 
 
 def add_parser(sub: Any, add_address: Callable[[argparse.ArgumentParser], None]) -> None:
@@ -115,9 +116,8 @@ def run(args: argparse.Namespace) -> int:
 
     if not 0.0 < args.alpha < 1.0:
         raise client_commands.UsageError(f"inferd compare: --alpha must be in (0, 1), got {args.alpha:g}")
-    from inferd import Client
 
-    with Client(args.address, timeout=args.timeout) as client:
+    with connect(args) as client:
         statuses = [m for m in client.list_models() if m.name == args.model]
         statistics = client.statistics(args.model)
     if not statuses:

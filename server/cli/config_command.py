@@ -12,6 +12,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from server.cli.connect import connect
+
 
 def add_parser(sub: Any, add_address: Callable[[argparse.ArgumentParser], None]) -> None:
     config = sub.add_parser(
@@ -30,9 +32,7 @@ def render(model: str, text: str) -> str:
 def run(args: argparse.Namespace) -> int:
     from google.protobuf import text_format
 
-    from inferd import Client
-
-    with Client(args.address, timeout=args.timeout) as client:
+    with connect(args) as client:
         meta = client.metadata(args.model)
     if not meta.HasField("config"):  # the model's config could not be read: `inferd models` says why
         reason = f"model '{args.model}' has no configuration the server could read (see `inferd models`)"

@@ -14,6 +14,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from server.cli.connect import connect
+
 
 def stream_summary(stats: Any) -> str:
     """One line of ``inferd stats`` for a version that streams (a VersionStatistics message)."""
@@ -61,7 +63,6 @@ def _not_generative(client: Any, args: argparse.Namespace) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from inferd import Client
     from inferd.errors import InvalidArgument
     from inferd.predictions import generation_parameters, prompt_inputs
 
@@ -82,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     first: float | None = None
     tokens = 0
     finish: Any = "incomplete"
-    with Client(args.address, timeout=args.timeout) as client:
+    with connect(args) as client:
         stream = client.predict_stream(
             args.model,
             prompt_inputs(args.prompt, args.input_name),

@@ -12,12 +12,12 @@ from server import __version__
 from server.cli import build as build_command
 from server.cli import client as client_commands
 from server.cli import compare as compare_command
-from server.cli import config_command, security_flags, stats_watch, telemetry_flags, transport_flags
+from server.cli import config_command, security_flags, stats_watch, telemetry_flags, token_command, transport_flags
 from server.cli import generate as generate_command
 from server.cli import profile as profile_command
 from server.cli import serve as serve_command
 from server.cli import shadow as shadow_command
-from server.cli import token_command
+from server.cli.connect import add_connection_flags
 
 DEFAULT_ADDRESS = os.environ.get("INFERD_ADDRESS", "127.0.0.1:8001")
 #: --unload-drain-seconds (the same default as the server's; kept here so that --help stays cheap)
@@ -47,6 +47,7 @@ def _add_address(parser: argparse.ArgumentParser) -> None:
         help="server HOST:PORT (default: $INFERD_ADDRESS or %(default)s)",
     )
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the answer (default 30)")
+    add_connection_flags(parser)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from server.security.audit import AuditLogOptions
     from server.security.auth_config import AuthConfig
     from server.security.tls import ServerTls
 
@@ -30,7 +31,7 @@ def add_security_flags(serve: argparse.ArgumentParser) -> None:
     group = serve.add_argument_group("security (docs/security.md)")
     _add_tls_flags(group)
     _add_auth_flags(group)
-    # -- S3: --audit-log goes here (its own _add_audit_flags(group)) --
+    _add_audit_flags(group)
 
 
 # ---- TLS (S1) ------------------------------------------------------------------------------------------
@@ -109,3 +110,31 @@ def auth_options(args: argparse.Namespace) -> AuthConfig | None:
 
 
 # ---- audit log (S3) ------------------------------------------------------------------------------------
+
+
+def _audit_destination(text: str) -> AuditLogOptions:
+    """Check now that the log can be written: a typo in the path stops ``inferd serve`` (exit 2)."""
+    from server.security.audit import AuditLogError, AuditLogOptions, check_destination
+
+    try:
+        options = AuditLogOptions(text)
+        check_destination(options)
+    except AuditLogError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return options
+
+
+def _add_audit_flags(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
+        "--audit-log",
+        type=_audit_destination,
+        default=None,
+        metavar="PATH",
+        help="write one JSON line per model-control action (load, unload, traffic, shadow) and per denied call "
+        "to PATH (appended to), or - for stdout; never tokens or payloads (default: no audit log)",
+    )
+
+
+def audit_options(args: argparse.Namespace) -> AuditLogOptions | None:
+    """``--audit-log`` as :class:`AuditLogOptions` (the destination already checked); None = no audit log."""
+    return getattr(args, "audit_log", None)

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from server.cli.security_flags import SecurityFlagError, tls_options
+from server.cli.security_flags import SecurityFlagError, audit_options, auth_options, tls_options
 from server.cli.telemetry_flags import telemetry_options
 from server.cli.transport_flags import transport_limits
 
@@ -69,6 +69,8 @@ def server_options(args: argparse.Namespace) -> ServerOptions:
         telemetry=telemetry_options(args),
         allowed_engines=getattr(args, "allowed_engines", None),
         tls=tls_options(args),
+        audit_log=audit_options(args),
+        auth=auth_options(args),
     )
 
 

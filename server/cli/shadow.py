@@ -7,6 +7,8 @@ import argparse
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from server.cli.connect import connect
+
 
 def add_parser(sub: Any, add_address: Callable[[argparse.ArgumentParser], None]) -> None:
     shadow = sub.add_parser(
@@ -33,9 +35,9 @@ def run(args: argparse.Namespace) -> int:
         raise client_commands.UsageError("inferd shadow: --off takes no --fraction")
     if not args.off and args.fraction is None:
         raise client_commands.UsageError("inferd shadow: give --fraction F (in (0, 1]) with --label or --version")
-    from inferd import Client, ModelControl
+    from inferd import ModelControl
 
-    with Client(args.address, timeout=args.timeout) as client:
+    with connect(args) as client:
         control = ModelControl(client)
         if args.off:
             status = control.clear_shadow(args.model)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from server.cli.client import bound_ms, table_lines
+from server.cli.connect import connect
 
 #: home the cursor and clear the screen
 CLEAR_SCREEN = "\x1b[H\x1b[2J"
@@ -175,7 +176,6 @@ def add_flags(stats: argparse.ArgumentParser) -> None:
 
 def watch(args: argparse.Namespace) -> int:
     """Poll every ``args.watch`` seconds and draw a frame, ``args.count`` times or until Ctrl-C."""
-    from inferd import Client
     from inferd.errors import InferdError
 
     if args.watch is None:
@@ -184,7 +184,7 @@ def watch(args: argparse.Namespace) -> int:
         raise SystemExit("inferd: --watch draws a table; --json prints one reply (use one or the other)")
     interval: float = args.watch
     tty = sys.stdout.isatty()
-    with Client(args.address, timeout=args.timeout) as client:
+    with connect(args) as client:
 
         def poll() -> dict[Key, Sample]:
             return {(s.name, s.version): sample_of(s) for s in client.statistics(args.model, args.version)}

@@ -27,7 +27,7 @@ def _roles(text: str) -> list[str]:
     return roles
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(sub: argparse._SubParsersAction) -> None:
     token = sub.add_parser("token", help="make bearer tokens for the auth config (--auth-config)")
     actions = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
     new = actions.add_parser(

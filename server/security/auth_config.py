@@ -27,6 +27,10 @@ DEFAULT_OPEN_METHODS = (
     "/inference.GRPCInferenceService/ServerReady",
 )
 PRINCIPAL_FROM = ("san_uri", "san_dns", "subject_cn")
+DEFAULT_ALGORITHMS = ("RS256", "ES256", "EdDSA")
+DEFAULT_JWKS_REFRESH_S = 300.0
+DEFAULT_UNKNOWN_KID_REFETCH_S = 30.0
+DEFAULT_LEEWAY_S = 30.0
 _HASH = re.compile(r"sha256:([0-9a-f]{16,128}):([0-9a-f]{64})")
 
 
@@ -57,11 +61,11 @@ class JwtConfig:
     audience: tuple[str, ...]
     jwks_file: Path | None = None
     jwks_url: str | None = None
-    jwks_refresh_seconds: float = 300.0
+    jwks_refresh_seconds: float = DEFAULT_JWKS_REFRESH_S
     #: a token naming a key id the set lacks refetches the URL at most once per this many seconds
-    unknown_kid_refetch_seconds: float = 30.0
-    algorithms: tuple[str, ...] = ("RS256", "ES256", "EdDSA")
-    leeway_seconds: float = 30.0
+    unknown_kid_refetch_seconds: float = DEFAULT_UNKNOWN_KID_REFETCH_S
+    algorithms: tuple[str, ...] = DEFAULT_ALGORITHMS
+    leeway_seconds: float = DEFAULT_LEEWAY_S
     principal_claim: str = "sub"
     roles_claim: str = "roles"
 
@@ -204,7 +208,7 @@ class _Reader:
             if name not in roles:
                 known = ", ".join(sorted(roles)) or "none; define them under roles:"
                 raise self.fail(node, f"unknown role {name!r} (roles defined: {known})")
-        open_methods = DEFAULT_OPEN_METHODS
+        open_methods: tuple[str, ...] = DEFAULT_OPEN_METHODS
         if "open_methods" in top:
             entries = self.strings(top["open_methods"], "open_methods")
             for pattern, node in entries:
@@ -310,7 +314,7 @@ class _Reader:
                 )
         if jwks_file is None and jwks_url is None:
             raise self.fail(node, "jwt needs jwks_file:, jwks_url: or both (where the signing keys come from)")
-        algorithms = JwtConfig.algorithms
+        algorithms: tuple[str, ...] = DEFAULT_ALGORITHMS
         if "algorithms" in section:
             entries = self.strings(section["algorithms"], "jwt.algorithms")
             for name, item in entries:
@@ -330,10 +334,10 @@ class _Reader:
             audience=audience,
             jwks_file=jwks_file,
             jwks_url=jwks_url,
-            jwks_refresh_seconds=seconds("jwks_refresh_seconds", JwtConfig.jwks_refresh_seconds),
-            unknown_kid_refetch_seconds=seconds("unknown_kid_refetch_seconds", JwtConfig.unknown_kid_refetch_seconds),
+            jwks_refresh_seconds=seconds("jwks_refresh_seconds", DEFAULT_JWKS_REFRESH_S),
+            unknown_kid_refetch_seconds=seconds("unknown_kid_refetch_seconds", DEFAULT_UNKNOWN_KID_REFETCH_S),
             algorithms=algorithms,
-            leeway_seconds=seconds("leeway_seconds", JwtConfig.leeway_seconds, strict=False),
+            leeway_seconds=seconds("leeway_seconds", DEFAULT_LEEWAY_S, strict=False),
             principal_claim=self.string(section["principal_claim"], "jwt.principal_claim")
             if "principal_claim" in section
             else "sub",

@@ -12,7 +12,7 @@ import grpc
 
 from server.core.principal import Principal
 from server.security.auth_config import AuthConfig
-from server.security.jwt_auth import JwtError, JwtVerifier
+from server.security.jwt_auth import JwtError, JwtVerifier, UnknownKeyId
 from server.security.mtls_identity import MtlsIdentity, MtlsIdentityError
 from server.security.tokens import TokenVerifier
 
@@ -30,9 +30,7 @@ class Authenticator:
         self.token_cache = self.tokens.cache
         self.jwt = JwtVerifier(config.jwt) if config.jwt is not None else None
         self.mtls = MtlsIdentity(config.mtls) if config.mtls is not None else None
-        self.anonymous = (
-            Principal(ANONYMOUS, config.anonymous, "anonymous") if config.anonymous is not None else None
-        )
+        self.anonymous = Principal(ANONYMOUS, config.anonymous, "anonymous") if config.anonymous is not None else None
         ways = ["'authorization: Bearer <token>' metadata"]
         if self.mtls is not None:
             ways.append("a client certificate")
@@ -76,8 +74,10 @@ class Authenticator:
         if self.jwt is not None and token.count(".") == 2:
             try:
                 return self.jwt.verify(token)
+            except UnknownKeyId:
+                raise
             except JwtError as exc:
-                raise Unauthenticated(str(exc)) from exc
+                raise Unauthenticated(str(exc)) from None
         found = self.tokens.verify(token)
         if found is None:
             raise Unauthenticated("the bearer token is not valid here (unknown, revoked, or for another server)")

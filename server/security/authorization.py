@@ -23,7 +23,7 @@ NAME_CHARS = 128
 class Grants:
     """The union of some roles' grants, with the glob matches it has made."""
 
-    __slots__ = ("control", "predict", "read", "read_all", "_matches")
+    __slots__ = ("_matches", "control", "predict", "read", "read_all")
 
     def __init__(self, grants: list[RoleGrant]) -> None:
         self.predict = tuple(dict.fromkeys(g for grant in grants for g in grant.predict))
@@ -81,4 +81,5 @@ class Authorizer:
             return None
         verb = "predict with" if action == PREDICT else "read"
         assert action in (PREDICT, READ)
-        return f"principal {principal.name!r} may not call {method} on model {bounded(model, NAME_CHARS)!r} (no role lets it {verb} that model)"
+        name = bounded(model, NAME_CHARS)
+        return f"principal {principal.name!r} may not call {method} on model {name!r} (no role lets it {verb} it)"

@@ -52,12 +52,12 @@ class JwtVerifier:
         self._file_keys: dict[str, jwt.PyJWK] = {}
         self._url_keys: dict[str, jwt.PyJWK] = {}
         self._keys: dict[str, jwt.PyJWK] = {}
+        self._cache: dict[str, tuple[Principal, float]] = {}
         if config.jwks_file is not None:
             self._file_keys = parse_jwks(config.jwks_file.read_bytes())
             self._merge()
         self._audience = list(config.audience)
         self._options: Any = {"require": ["exp", "iss", "aud"]}
-        self._cache: dict[str, tuple[Principal, float]] = {}
         self._last_refetch = -math.inf
         self._refetch: asyncio.Task[None] | None = None
         self._refresher: asyncio.Task[None] | None = None
@@ -125,7 +125,9 @@ class JwtVerifier:
             raise JwtError("the bearer token is not a well-formed JWT (header.payload.signature)") from None
         algorithm = header.get("alg")
         if algorithm not in config.algorithms:
-            raise JwtError(f"the JWT's algorithm {str(algorithm)[:16]!r} is not accepted ({', '.join(config.algorithms)})")
+            raise JwtError(
+                f"the JWT's algorithm {str(algorithm)[:16]!r} is not accepted ({', '.join(config.algorithms)})"
+            )
         kid = header.get("kid")
         key = self._keys.get(kid) if isinstance(kid, str) else None
         if key is None and kid is None and len(self._keys) == 1:
@@ -196,7 +198,7 @@ class JwtVerifier:
 def _fetch(url: str) -> bytes:
     """GET the JWKS (on a worker thread)."""
     request = urllib.request.Request(url, headers={"Accept": "application/json", "User-Agent": "inferd"})
-    with urllib.request.urlopen(request, timeout=FETCH_TIMEOUT_S) as response:  # noqa: S310 (http(s) checked at load)
+    with urllib.request.urlopen(request, timeout=FETCH_TIMEOUT_S) as response:
         body: bytes = response.read(MAX_JWKS_BYTES + 1)
     if len(body) > MAX_JWKS_BYTES:
         raise JwksError(f"larger than {MAX_JWKS_BYTES} bytes")

@@ -50,6 +50,15 @@ RULES: dict[str, Rule] = {
     _OIP + "RepositoryIndex": Rule(READ),
     _OIP + "RepositoryModelLoad": Rule(CONTROL, "model_name"),
     _OIP + "RepositoryModelUnload": Rule(CONTROL, "model_name"),
+    # answered UNIMPLEMENTED today; they change server state (or read it), so they get the rule they would need
+    _OIP + "SystemSharedMemoryStatus": Rule(READ),
+    _OIP + "CudaSharedMemoryStatus": Rule(READ),
+    _OIP + "SystemSharedMemoryRegister": Rule(CONTROL),
+    _OIP + "SystemSharedMemoryUnregister": Rule(CONTROL),
+    _OIP + "CudaSharedMemoryRegister": Rule(CONTROL),
+    _OIP + "CudaSharedMemoryUnregister": Rule(CONTROL),
+    _OIP + "TraceSetting": Rule(CONTROL),
+    _OIP + "LogSettings": Rule(CONTROL),
     # open by default through open_methods; a config that drops them from there still gets a rule here
     _OIP + "ServerLive": Rule(READ),
     _OIP + "ServerReady": Rule(READ),

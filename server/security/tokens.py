@@ -51,7 +51,7 @@ class TokenVerifier:
         found = self.cache.get(token)
         if found is not None:
             return found
-        for entry, principal in zip(self._entries, self._principals):
+        for entry, principal in zip(self._entries, self._principals, strict=True):
             if hmac.compare_digest(_digest(entry.salt, token), entry.digest):
                 if len(self.cache) >= self._limit:
                     self.cache.pop(next(iter(self.cache)))  # the oldest

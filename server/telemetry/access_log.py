@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from server.core.echo import bounded
+from server.core.principal import current_principal
 from server.telemetry.calls import BatchInfo, CallRecord
 from server.telemetry.line_writer import STDOUT, LineWriter, open_lines
 from server.telemetry.trace_context import parse_traceparent
@@ -170,6 +171,7 @@ class AccessLog:
                 None if batch is None else batch.rows,
                 record.bytes_in,
                 record.bytes_out,
+                current_principal.get(),
             )
         )
 
@@ -197,6 +199,7 @@ def format_line(item: Sequence[Any]) -> str:
         batch_rows,
         bytes_in,
         bytes_out,
+        principal,
     ) = item
     x_request_id, traceparent = _ids_from_metadata(metadata)
     line = {
@@ -204,7 +207,7 @@ def format_line(item: Sequence[Any]) -> str:
         "request_id": bounded(request_id, ID_CHARS) if request_id else None,
         "x_request_id": bounded(x_request_id, ID_CHARS) if x_request_id else None,
         "trace_id": _span_trace_id(trace) or _traceparent_trace_id(traceparent),
-        "principal": None,  # filled once the server authenticates callers
+        "principal": None if principal is None else bounded(principal.name, ID_CHARS),
         "method": method,
         "peer": peer or None,
         "model": bounded(model, ID_CHARS) if model else None,

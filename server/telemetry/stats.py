@@ -136,6 +136,7 @@ _LATENCY_BOUNDS_NS = tuple(b * 1000 for b in LATENCY_BOUNDS_US)
 
 class VersionStats:
     __slots__ = (
+        "batch_compute_ns",
         "batch_reruns",
         "batch_rows",
         "batch_sizes",
@@ -146,6 +147,7 @@ class VersionStats:
         "created_unix_ns",
         "expired_before_run",
         "failed",
+        "last_inference_ns",
         "latency_counts",
         "queue_duration",
         "queue_ns",
@@ -154,6 +156,7 @@ class VersionStats:
         "shadow",
         "streaming",
         "success",
+        "success_ns",
         "warmup_count",
     )
 
@@ -161,11 +164,17 @@ class VersionStats:
         #: when counting began (the start time of every cumulative metric of this version)
         self.created_unix_ns = time.time_ns()
         self.success = 0
+        #: summed duration of the successful calls that were timed (unary ones: see CallOutcome)
+        self.success_ns = 0
         self.failed: Counter[str] = Counter()
+        #: wall clock (time.time_ns) at the end of the last counted call, any outcome; 0 = none yet
+        self.last_inference_ns = 0
         self.batches = 0
         self.rows = 0
         #: rows per engine call → number of calls
         self.batch_sizes: Counter[int] = Counter()
+        #: rows per engine call → summed compute time (ns) of those calls (OIP's batch_stats)
+        self.batch_compute_ns: Counter[int] = Counter()
         self.queue_ns = 0
         self.compute_ns = 0
         self.expired_before_run = 0
@@ -201,6 +210,7 @@ class VersionStats:
         self.batches += 1
         self.rows += rows
         self.batch_sizes[rows] += 1
+        self.batch_compute_ns[rows] += compute_ns
         self.compute_ns += compute_ns
         self.compute_duration.observe(compute_ns)
         self.batch_rows.observe(rows)

@@ -44,9 +44,12 @@ def find_tool(name: str) -> str:
     return found
 
 
-def health_status(address: str, service: str = "", timeout: float = 5.0) -> int:
-    """One grpc.health.v1 Check; returns the ServingStatus number."""
-    with grpc.insecure_channel(address) as channel:
+def health_status(
+    address: str, service: str = "", timeout: float = 5.0, credentials: grpc.ChannelCredentials | None = None
+) -> int:
+    """One grpc.health.v1 Check (over TLS with ``credentials``); returns the ServingStatus number."""
+    channel = grpc.insecure_channel(address) if credentials is None else grpc.secure_channel(address, credentials)
+    with channel:
         stub = health_pb2_grpc.HealthStub(channel)
         reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout, wait_for_ready=True)
         return int(reply.status)
@@ -55,7 +58,15 @@ def health_status(address: str, service: str = "", timeout: float = 5.0) -> int:
 class ServerProcess:
     """``python -m server serve`` in a subprocess; its output goes to a log file read on failure."""
 
-    def __init__(self, repository: Path, workdir: Path, extra_args: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        repository: Path,
+        workdir: Path,
+        extra_args: Sequence[str] = (),
+        credentials: grpc.ChannelCredentials | None = None,
+    ) -> None:
+        """``credentials``: what the readiness check connects with when the server serves TLS (--tls-*)."""
+        self.credentials = credentials
         workdir.mkdir(parents=True, exist_ok=True)
         self.port_file = workdir / "port"
         self.log_path = workdir / "server.log"
@@ -127,7 +138,7 @@ class ServerProcess:
             self._fail(f"no port file after {timeout:.0f} s")
         remaining = max(1.0, deadline - time.monotonic())
         try:
-            status = health_status(self.address, "", timeout=remaining)
+            status = health_status(self.address, "", timeout=remaining, credentials=self.credentials)
         except grpc.RpcError as err:
             self._fail(f"health Check failed: {err}")
         if status != health_pb2.HealthCheckResponse.SERVING:

@@ -16,6 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 VENV_DIR = REPO_ROOT / ".cache" / "venvs" / "tritonclient"
 #: what the venv holds; changing it remakes the venv (the stamp records it)
@@ -64,6 +66,15 @@ def ensure_venv(venv: Path = VENV_DIR, base_python: str | None = None) -> Path:
         _run([str(python), "-c", "import tritonclient.grpc, tritonclient.grpc.aio, numpy"])
         stamp.write_text(_stamp_text())
     return python
+
+
+@pytest.fixture(scope="session")
+def tritonclient_python() -> Path:
+    """The interpreter of the tritonclient venv (made on first use: needs PyPI, or pip's configured index)."""
+    try:
+        return ensure_venv()
+    except VenvError as err:
+        pytest.fail(f"could not make the tritonclient venv ({VENV_DIR}): {err}")
 
 
 def main() -> int:

@@ -23,7 +23,7 @@ from server.app import InferdServer, ServerOptions, StartupError
 from server.security.tls import ServerTls
 from tests.support import SCALE_CONFIG, ServerThread, scale_model, write_model
 from tests.tls_support import TlsFiles as Certs
-from tests.tls_support import cert_fingerprint, served_certificate
+from tests.tls_support import cert_fingerprint, recording_tls_server, served_certificate
 
 #: the "gate" model blocks each call until the test sets GATE (the model runs in this process)
 STARTED = threading.Event()
@@ -35,9 +35,11 @@ from tests.integration import test_tls
 
 class Model:
     def infer(self, inputs):
-        test_tls.STARTED.set()
-        test_tls.GATE.wait(60)
-        return {"y": np.asarray(inputs["x"], dtype=np.float32)}
+        x = np.asarray(inputs["x"], dtype=np.float32)
+        if x.size and x.flat[0] == 7.0:  # not the warm-up's call
+            test_tls.STARTED.set()
+            test_tls.GATE.wait(60)
+        return {"y": x}
 """
 
 X = np.ones((1, 4), np.float32)
@@ -47,7 +49,7 @@ X = np.ones((1, 4), np.float32)
 def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("tls-repo")
     write_model(root, "scale", SCALE_CONFIG, {1: scale_model(2)})
-    write_model(root, "gate", SCALE_CONFIG, {1: GATE_MODEL})
+    write_model(root, "gate", SCALE_CONFIG + 'execution: "thread"\n', {1: GATE_MODEL})  # off the event loop
     return root
 
 
@@ -108,7 +110,9 @@ def _admin_index(channel: grpc.Channel) -> object:
     return admin_pb2_grpc.ModelServiceStub(channel).RepositoryIndex(admin_pb2.RepositoryIndexRequest(), timeout=10)
 
 
-def test_mtls_require_refuses_clients_without_a_trusted_certificate(mtls_server: ServerThread, tls_files: Certs) -> None:
+def test_mtls_require_refuses_clients_without_a_trusted_certificate(
+    mtls_server: ServerThread, tls_files: Certs
+) -> None:
     trusted = [
         TlsFiles(ca=tls_files.ca, cert=tls_files.client_cert, key=tls_files.client_key),
         TlsFiles(ca=tls_files.ca, cert=tls_files.client_cn_cert, key=tls_files.client_cn_key),
@@ -160,7 +164,7 @@ def test_rotation_switches_the_certificate_for_new_connections_without_failing_c
         assert cert_fingerprint(served_certificate("127.0.0.1", port, tls_files.ca)) == first
         old.predict("scale", {"x": X})  # the existing connection, made with the first certificate
         with ThreadPoolExecutor(1) as pool:
-            in_flight = pool.submit(old.predict, "gate", {"x": X})
+            in_flight = pool.submit(old.predict, "gate", {"x": X * 7})
             assert STARTED.wait(30), "the gated call never reached the model"
             tls_files.rotate_server()
             # a new handshake gets the new certificate (the reloader checks the files at each handshake)
@@ -168,7 +172,7 @@ def test_rotation_switches_the_certificate_for_new_connections_without_failing_c
             with Client(server.address, tls=client_tls, timeout=10) as new:
                 assert np.array_equal(new.predict("scale", {"x": X})["y"], X * 2)
             GATE.set()
-            assert np.array_equal(in_flight.result(30)["y"], X)  # the call in flight finished
+            assert np.array_equal(in_flight.result(30)["y"], X * 7)  # the call in flight finished
         old.predict("scale", {"x": X})  # and its connection still serves
         security = server.server._security
         assert security is not None and security.reloader is not None
@@ -237,3 +241,29 @@ async def test_unusable_tls_options_stop_the_start_naming_the_flag(
         await server.start()
     assert flag in str(info.value)
     await server.stop(drain=False)
+
+
+async def test_the_sdk_sends_its_token_on_every_call(tls_files: Certs) -> None:
+    """``token=`` rides as ``authorization: Bearer`` on unary calls of both clients, next to other metadata."""
+    with recording_tls_server(tls_files) as (address, recorder):
+        tls = TlsFiles(ca=tls_files.ca)
+        with Client(address, tls=tls, token="t0k", metadata={"x-team": "search"}, timeout=10) as client:
+            client.list_models()
+            client.server_metadata()
+        async with AsyncClient(address, tls=tls, token="async-t0k", timeout=10) as aclient:
+            await aclient.list_models()
+    assert [seen.get("authorization") for seen in recorder.seen] == ["Bearer t0k", "Bearer t0k", "Bearer async-t0k"]
+    assert recorder.seen[0].get("x-team") == "search"
+
+
+def test_sdk_refuses_ambiguous_credentials(tls_files: Certs) -> None:
+    with pytest.raises(ValueError, match="authorization"):
+        Client("127.0.0.1:1", token="a", metadata={"authorization": "Bearer b"})
+    with pytest.raises(ValueError, match="one non-empty word"):
+        Client("127.0.0.1:1", token="two words")
+    with pytest.raises(ValueError, match="cert and key"):
+        TlsFiles(ca=tls_files.ca, cert=tls_files.client_cert)
+    with pytest.raises(ValueError, match="cannot read the CA bundle"):
+        Client("127.0.0.1:1", tls=TlsFiles(ca=tls_files.root / "missing.pem"))
+    with pytest.raises(ValueError, match="not both"):
+        Client("127.0.0.1:1", tls=True, credentials=grpc.ssl_channel_credentials())

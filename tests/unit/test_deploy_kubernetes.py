@@ -125,14 +125,20 @@ def _virtual_service(spec: dict[str, Any]) -> None:
         assert all(r["destination"]["host"] for r in route["route"])
 
 
+#: the values KServe's protocolVersion(s) fields take
+KSERVE_PROTOCOLS = {"v1", "v2", "grpc-v1", "grpc-v2"}
+
+
 def _serving_runtime(spec: dict[str, Any]) -> None:
     assert spec["supportedModelFormats"] and spec["containers"]
     assert all(c["name"] and c["image"] for c in spec["containers"])
+    assert set(spec.get("protocolVersions", ["v1"])) <= KSERVE_PROTOCOLS
 
 
 def _inference_service(spec: dict[str, Any]) -> None:
     model = spec["predictor"]["model"]
     assert model["modelFormat"]["name"] and model["storageUri"]
+    assert model.get("protocolVersion", "v1") in KSERVE_PROTOCOLS
 
 
 #: (apiVersion, kind) -> the fields its CRD requires (or these manifests rely on), checked by hand

@@ -158,6 +158,14 @@ def test_kserve_runtime_serves_the_mounted_repository_over_h2c() -> None:
     assert one("InferenceService")["spec"]["predictor"]["model"]["modelFormat"]["name"] in runtime_formats
 
 
+def test_kserve_runtime_declares_the_open_inference_protocol_and_the_example_uses_grpc_v2() -> None:
+    runtime = one("ServingRuntime")["spec"]
+    assert runtime["protocolVersions"] == ["v2", "grpc-v2"]
+    model = one("InferenceService")["spec"]["predictor"]["model"]
+    assert model["protocolVersion"] == "grpc-v2"  # inferd has no HTTP endpoint: v2 over gRPC only
+    assert model["protocolVersion"] in runtime["protocolVersions"]
+
+
 @pytest.mark.parametrize("dockerfile", ["Dockerfile", "Dockerfile.cuda"])
 def test_dockerfile_serves_on_all_interfaces_at_the_manifest_port(dockerfile: str) -> None:
     text = (DEPLOY / dockerfile).read_text(encoding="utf-8")

@@ -50,7 +50,8 @@ def test_ten_per_second_burst_five_admits_five_of_a_hundred_then_refuses_with_pu
     assert all(wait is not None for wait in refused)
     # the bucket is empty: the next token is 1/10 s away, and the pushback says so in ms
     assert refused[0] == pytest.approx(0.1)
-    assert pushback_metadata(refused[0]) == ((PUSHBACK_KEY, "100"),)
+    assert pushback_metadata(0.1) == ((PUSHBACK_KEY, "100"),)
+    assert pushback_metadata(0.0001) == ((PUSHBACK_KEY, "1"),)  # never 0: that would mean "retry now"
     clock.advance(0.05)
     wait = limits.admit("alice")
     assert wait == pytest.approx(0.05)
@@ -140,7 +141,7 @@ def test_pace_waits_for_tokens_in_arrival_order_instead_of_failing() -> None:
     try:
         asyncio.run(main())
     finally:
-        asyncio.sleep = original  # type: ignore[assignment]
+        asyncio.sleep = original
     # two from the burst, then each message reserves the next token: 0.1 s, 0.2 s, 0.3 s away
     assert slept == [pytest.approx(0.1), pytest.approx(0.2), pytest.approx(0.3)]
     # the reserved tokens are owed: a unary call is refused until they are paid back

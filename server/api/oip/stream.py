@@ -172,9 +172,9 @@ class _Session:
 class OipStreams:
     """The ModelStreamInfer handler (one per server)."""
 
-    def __init__(self, infer: OipInference, max_in_flight: int = MAX_IN_FLIGHT) -> None:
+    def __init__(self, infer: OipInference, max_in_flight: int | None = None) -> None:
         self._infer = infer
-        self.max_in_flight = max_in_flight
+        self.max_in_flight = MAX_IN_FLIGHT if max_in_flight is None else max_in_flight
 
     async def model_stream_infer(
         self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
