@@ -1,6 +1,7 @@
 """ModelStreamInfer: many requests on one bidirectional stream, answered as each completes, with flow control.
 
-Driven with inferd's own generated OIP stubs (inferd.oip.v2); the tritonclient suite is tests/e2e/test_oip_tritonclient.py.
+Driven with inferd's own generated OIP stubs (inferd.oip.v2); the tritonclient suite is
+tests/e2e/test_oip_tritonclient.py.
 """
 
 from __future__ import annotations
