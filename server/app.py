@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import grpc
@@ -34,12 +34,12 @@ from server.models.registry import Registry
 from server.models.repository import Repository
 from server.models.shadow import ShadowMirror
 from server.models.slot import DEFAULT_DRAIN_TIMEOUT_S, Slot
-from server.security.access import AccessControl
+from server.security.access import AccessControl, AuthStartupError
 from server.security.audit import AuditLog, AuditLogOptions
 from server.security.auth_config import AuthConfig
 from server.security.tls import ServerSecurity, ServerTls, TlsConfigError
 from server.telemetry.metrics import MetricsSource
-from server.telemetry.options import TelemetryOptions
+from server.telemetry.options import EndpointTls, TelemetryOptions
 from server.telemetry.setup import MetricsEndpointError, Telemetry
 
 log = logging.getLogger("inferd")
@@ -124,6 +124,16 @@ def grpc_options(options: ServerOptions) -> list[tuple[str, int]]:
     ]
 
 
+def telemetry_options(options: ServerOptions) -> TelemetryOptions:
+    """With ``--tls-*``, the metrics endpoint serves HTTPS with the same certificate (and asks scrapers for a
+    client certificate when the gRPC ports require one): no port of the server stays plaintext."""
+    tls = options.tls
+    if tls is None or options.telemetry.metrics_tls is not None:
+        return options.telemetry
+    client_ca = tls.client_ca if tls.client_auth == "require" else None
+    return replace(options.telemetry, metrics_tls=EndpointTls(tls.cert, tls.key, client_ca))
+
+
 class InferdServer:
     def __init__(self, options: ServerOptions) -> None:
         self.options = options
@@ -154,7 +164,7 @@ class InferdServer:
             started=time.monotonic(),
             gpu_memory_fraction=options.gpu_memory_fraction or DEFAULT_GPU_MEMORY_FRACTION,
         )
-        self.telemetry = Telemetry(options.telemetry, __version__)
+        self.telemetry = Telemetry(telemetry_options(options), __version__)
         self.servicer = InferenceServicer(
             self.registry,
             self.limits,
@@ -223,6 +233,11 @@ class InferdServer:
 
     async def start(self) -> int:
         """Bind, start answering (health NOT_SERVING), load the repository, then report SERVING."""
+        if self.access is not None:
+            try:
+                self.access.check_tls(self.options.tls)
+            except AuthStartupError as exc:
+                raise StartupError(str(exc)) from None
         try:
             self._security = ServerSecurity(self.options.tls)
         except TlsConfigError as exc:

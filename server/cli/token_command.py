@@ -29,7 +29,7 @@ def _roles(text: str) -> list[str]:
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     token = sub.add_parser("token", help="make bearer tokens for the auth config (--auth-config)")
-    actions = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
+    actions = token.add_subparsers(dest="token_command", required=True, metavar="ACTION", help="new: make a token")
     new = actions.add_parser(
         "new",
         help="print a new token (line 1) and its hashed tokens: entry for the auth config",

@@ -14,6 +14,11 @@ from server.security.rate_limits import RateLimiter
 
 if TYPE_CHECKING:
     from server.security.audit import AuditLog
+    from server.security.tls import ServerTls
+
+
+class AuthStartupError(Exception):
+    """The auth config cannot work with the server's other options."""
 
 
 class AccessControl:
@@ -42,6 +47,14 @@ class AccessControl:
             ways.append("anonymous callers allowed")
         limits = "rate limits on" if self.limiter is not None else "no rate limits"
         return f"access control from {self.config.source}: {', '.join(ways) or 'no credentials accepted'}; {limits}"
+
+    def check_tls(self, tls: ServerTls | None) -> None:
+        """``mtls:`` needs verified client certificates: without ``--tls-client-ca`` it could never match anyone."""
+        if self.config.mtls is not None and (tls is None or tls.client_auth != "require"):
+            raise AuthStartupError(
+                f"{self.config.source}: the mtls: section needs client certificates: start with --tls-cert, "
+                "--tls-key and --tls-client-ca"
+            )
 
     async def start(self) -> None:
         await self.authenticator.start()

@@ -16,6 +16,7 @@ handler has already become its status when a control action's outcome is recorde
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -264,12 +265,10 @@ def _request_id(context: grpc.aio.ServicerContext) -> str:
 
 
 def _outcome(exc: BaseException, context: grpc.aio.ServicerContext) -> str:
-    """The status name a failed control call ended with."""
+    """The status name a failed control call ended with (the error interceptor has aborted with it by now)."""
     if isinstance(exc, ServingError):
         return exc.code.name
     code = context.code()
     if isinstance(code, grpc.StatusCode):
         return code.name
-    if isinstance(exc, grpc.aio.AbortError):
-        return "ABORTED"
-    return "CANCELLED" if isinstance(exc, BaseException) and not isinstance(exc, Exception) else "INTERNAL"
+    return "CANCELLED" if isinstance(exc, asyncio.CancelledError) else "UNKNOWN"

@@ -87,7 +87,10 @@ class JwtVerifier:
     async def _refresh_forever(self) -> None:
         while True:
             await asyncio.sleep(self.config.jwks_refresh_seconds)
-            await self.refresh()
+            try:
+                await self.refresh()
+            except Exception:  # a bug, not the network: keep the keys and keep refreshing
+                log.exception("JWKS refresh failed; keeping the keys there were")
 
     async def refresh(self) -> None:
         """Re-read the file and refetch the URL on a worker thread; a failure keeps the keys there were."""

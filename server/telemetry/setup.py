@@ -34,6 +34,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from server.telemetry.access_log import AccessLog
 from server.telemetry.calls import CallObserver, CallObservers
+from server.telemetry.endpoint_tls import ReloadingContext
 from server.telemetry.metrics import MetricsSource
 from server.telemetry.options import TelemetryOptions
 from server.telemetry.process import register_process_gauges
@@ -120,6 +121,19 @@ class _MergingExporter(MetricExporter):
         self._inner.shutdown(timeout_millis, **kwargs)
 
 
+def _tls_arguments(options: TelemetryOptions) -> dict[str, Any]:
+    """start_http_server's TLS arguments (none for plain HTTP)."""
+    tls = options.metrics_tls
+    if tls is None:
+        return {}
+    return {
+        "certfile": str(tls.cert),
+        "keyfile": str(tls.key),
+        "client_cafile": None if tls.client_ca is None else str(tls.client_ca),
+        "client_auth_required": tls.client_ca is not None,
+    }
+
+
 class Telemetry:
     """The server's exporters and observers: built before the servicer, started with the server."""
 
@@ -173,14 +187,19 @@ class Telemetry:
         register_process_gauges(self._provider.get_meter("inferd.process", self.version))
         if options.metrics_port is not None:
             try:
-                self._http, _thread = start_http_server(options.metrics_port, options.metrics_host, registry=registry)
+                self._http, _thread = start_http_server(
+                    options.metrics_port, options.metrics_host, registry=registry, **_tls_arguments(options)
+                )
             except OSError as exc:
                 raise MetricsEndpointError(
                     f"cannot serve metrics on {options.metrics_host}:{options.metrics_port}: {exc.strerror or exc} "
                     "(another server on the port? pick one with --metrics-port, or --no-metrics)"
                 ) from None
             self.metrics_port = self._http.server_port
-            log.info("metrics on http://%s:%d/metrics", options.metrics_host, self.metrics_port)
+            if options.metrics_tls is not None:
+                ReloadingContext(options.metrics_tls).install(self._http.socket.context)
+            scheme = "http" if options.metrics_tls is None else "https"
+            log.info("metrics on %s://%s:%d/metrics", scheme, options.metrics_host, self.metrics_port)
 
     async def stop(self) -> None:
         """Close the endpoint, push a last OTLP export, flush spans and log lines (off the event loop,

@@ -367,27 +367,38 @@ def test_load_model_and_unload_model_control_the_version(drive: Any, sdk: Client
 
 
 def test_tritonclient_and_sdk_callers_share_batches(
-    oip_server: ServerProcess,
-    tritonclient_python: Path,
-    sdk: Client,
-    tmp_path: Path,
+    oip_server: ServerProcess, tritonclient_python: Path, sdk: Client, drive: Any, tmp_path: Path
 ):
     """4 requests from tritonclient (async_infer) and 4 from the SDK, at once, to a model held until 8 wait: neither
-    caller alone can open it, so answers at all prove one shared batch; the statistics say so too."""
+    caller alone can open it, so answers at all prove one shared batch; both protocols' statistics say so too."""
     rng = np.random.default_rng(3)
-    oip_cases = [Case(f"oip{i}", MIXED_PROBE, {"x": rng.standard_normal((1, 4), dtype=np.float32)}) for i in range(4)]
+    oip_cases = [
+        Case(f"oip{i}", MIXED_PROBE, {"x": rng.standard_normal((1, 4), dtype=np.float32)}) for i in range(MIXED_EACH)
+    ]
     v1_inputs = [{"x": rng.standard_normal((1, 4), dtype=np.float32)} for _ in range(MIXED_EACH)]
-    spec = write_spec(driver_spec(oip_server.address, "async_infer", cases=oip_cases), tmp_path)
+    spec = write_spec(driver_spec(oip_server.address, "async_infer", cases=oip_cases), tmp_path / "mixed")
     driver = subprocess.Popen(
         driver_command(tritonclient_python, spec), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    with ThreadPoolExecutor(MIXED_EACH) as pool:
-        v1_answers = list(pool.map(lambda inputs: sdk.predict(MIXED_PROBE, inputs), v1_inputs))
-    out, err = driver.communicate(timeout=120)
+    try:
+        with ThreadPoolExecutor(MIXED_EACH) as pool:
+            v1_answers = list(pool.map(lambda inputs: sdk.predict(MIXED_PROBE, inputs), v1_inputs))
+        out, err = driver.communicate(timeout=120)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.communicate()
     oip_answers = [outputs_of(r) for r in finish((driver.returncode, out, err), "async_infer")["results"]]
+    for case, answer in zip(oip_cases, oip_answers, strict=True):
+        np.testing.assert_array_equal(answer["y"], case.inputs["x"] * 2, err_msg=case.id)
+    for inputs, answer in zip(v1_inputs, v1_answers, strict=True):
+        np.testing.assert_array_equal(answer["y"], inputs["x"] * 2)
     for answers in (oip_answers, v1_answers):
         assert all(int(a["batch_rows"][0, 0]) == 2 * MIXED_EACH for a in answers), answers
     assert len({int(a["call"][0, 0]) for a in [*oip_answers, *v1_answers]}) == 1, "two engine calls"
     [v1] = sdk.statistics(MIXED_PROBE)
     assert v1.success_count == 2 * MIXED_EACH and v1.execution_count == 1, v1
     assert {b.batch_size: b.count for b in v1.batch_sizes} == {2 * MIXED_EACH: 1}, v1.batch_sizes
+    [oip] = drive("statistics", models=[MIXED_PROBE])["models"][MIXED_PROBE]["model_stats"]
+    assert (int(oip["inference_count"]), int(oip["execution_count"])) == (2 * MIXED_EACH, 1), oip
+    assert [(int(b["batch_size"]), int(b["compute_infer"]["count"])) for b in oip["batch_stats"]] == [(8, 1)], oip

@@ -256,3 +256,70 @@ def test_mtls_identity_from_the_spiffe_id_or_the_subject_cn(tmp_path: Path, tls_
         assert reply.name == "ranker"
         error = _refused(stub.Predict, _predict_request("fraud-a"), timeout=10)
         assert "principal 'batch-job'" in error.details()
+
+
+def _infer_request(model: str) -> oip_pb2.ModelInferRequest:
+    tensor = oip_pb2.ModelInferRequest.InferInputTensor(
+        name="x", datatype="FP32", shape=[1, 4], contents=oip_pb2.InferTensorContents(fp32_contents=[1, 2, 3, 4])
+    )
+    return oip_pb2.ModelInferRequest(model_name=model, inputs=[tensor])
+
+
+def test_each_message_of_an_oip_stream_is_authorized(server: ServerThread):
+    with grpc.insecure_channel(server.address) as channel:
+        stream = channel.stream_stream(
+            "/inference.GRPCInferenceService/ModelStreamInfer",
+            request_serializer=oip_pb2.ModelInferRequest.SerializeToString,
+            response_deserializer=oip_pb2.ModelStreamInferResponse.FromString,
+        )
+        replies = stream(iter([_infer_request("fraud-a")]), metadata=_bearer(PREDICTOR), timeout=10)
+        assert [r.infer_response.model_name for r in replies] == ["fraud-a"]
+        replies = stream(iter([_infer_request("fraud-a"), _infer_request("ranker")]), metadata=_bearer(PREDICTOR))
+        with pytest.raises(grpc.RpcError) as info:
+            list(replies)
+    assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "ModelStreamInfer on model 'ranker'" in info.value.details()
+
+
+def test_rate_limits_and_the_audit_log_through_the_interceptor(tmp_path: Path):
+    from server.security.audit import AuditLogOptions
+
+    config = parse_auth_config(
+        CONFIG + "rate_limits:\n  principals:\n    dashboard: {requests_per_second: 0.01, burst: 1}\n"
+    )
+    audit = tmp_path / "audit.log"
+    with ServerThread(_repository(tmp_path / "models"), auth=config, audit_log=AuditLogOptions(audit)) as running:
+        with grpc.insecure_channel(running.address) as channel:
+            stub = inference_pb2_grpc.InferenceServiceStub(channel)
+            stub.ListModels(inference_pb2.ListModelsRequest(), metadata=_bearer(READER), timeout=10)
+            call = stub.ListModels.with_call
+            error = _refused(call, inference_pb2.ListModelsRequest(), metadata=_bearer(READER), timeout=10)
+            assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "rate limit exceeded for principal 'dashboard'" in error.details()
+            pushback = dict(error.trailing_metadata() or ())["grpc-retry-pushback-ms"]
+            assert int(pushback) > 1000
+            admin = admin_pb2_grpc.ModelServiceStub(channel)
+            admin.UnloadModel(admin_pb2.UnloadModelRequest(name="ranker"), metadata=_bearer(OPERATOR), timeout=30)
+            _refused(admin.UnloadModel, admin_pb2.UnloadModelRequest(name="fraud-a"), metadata=_bearer(PREDICTOR))
+            error = _refused(admin.UnloadModel, admin_pb2.UnloadModelRequest(name="nosuch"), metadata=_bearer(OPERATOR))
+
+        def lines() -> list[dict[str, object]] | None:
+            found = [json.loads(line) for line in audit.read_text().splitlines()] if audit.exists() else []
+            return found if len(found) >= 4 else None
+
+        entries = eventually(lines, what="four audit lines")
+    by_outcome = {(e["principal"], e["action"], e["outcome"]) for e in entries}
+    assert ("dashboard", "/inferd.v1.InferenceService/ListModels", "RESOURCE_EXHAUSTED") in by_outcome
+    assert ("deployer", "/inferd.v1.ModelService/UnloadModel", "OK") in by_outcome
+    assert ("billing", "/inferd.v1.ModelService/UnloadModel", "PERMISSION_DENIED") in by_outcome
+    assert ("deployer", "/inferd.v1.ModelService/UnloadModel", error.code().name) in by_outcome
+    text = audit.read_text()
+    assert all(token not in text for token in (PREDICTOR, READER, OPERATOR))
+
+
+def test_an_mtls_section_without_client_certificates_stops_the_start(tmp_path: Path):
+    from server.app import StartupError
+
+    config = parse_auth_config(CONFIG + "mtls: {principal_from: subject_cn}\n", tmp_path / "auth.yaml")
+    with pytest.raises(StartupError, match=r"auth.yaml: the mtls: section needs client certificates"):
+        ServerThread(_repository(tmp_path), auth=config).start()

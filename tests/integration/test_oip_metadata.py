@@ -64,6 +64,30 @@ class Model:
         return {"w": inputs["v"] + 1}
 """
 
+COUNTER_CONFIG = """
+max_batch_size: 0
+input { name: "start" data_type: DATA_TYPE_INT64 dims: [1] }
+output { name: "n" data_type: DATA_TYPE_INT64 dims: [1] }
+"""
+
+#: a python generator; COUNTER_BOTH also answers unary calls
+COUNTER_MODEL = """
+import numpy as np
+
+class Model:
+    def infer_stream(self, inputs, parameters):
+        start = int(np.asarray(inputs["start"]).reshape(-1)[0])
+        for i in range(3):
+            yield {"n": np.array([start + i], dtype=np.int64)}
+"""
+COUNTER_BOTH = (
+    COUNTER_MODEL
+    + """
+    def infer(self, inputs):
+        return {"n": np.asarray(inputs["start"], dtype=np.int64)}
+"""
+)
+
 UNIMPLEMENTED = {
     "SystemSharedMemoryStatus": (pb.SystemSharedMemoryStatusRequest, "shared-memory"),
     "SystemSharedMemoryRegister": (pb.SystemSharedMemoryRegisterRequest, "shared-memory"),
@@ -80,7 +104,10 @@ def build(root: Path) -> Path:
     build_repository(root, EXAMPLES)
     write_model(root, "ranked", RANKED_CONFIG, {1: scale_model(2), 2: scale_model(3)})
     write_model(root, "counted", COUNTED_CONFIG, {1: scale_model(2)})
+    write_model(root, "counted_oip", COUNTED_CONFIG, {1: scale_model(2)})
     write_model(root, "scalar", SCALAR_CONFIG, {1: SCALAR_MODEL})
+    write_model(root, "counter", COUNTER_CONFIG, {1: COUNTER_MODEL})
+    write_model(root, "counter_both", COUNTER_CONFIG, {1: COUNTER_BOTH})
     broken = "raise RuntimeError('v2 boom')\n"  # version 2 fails at import, version 1 serves
     write_model(root, "halfbroken", COUNTED_CONFIG + "version_policy { all {} }\n", {1: scale_model(1), 2: broken})
     write_model(root, "badconfig", 'max_batch_size: 8\ninput { name: "x" data_typo: 3 }\n', {1: scale_model(1)})
@@ -286,6 +313,16 @@ def test_model_config_of_the_examples(oip: pb_grpc.GRPCInferenceServiceStub) -> 
     assert [(o.name, o.data_type) for o in lm.output] == [("token_ids", pb.TYPE_INT64), ("text", pb.TYPE_STRING)]
 
 
+@pytest.mark.parametrize(("name", "decoupled"), [("counter", True), ("counter_both", True), ("scalar", False)])
+def test_python_models_that_stream_are_decoupled(
+    oip: pb_grpc.GRPCInferenceServiceStub, name: str, decoupled: bool
+) -> None:
+    """Over ModelStreamInfer a generator answers one request with several responses: Triton's decoupled."""
+    config = oip.ModelConfig(pb.ModelConfigRequest(name=name)).config
+    assert config.model_transaction_policy.decoupled is decoupled
+    assert (config.platform, config.backend) == ("", "python")
+
+
 # -- statistics ---------------------------------------------------------------------------------
 
 
@@ -322,6 +359,22 @@ def test_model_statistics_in_triton_form_agree_with_inferd_v1(
     assert [(b.batch_size, b.compute_infer.count) for b in stats.batch_stats] == [(1, 1), (3, 2)]
     assert sum(b.compute_infer.ns for b in stats.batch_stats) == infer.compute_infer.ns
     assert ours.inference_count == 7 and ours.success_count == 3
+
+
+def test_oip_model_infer_calls_count_in_the_same_statistics(oip: pb_grpc.GRPCInferenceServiceStub) -> None:
+    x = np.arange(8, dtype=np.float32).reshape(2, 4)
+    request = pb.ModelInferRequest(
+        model_name="counted_oip",
+        inputs=[pb.ModelInferRequest.InferInputTensor(name="x", datatype="FP32", shape=[2, 4])],
+        raw_input_contents=[x.tobytes()],
+    )
+    for _ in range(2):
+        reply = oip.ModelInfer(request)
+        np.testing.assert_array_equal(np.frombuffer(reply.raw_output_contents[0], np.float32).reshape(2, 4), x * 2)
+    (stats,) = oip.ModelStatistics(pb.ModelStatisticsRequest(name="counted_oip", version="1")).model_stats
+    assert (stats.inference_count, stats.execution_count, stats.inference_stats.success.count) == (4, 2, 2)
+    assert [(b.batch_size, b.compute_infer.count) for b in stats.batch_stats] == [(2, 2)]
+    assert stats.last_inference > 0
 
 
 def test_model_statistics_of_every_model_and_one_version(oip: pb_grpc.GRPCInferenceServiceStub) -> None:

@@ -21,6 +21,7 @@ from inferd import AsyncClient, Client, TlsFiles
 from inferd.errors import InferdError
 from server.app import InferdServer, ServerOptions, StartupError
 from server.security.tls import ServerTls
+from server.telemetry.options import TelemetryOptions
 from tests.support import SCALE_CONFIG, ServerThread, scale_model, write_model
 from tests.tls_support import TlsFiles as Certs
 from tests.tls_support import cert_fingerprint, recording_tls_server, served_certificate
@@ -267,3 +268,48 @@ def test_sdk_refuses_ambiguous_credentials(tls_files: Certs) -> None:
         Client("127.0.0.1:1", tls=TlsFiles(ca=tls_files.root / "missing.pem"))
     with pytest.raises(ValueError, match="not both"):
         Client("127.0.0.1:1", tls=True, credentials=grpc.ssl_channel_credentials())
+
+
+def _scrape(port: int, ca: Path, cert: Path | None = None, key: Path | None = None) -> tuple[bytes, bytes]:
+    """GET /metrics over HTTPS; returns the served certificate (DER) and the body."""
+    import http.client
+    import ssl
+
+    context = ssl.create_default_context(cafile=str(ca))
+    if cert is not None and key is not None:
+        context.load_cert_chain(str(cert), str(key))
+    connection = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=10)
+    try:
+        connection.request("GET", "/metrics")
+        assert connection.sock is not None
+        der = connection.sock.getpeercert(binary_form=True)
+        assert der is not None
+        return der, connection.getresponse().read()
+    finally:
+        connection.close()
+
+
+def test_the_metrics_endpoint_serves_https_with_the_same_certificate_and_reloads_it(
+    repository: Path, tls_files: Certs
+) -> None:
+    import http.client
+    import ssl
+
+    tls = ServerTls(tls_files.server_cert, tls_files.server_key, client_ca=tls_files.ca, client_auth="require")
+    with _server(repository, tls, telemetry=TelemetryOptions(metrics_port=0)) as server:
+        assert server.server is not None
+        port = server.server.metrics_port
+        client = (tls_files.client_cert, tls_files.client_key)
+        der, body = _scrape(port, tls_files.ca, *client)
+        assert cert_fingerprint(der) == cert_fingerprint(tls_files.server_cert.read_bytes())
+        assert b"inferd" in body
+        with pytest.raises((ssl.SSLError, ConnectionError, http.client.HTTPException)):
+            _scrape(port, tls_files.ca)  # mTLS required: a scraper needs a client certificate too
+        plain = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        with pytest.raises((ConnectionError, http.client.HTTPException)):
+            plain.request("GET", "/metrics")
+            plain.getresponse().read()
+        plain.close()
+        tls_files.rotate_server()
+        der, _ = _scrape(port, tls_files.ca, *client)
+        assert cert_fingerprint(der) == cert_fingerprint(tls_files.server2_cert.read_bytes())

@@ -125,6 +125,34 @@ def _virtual_service(spec: dict[str, Any]) -> None:
         assert all(r["destination"]["host"] for r in route["route"])
 
 
+def _peer_authentication(spec: dict[str, Any]) -> None:
+    assert spec["selector"]["matchLabels"], "without a selector it would apply to the whole namespace"
+    modes = {"UNSET", "DISABLE", "PERMISSIVE", "STRICT"}
+    assert spec["mtls"]["mode"] in modes
+    for port, setting in spec.get("portLevelMtls", {}).items():
+        assert isinstance(port, int) and setting["mode"] in modes
+
+
+def _authorization_policy(spec: dict[str, Any]) -> None:
+    assert spec["selector"]["matchLabels"]
+    assert spec.get("action", "ALLOW") in {"ALLOW", "DENY", "AUDIT", "CUSTOM"}
+    for rule in spec["rules"]:
+        assert set(rule) <= {"from", "to", "when"}
+        for source in rule.get("from", []):
+            assert set(source) == {"source"}
+            assert set(source["source"]) <= {"principals", "notPrincipals", "namespaces", "requestPrincipals"}
+        for target in rule.get("to", []):
+            assert set(target) == {"operation"}
+            assert set(target["operation"]) <= {"ports", "paths", "methods", "hosts", "notPaths"}
+            assert all(isinstance(port, str) for port in target["operation"].get("ports", []))
+
+
+def _certificate(spec: dict[str, Any]) -> None:
+    assert spec["secretName"] and spec["issuerRef"]["name"]
+    assert spec.get("dnsNames") or spec.get("ipAddresses") or spec.get("uris")
+    assert spec["issuerRef"].get("kind", "Issuer") in {"Issuer", "ClusterIssuer"}
+
+
 #: the values KServe's protocolVersion(s) fields take
 KSERVE_PROTOCOLS = {"v1", "v2", "grpc-v1", "grpc-v2"}
 
@@ -149,6 +177,9 @@ CUSTOM_CHECKS: dict[tuple[str, str], Callable[[dict[str, Any]], None]] = {
     ("networking.istio.io/v1", "VirtualService"): _virtual_service,
     ("serving.kserve.io/v1alpha1", "ServingRuntime"): _serving_runtime,
     ("serving.kserve.io/v1beta1", "InferenceService"): _inference_service,
+    ("security.istio.io/v1", "PeerAuthentication"): _peer_authentication,
+    ("security.istio.io/v1", "AuthorizationPolicy"): _authorization_policy,
+    ("cert-manager.io/v1", "Certificate"): _certificate,
 }
 
 

@@ -77,6 +77,9 @@ def test_deploy_has_the_expected_manifests() -> None:
         "k8s/service.yaml",
         "istio/destinationrule.yaml",
         "istio/virtualservice.yaml",
+        "istio/peerauthentication.yaml",
+        "istio/authorizationpolicy.yaml",
+        "k8s/security/certificate.yaml",
         "kserve/servingruntime.yaml",
     } <= names
 
@@ -176,3 +179,75 @@ def test_dockerfile_serves_on_all_interfaces_at_the_manifest_port(dockerfile: st
     (container,) = one("Deployment")["spec"]["template"]["spec"]["containers"]
     assert int(flag(args, "--port")) == container_port(container)[1]
     assert f"EXPOSE {flag(args, '--port')}" in text
+
+
+# ---------------------------------------------------------------- transport security (docs/security.md)
+
+
+def _commented_security_args() -> list[str]:
+    """The Deployment's commented-out ``# - --tls-...`` / ``--auth-config`` / ``--audit-log`` args."""
+    text = (DEPLOY / "k8s" / "deployment.yaml").read_text(encoding="utf-8")
+    found = re.findall(r"^\s*# - (--(?:tls-|auth-config|audit-log)\S+)", text, re.MULTILINE)
+    return found
+
+
+def _mounts() -> dict[str, dict[str, Any]]:
+    pod = one("Deployment")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    return {m["mountPath"]: {**m, "volume": volumes[m["name"]]} for m in container["volumeMounts"]}
+
+
+def test_the_commented_tls_flags_are_valid_and_read_the_mounted_secrets() -> None:
+    args = _commented_security_args()
+    assert {a.split("=", 1)[0] for a in args} >= {"--tls-cert", "--tls-key", "--tls-client-ca", "--auth-config"}
+    (container,) = one("Deployment")["spec"]["template"]["spec"]["containers"]
+    tls_args = [a for a in args if a.startswith("--tls-")]
+    # they parse as `inferd serve` flags (the auth config is read while parsing, so it is checked by path only)
+    serve_args({**container, "args": [*container["args"], *tls_args]})
+    mounts = _mounts()
+    tls = mounts["/etc/inferd/tls"]
+    assert tls["readOnly"] and "subPath" not in tls, "a subPath mount never sees the kubelet's rotation"
+    assert tls["volume"]["secret"]["secretName"] == "inferd-tls"
+    assert tls["volume"]["secret"]["optional"], "the pod must start without the Secret while TLS is off"
+    files = {flag(tls_args, name) for name in ("--tls-cert", "--tls-key", "--tls-client-ca")}
+    assert files == {"/etc/inferd/tls/tls.crt", "/etc/inferd/tls/tls.key", "/etc/inferd/tls/ca.crt"}
+    auth = mounts["/etc/inferd/auth"]
+    assert auth["volume"]["secret"]["secretName"] == "inferd-auth" and "subPath" not in auth
+    assert flag(args, "--auth-config").startswith("/etc/inferd/auth/")
+    pod = one("Deployment")["spec"]["template"]["spec"]
+    assert pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsGroup"], "0440 files need the group"
+
+
+def test_cert_manager_writes_the_secret_the_deployment_mounts() -> None:
+    certificate = one("Certificate")["spec"]
+    assert certificate["secretName"] == _mounts()["/etc/inferd/tls"]["volume"]["secret"]["secretName"]
+    assert "server auth" in certificate["usages"]
+    assert one("Service")["metadata"]["name"] in certificate["dnsNames"]
+
+
+def test_istio_peer_authentication_is_strict_for_the_deployments_pods_except_the_metrics_port() -> None:
+    peer = one("PeerAuthentication")["spec"]
+    labels = one("Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert peer["selector"]["matchLabels"].items() <= labels.items()
+    assert peer["mtls"]["mode"] == "STRICT"
+    (container,) = one("Deployment")["spec"]["template"]["spec"]["containers"]
+    metrics = [p["containerPort"] for p in container["ports"] if p["name"] == "metrics"]
+    assert list(peer.get("portLevelMtls", {})) == metrics
+
+
+def test_istio_authorization_policy_allows_inference_by_identity_and_probes_to_anyone() -> None:
+    policy = one("AuthorizationPolicy")["spec"]
+    labels = one("Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert policy["selector"]["matchLabels"].items() <= labels.items()
+    assert policy["action"] == "ALLOW"
+    by_identity = [rule for rule in policy["rules"] if rule.get("from")]
+    assert by_identity and all(
+        p.startswith("cluster.local/ns/")
+        for rule in by_identity
+        for f in rule["from"]
+        for p in f["source"]["principals"]
+    )
+    paths = {p for rule in policy["rules"] for t in rule["to"] for p in t["operation"].get("paths", [])}
+    assert "/grpc.health.v1.Health/*" in paths and "/inferd.v1.InferenceService/*" in paths
+    assert not any(p.startswith("/inferd.v1.ModelService") for p in paths), "model control stays in the pod"

@@ -153,6 +153,10 @@ def model_config(registry: Registry, name: str, version: str) -> Any:
         group.kind = pb.ModelInstanceGroup.KIND_CPU
     for key, value in sorted(spec.parameters.items()):
         config.parameters[key].string_value = value
-    streaming_only = slot.streaming_only if slot is not None and slot.ready else "generative" in spec.engines
-    config.model_transaction_policy.decoupled = streaming_only
+    # decoupled: ModelStreamInfer answers a request with several responses (a generative model, or a python
+    # model with infer_stream); a model that has only infer_stream also refuses unary ModelInfer
+    if slot is not None and slot.ready:
+        config.model_transaction_policy.decoupled = slot.streams is not None
+    else:
+        config.model_transaction_policy.decoupled = "generative" in spec.engines
     return pb.ModelConfigResponse(config=config)

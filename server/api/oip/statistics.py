@@ -42,7 +42,7 @@ def version_statistics(slot: Slot) -> Any:
             pb.InferBatchStatistics(
                 batch_size=size,
                 compute_input=pb.StatisticDuration(),
-                compute_infer=pb.StatisticDuration(count=count, ns=stats.batch_compute_ns[size]),
+                compute_infer=pb.StatisticDuration(count=count, ns=stats.batch_compute_ns.get(size, 0)),
                 compute_output=pb.StatisticDuration(),
             )
             for size, count in sorted(stats.batch_sizes.items())
