@@ -57,17 +57,6 @@ class RateLimitConfigError(ValueError):
         self.path = path
 
 
-class RateLimited(ResourceExhausted):
-    """A call refused by a principal's rate limit; carries how long until a token is back."""
-
-    def __init__(self, message: str, retry_after_s: float) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
-
-    def trailing_metadata(self) -> tuple[tuple[str, str], ...]:
-        return pushback_metadata(self.retry_after_s)
-
-
 def pushback_metadata(seconds: float) -> tuple[tuple[str, str], ...]:
     """``grpc-retry-pushback-ms`` for a wait of ``seconds`` (rounded up: a client waiting that long finds a token)."""
     return ((PUSHBACK_KEY, str(max(1, math.ceil(seconds * 1000)))),)
@@ -191,7 +180,7 @@ class RateLimiter:
         self._unlimited: set[str] = {name for name, spec in self.per_principal.items() if spec is None}
         self._next_sweep = clock() + SWEEP_INTERVAL_S
         self._sweep_size = MIN_SWEEP_SIZE
-        #: calls refused so far (for tests and the audit log's sampling)
+        #: calls and streams refused so far
         self.refused = 0
 
     @classmethod
@@ -260,18 +249,6 @@ class RateLimiter:
             return None
         self.refused += 1
         return (1.0 - tokens) / bucket.rate
-
-    def check(self, name: str) -> None:
-        """:meth:`admit`, raising :class:`RateLimited` (with the pushback) when the call must be refused."""
-        wait = self.admit(name)
-        if wait is not None:
-            spec = self.spec_for(name)
-            assert spec is not None
-            raise RateLimited(
-                f"rate limit exceeded for principal {name!r}: {spec.requests_per_second:g} requests/s with a burst "
-                f"of {spec.burst}; retry in {math.ceil(wait * 1000)} ms",
-                wait,
-            )
 
     def open_stream(self, name: str) -> _OpenStream:
         """Hold one of ``name``'s stream places for a ``with`` block; ResourceExhausted when all are taken.

@@ -14,7 +14,6 @@ from server.security.auth_config import AuthConfigError, parse_auth_config
 from server.security.rate_limits import (
     PUSHBACK_KEY,
     RateLimitConfigError,
-    RateLimited,
     RateLimiter,
     RateLimitSpec,
     pushback_metadata,
@@ -61,18 +60,6 @@ def test_ten_per_second_burst_five_admits_five_of_a_hundred_then_refuses_with_pu
     clock.advance(10)  # a long pause refills up to the burst, not beyond
     assert [limits.admit("alice") for _ in range(6)] == [None] * 5 + [pytest.approx(0.1)]
     assert limits.refused == 95 + 1 + 1 + 1
-
-
-def test_check_raises_resource_exhausted_with_the_wait_in_its_message_and_metadata() -> None:
-    clock = FakeClock()
-    limits = limiter(clock, default=RateLimitSpec(2, 1))
-    limits.check("bob")
-    with pytest.raises(RateLimited) as refused:
-        limits.check("bob")
-    assert isinstance(refused.value, ResourceExhausted)
-    assert "'bob'" in refused.value.message and "2 requests/s" in refused.value.message
-    assert "retry in 500 ms" in refused.value.message
-    assert refused.value.trailing_metadata() == ((PUSHBACK_KEY, "500"),)
 
 
 def test_principals_have_their_own_buckets_default_applies_to_unlisted_and_null_means_unlimited() -> None:
