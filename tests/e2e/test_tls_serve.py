@@ -139,3 +139,25 @@ def test_the_cli_sends_its_token_as_bearer_metadata(
     tokens = [seen.get("authorization") for seen in recorder.seen]
     assert tokens == ["Bearer flag-token", "Bearer env-token"]
     assert "flag-token" not in by_flag.stdout + by_flag.stderr
+
+
+def test_grpcurl_reaches_the_mtls_server_as_docs_security_md_shows(
+    mtls_server: ServerProcess, certs: TlsFiles, grpcurl: str
+) -> None:
+    """docs/security.md, "Clients": ``-cacert`` for the CA, ``-cert``/``-key`` for mTLS, ``-authority`` for the
+    name checked in the server's certificate."""
+    mtls = ["-cacert", str(certs.ca), "-cert", str(certs.client_cert), "-key", str(certs.client_key)]
+
+    def grpcurl_run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [grpcurl, *args], cwd=REPO_ROOT, env=tool_env(), capture_output=True, text=True, timeout=60
+        )
+
+    listed = grpcurl_run(*mtls, mtls_server.address, "inferd.v1.InferenceService/ListModels")
+    assert listed.returncode == 0 and '"scale"' in listed.stdout, listed.stderr
+    named = grpcurl_run(*mtls, "-authority", "localhost", mtls_server.address, "grpc.health.v1.Health/Check")
+    assert named.returncode == 0 and "SERVING" in named.stdout, named.stderr
+    wrong_name = grpcurl_run(*mtls, "-authority", "inferd.example", mtls_server.address, "grpc.health.v1.Health/Check")
+    assert wrong_name.returncode != 0
+    no_cert = grpcurl_run("-cacert", str(certs.ca), mtls_server.address, "grpc.health.v1.Health/Check")
+    assert no_cert.returncode != 0
