@@ -140,7 +140,6 @@ def _print_status(models: list[Any]) -> None:
 
 
 def models(args: argparse.Namespace) -> int:
-
     with connect(args) as client:
         models = client.list_models()
     _print_status(models)
@@ -148,7 +147,6 @@ def models(args: argparse.Namespace) -> int:
 
 
 def health(args: argparse.Namespace) -> int:
-
     service = f"model/{args.model}" if args.model else args.service
     with connect(args) as client:
         status = client.health(service)

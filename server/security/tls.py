@@ -1,8 +1,9 @@
 """TLS and mTLS on the server's ports, with certificates reloaded when their files change.
 
-``grpc.dynamic_ssl_server_credentials`` asks :class:`CertificateReloader` for the certificate configuration at
-every new TLS handshake (on a gRPC C-core thread, not the event loop); the reloader answers ``None`` (keep
-the current one) unless the files' mtime or size changed, so a handshake costs two ``stat`` calls. A
+``grpc.dynamic_ssl_server_credentials`` asks each port's fetcher for the certificate configuration at every
+new TLS handshake (on a gRPC C-core thread, not the event loop); it answers ``None`` (keep the current one)
+unless :class:`CertificateReloader` saw the files' mtime or size change, so a handshake costs one ``stat``
+per file. A
 rotation (cert-manager writing a new Secret, a mesh agent rotating its certificate) is seen by the next
 handshake; established connections keep the certificate they were opened with and nothing is dropped. A
 rotation caught half-written (the new certificate with the old key) keeps the previous configuration and
@@ -110,11 +111,12 @@ def _check_ca(ca_pem: bytes, tls: ServerTls) -> None:
 
 
 class CertificateReloader:
-    """The certificate fetcher: the current configuration, re-read when a file's mtime or size changes.
+    """The current certificate configuration, re-read when a file's mtime or size changes.
 
-    Called by gRPC on its own threads (one call per handshake), hence the lock; never raises into gRPC
-    (an exception there would fail the handshake): a bad rotation logs a warning and keeps serving the
-    previous certificate.
+    Shared by every port; each port's credentials get their own :class:`_PortFetcher` (gRPC keeps a
+    configuration per credentials object, so each port must be handed a new one once). Called on gRPC's
+    threads (one call per handshake), hence the lock; never raises into gRPC (an exception there would fail
+    the handshake): a bad rotation logs a warning and keeps serving the previous certificate.
     """
 
     def __init__(self, tls: ServerTls) -> None:
@@ -123,8 +125,18 @@ class CertificateReloader:
         self._lock = threading.Lock()
         self._current = self._load()  # raises TlsConfigError: the start-up check
         self._bad_stamps: tuple[tuple[int, int], ...] | None = None
-        #: how many times a changed set of files was loaded (tests and logs)
+        #: how many times a changed set of files was loaded (each port compares it with what it was given)
         self.reloads = 0
+
+    def fetcher(self) -> _PortFetcher:
+        """A certificate fetcher for one more port's credentials."""
+        return _PortFetcher(self)
+
+    def current(self) -> tuple[int, grpc.ServerCertificateConfiguration]:
+        """(generation, configuration), after loading the files if they changed since the last look."""
+        self._refresh()
+        with self._lock:
+            return self.reloads, self._current.config
 
     @property
     def initial(self) -> grpc.ServerCertificateConfiguration:
@@ -154,30 +166,44 @@ class CertificateReloader:
         config = grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=ca)
         return _Loaded(stamps, config, fingerprint)
 
-    def __call__(self) -> grpc.ServerCertificateConfiguration | None:
+    def _refresh(self) -> None:
         try:
             stamps = self._stamps()
         except OSError:
-            return None  # a file is being replaced right now: keep serving the current one
+            return  # a file is being replaced right now: keep serving the current one
         with self._lock:
             if stamps == self._current.stamps or stamps == self._bad_stamps:
-                return None
+                return
             try:
                 loaded = self._load()
-            except (TlsConfigError, OSError) as exc:
+            except Exception as exc:  # anything: a handshake must never fail because of a bad rotation
                 if stamps != self._bad_stamps:
                     log.warning(
                         "TLS files changed but cannot be used (%s); still serving the previous certificate", exc
                     )
                 self._bad_stamps = stamps
-                return None
+                return
             if loaded.stamps != stamps:
-                return None  # changed again while reading: the next handshake reads it again
+                return  # changed again while reading: the next handshake reads them again
             self._current = loaded
             self._bad_stamps = None
             self.reloads += 1
         log.info("TLS certificate reloaded from %s (sha256 %s)", self.tls.cert, loaded.fingerprint.hex()[:16])
-        return loaded.config
+
+
+class _PortFetcher:
+    """gRPC's certificate fetcher for one port: a new configuration once per reload, else None (keep)."""
+
+    def __init__(self, reloader: CertificateReloader) -> None:
+        self._reloader = reloader
+        self._given = reloader.reloads
+
+    def __call__(self) -> grpc.ServerCertificateConfiguration | None:
+        generation, config = self._reloader.current()
+        if generation == self._given:
+            return None
+        self._given = generation
+        return config
 
 
 class ServerSecurity:
@@ -196,7 +222,7 @@ class ServerSecurity:
             return None
         return grpc.dynamic_ssl_server_credentials(
             self.reloader.initial,
-            self.reloader,
+            self.reloader.fetcher(),
             require_client_authentication=self.tls.client_auth == "require",
         )
 

@@ -159,17 +159,19 @@ def test_rotation_switches_the_certificate_for_new_connections_without_failing_c
     client_tls = TlsFiles(ca=tls_files.ca, cert=tls_files.client_cert, key=tls_files.client_key)
     STARTED.clear()
     GATE.clear()
-    with _server(repository, tls) as server, Client(server.address, tls=client_tls, timeout=30) as old:
+    with _server(repository, tls, admin_port=0) as server, Client(server.address, tls=client_tls, timeout=30) as old:
         assert server.server is not None
-        port = server.server.port
+        port, admin_port = server.server.port, server.server.admin_port
         assert cert_fingerprint(served_certificate("127.0.0.1", port, tls_files.ca)) == first
         old.predict("scale", {"x": X})  # the existing connection, made with the first certificate
         with ThreadPoolExecutor(1) as pool:
             in_flight = pool.submit(old.predict, "gate", {"x": X * 7})
             assert STARTED.wait(30), "the gated call never reached the model"
             tls_files.rotate_server()
-            # a new handshake gets the new certificate (the reloader checks the files at each handshake)
+            # a new handshake gets the new certificate (the reloader checks the files at each handshake), on
+            # every port: the admin port's first handshake after the main port's reload gets it too
             assert cert_fingerprint(served_certificate("127.0.0.1", port, tls_files.ca)) == second
+            assert cert_fingerprint(served_certificate("127.0.0.1", admin_port, tls_files.ca)) == second
             with Client(server.address, tls=client_tls, timeout=10) as new:
                 assert np.array_equal(new.predict("scale", {"x": X})["y"], X * 2)
             GATE.set()
