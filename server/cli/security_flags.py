@@ -136,5 +136,11 @@ def _add_audit_flags(group: argparse._ArgumentGroup) -> None:
 
 
 def audit_options(args: argparse.Namespace) -> AuditLogOptions | None:
-    """``--audit-log`` as :class:`AuditLogOptions` (the destination already checked); None = no audit log."""
-    return getattr(args, "audit_log", None)
+    """``--audit-log`` as :class:`AuditLogOptions` (the destination already checked); None = no audit log.
+
+    It needs ``--auth-config``: without one no interceptor runs, no caller has a name and nothing is denied, so
+    a log that stayed empty would only mislead."""
+    options: AuditLogOptions | None = getattr(args, "audit_log", None)
+    if options is not None and getattr(args, "auth_config", None) is None:
+        raise SecurityFlagError("--audit-log needs --auth-config (without it no caller is identified or denied)")
+    return options

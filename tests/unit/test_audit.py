@@ -12,6 +12,8 @@ import pytest
 
 from inferd.oip.v2 import grpc_service_pb2 as oip_pb2
 from inferd.v1 import admin_pb2, model_config_pb2
+from server.cli.main import build_parser
+from server.cli.security_flags import SecurityFlagError, audit_options
 from server.core.principal import Principal
 from server.security.audit import (
     FIELDS,
@@ -199,3 +201,22 @@ def test_stdout_destination_writes_lines_to_stdout(capsys: pytest.CaptureFixture
     audit.close()
     (line,) = [json.loads(text) for text in capsys.readouterr().out.splitlines()]
     assert line["outcome"] == "NOT_FOUND" and line["principal"] is None and line["message"].startswith("model")
+
+
+def test_the_flag_checks_its_path_at_parse_time_and_needs_an_auth_config(tmp_path: Path) -> None:
+    parser = build_parser()
+    missing = tmp_path / "no-such-dir" / "audit.jsonl"
+    with pytest.raises(SystemExit) as exit_code:
+        parser.parse_args(["serve", "--repository", str(tmp_path), "--audit-log", str(missing)])
+    assert exit_code.value.code == 2
+    auth = tmp_path / "auth.yaml"
+    auth.write_text("roles: {reader: {read: ['*']}}\n")
+    path = tmp_path / "audit.jsonl"
+    args = parser.parse_args(
+        ["serve", "--repository", str(tmp_path), "--audit-log", str(path), "--auth-config", str(auth)]
+    )
+    assert audit_options(args) == AuditLogOptions(str(path))
+    alone = parser.parse_args(["serve", "--repository", str(tmp_path), "--audit-log", str(path)])
+    with pytest.raises(SecurityFlagError, match="--audit-log needs --auth-config"):
+        audit_options(alone)
+    assert audit_options(parser.parse_args(["serve", "--repository", str(tmp_path)])) is None
