@@ -53,3 +53,7 @@ class Internal(ServingError):
 
 class Unimplemented(ServingError):
     code = grpc.StatusCode.UNIMPLEMENTED
+
+
+class PermissionDenied(ServingError):
+    code = grpc.StatusCode.PERMISSION_DENIED

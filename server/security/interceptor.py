@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import grpc
 
 from server.api.interceptors import WrappingInterceptor
-from server.core.errors import ResourceExhausted, ServingError
+from server.core.errors import InvalidArgument, PermissionDenied, ResourceExhausted, ServingError
 from server.core.principal import Principal, current_principal
 from server.security.authenticator import Authenticator, Unauthenticated
 from server.security.authorization import Authorizer
@@ -118,15 +118,23 @@ class _Gate:
         return principal
 
     async def authorize(self, principal: Principal, request: Any, context: grpc.aio.ServicerContext) -> None:
+        try:
+            self.check(principal, request, context)
+        except ServingError as exc:
+            await context.abort(exc.code, exc.message)
+
+    def check(self, principal: Principal, request: Any, context: grpc.aio.ServicerContext) -> None:
+        """Raise the ServingError that refuses ``request`` (audited), if its model is not granted."""
         rule = self.rule
         assert rule is not None
         try:
             model = model_of(rule, request)
         except MalformedRequest as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"the request is not a valid protobuf message: {exc}")
+            raise InvalidArgument(f"the request is not a valid protobuf message: {exc}") from None
         denial = self._authorizer.check(principal, self.method, rule, model)
         if denial is not None:
-            await self.deny(principal, _PERMISSION_DENIED, denial, context, model=model)
+            self.audit_denial(principal, _PERMISSION_DENIED, denial, context, model=model)
+            raise PermissionDenied(denial)
 
     async def deny(
         self,
@@ -139,6 +147,21 @@ class _Gate:
         rate_limited: bool = False,
         wait: float | None = None,
     ) -> NoReturn:
+        self.audit_denial(principal, code, message, context, model=model, rate_limited=rate_limited)
+        trailing = pushback_metadata(wait) if wait is not None else ()
+        await context.abort(code, message, trailing_metadata=trailing)
+        raise AssertionError("unreachable: abort raises")  # pragma: no cover
+
+    def audit_denial(
+        self,
+        principal: Principal | None,
+        code: grpc.StatusCode,
+        message: str,
+        context: grpc.aio.ServicerContext,
+        *,
+        model: str | None = None,
+        rate_limited: bool = False,
+    ) -> None:
         audit = self._audit
         if audit is not None:
             audit.denied(
@@ -151,9 +174,6 @@ class _Gate:
                 message=message,
                 rate_limited=rate_limited,
             )
-        trailing = pushback_metadata(wait) if wait is not None else ()
-        await context.abort(code, message, trailing_metadata=trailing)
-        raise AssertionError("unreachable: abort raises")  # pragma: no cover
 
     def stream_place(self, principal: Principal) -> contextlib.AbstractContextManager[Any]:
         limiter = self._limiter
@@ -235,10 +255,14 @@ class _Gate:
     async def _checked(
         self, principal: Principal, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[Any]:
-        """A client stream's messages, each authorized for its model and paced by the principal's rate."""
+        """A client stream's messages, each authorized for its model and paced by the principal's rate.
+
+        A refused message raises its ServingError here, in the handler's reading, instead of aborting the
+        call: the handler then ends with that status after the answers already on their way (an abort
+        from the reading side would race the handler's own writes)."""
         limiter = self._limiter
         async for request in requests:
-            await self.authorize(principal, request, context)
+            self.check(principal, request, context)
             if limiter is not None:
                 await limiter.pace(principal.name)
             yield request

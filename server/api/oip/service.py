@@ -18,7 +18,7 @@ from server.api.inference import InferenceServicer, ServerInfo
 from server.api.oip import metadata, repository, statistics
 from server.api.oip.infer import OipInference
 from server.api.oip.stream import OipStreams
-from server.core.errors import ServingError, Unimplemented
+from server.core.errors import PermissionDenied, Unimplemented
 from server.models.manager import ModelManager
 
 SERVICE_NAME = "inference.GRPCInferenceService"
@@ -153,13 +153,9 @@ def _unimplemented(name: str, why: str) -> Callable[[Any, grpc.aio.ServicerConte
     return refuse
 
 
-class _PermissionDenied(ServingError):
-    code = grpc.StatusCode.PERMISSION_DENIED
-
-
 def _elsewhere(name: str) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
     async def refuse(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        raise _PermissionDenied(
+        raise PermissionDenied(
             f"{SERVICE_NAME}/{name} is model control, served on the admin port (--admin-port), not this one"
         )
 
