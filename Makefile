@@ -14,7 +14,7 @@ OIP_PROTOC := -Iinferd/oip/v2=protos/inference/v2 inferd/oip/v2/grpc_service.pro
 # Tests run grpcurl and the inferd command: the venv's bin folder goes first on PATH.
 TEST_ENV := PATH=$(abspath $(VENV))/bin:$$PATH
 
-.PHONY: help venv proto proto-lint proto-check examples run test test-unit test-integration test-e2e test-gpu gpu-check lint typecheck ci bench clean
+.PHONY: help venv proto proto-lint proto-breaking proto-check clients clients-node examples run test test-unit test-integration test-e2e test-gpu gpu-check lint typecheck ci bench clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -48,6 +48,11 @@ $(BUF):
 
 proto-lint: $(BUF)  ## lint protos/ with buf's STANDARD rules (buf from the npm registry)
 	cd protos && ../$(BUF) lint && echo "protos are lint-clean (buf STANDARD)"
+
+# buf breaking against an earlier commit's protos/ (HEAD~1 by default; PROTO_AGAINST=<ref> to choose);
+# an intended break: [proto-breaking] in the commit message or INFERD_PROTO_BREAKING_OK=1. docs/protocol.md.
+proto-breaking: $(BUF)  ## fail when protos/ breaks the contract of the previous commit (buf breaking, FILE rules)
+	BUF=$(abspath $(BUF)) bash scripts/proto_breaking.sh
 
 proto-check: $(VENV)/.installed  ## fail when the generated code is stale
 	@rm -rf .cache/proto && mkdir -p .cache/proto
@@ -102,7 +107,54 @@ lint: $(VENV)/.installed  ## ruff
 typecheck: $(VENV)/.installed  ## mypy
 	$(VENV)/bin/mypy server engines examples clients/python/inferd
 
-ci: lint typecheck proto-check proto-lint test  ## what .ci/run runs
+# Clients in other languages, each built from protos/ into .cache/clients/<lang>/ (README "Other languages").
+clients: clients-go clients-java clients-cpp clients-node  ## build the Go, Java, C++ and Node.js example clients
+
+clients-node:  ## install the Node.js example's dependencies (npm ci, clients/node/package-lock.json)
+	cd clients/node && npm ci --no-audit --no-fund
+
+.PHONY: clients-cpp
+clients-cpp:  ## build the C++ example (Debian's grpc++) into .cache/clients/cpp/ and run the tensor helper's self-check
+	$(MAKE) -C clients/cpp -j2 --no-print-directory
+
+.PHONY: clients-go
+clients-go:  ## build the Go example (GOPATH mode, Debian's grpc-go) into .cache/clients/go/ and test the tensor helper
+	bash clients/go/build.sh
+
+# Java (clients/java): protoc + Debian's grpc-java plugin generate the stubs from protos/ into .cache/clients/java/gen
+# (not committed), one javac call, a jar whose manifest Class-Path names the Debian jars below (no Maven).
+# The jar sets were measured: the stubs and the example compile against JAVA_COMPILE_JARS; the example runs with
+# JAVA_RUN_JARS and fails without any one of them. Packages: openjdk-17-jdk-headless (or default-jdk-headless),
+# protobuf-compiler, protobuf-compiler-grpc-java-plugin, libgrpc-java, libprotobuf-java, libguava-java,
+# libperfmark-java, libgeronimo-annotation-1.3-spec-java, libnetty-java. JAVA_LIBS=DIR takes the jars from DIR.
+JAVA_LIBS ?= /usr/share/java
+GRPC_JAVA_PLUGIN ?= /usr/bin/grpc_java_plugin
+JAVA_OUT := .cache/clients/java
+JAVA_PROTOS := $(PROTOS) protos/grpc/health/v1/health.proto
+JAVA_COMPILE_JARS := protobuf grpc-api grpc-context grpc-stub grpc-protobuf guava geronimo-annotation-1.3-spec
+JAVA_RUN_JARS := protobuf grpc-api grpc-context grpc-stub grpc-protobuf grpc-protobuf-lite guava grpc-core perfmark-api \
+  grpc-netty netty-common netty-buffer netty-transport netty-resolver netty-codec netty-codec-http netty-codec-http2 netty-handler
+JAVA_MISSING := for t in java javac jar protoc $(GRPC_JAVA_PLUGIN); do command -v $$t >/dev/null || echo $$t; done; \
+  for j in $(sort $(JAVA_COMPILE_JARS) $(JAVA_RUN_JARS)); do [ -f $(JAVA_LIBS)/$$j.jar ] || echo $(JAVA_LIBS)/$$j.jar; done
+
+.PHONY: clients-java clients-java-missing
+clients-java: $(JAVA_OUT)/inferd-example.jar  ## build the Java example into .cache/clients/java/ and run the tensor helper's self-check
+	java -cp $< dev.inferd.client.Tensors
+
+clients-java-missing:  ## list what the Java build lacks (tools, jars in JAVA_LIBS); nothing printed = ready
+	@$(JAVA_MISSING)
+
+$(JAVA_OUT)/inferd-example.jar: $(JAVA_PROTOS) $(shell find clients/java/src -name '*.java' 2>/dev/null)
+	@missing="$$($(JAVA_MISSING))"; [ -z "$$missing" ] || { echo "Java client: cannot build, missing:" $$missing; exit 1; }
+	rm -rf $(JAVA_OUT) && mkdir -p $(JAVA_OUT)/gen $(JAVA_OUT)/classes
+	protoc -I protos --plugin=protoc-gen-grpc-java=$(GRPC_JAVA_PLUGIN) --java_out=$(JAVA_OUT)/gen --grpc-java_out=$(JAVA_OUT)/gen $(JAVA_PROTOS)
+	javac -nowarn -encoding UTF-8 --release 11 -d $(JAVA_OUT)/classes -cp $(subst $(eval) ,:,$(JAVA_COMPILE_JARS:%=$(JAVA_LIBS)/%.jar)) \
+	  $$(find $(JAVA_OUT)/gen clients/java/src -name '*.java')
+	set -- $(JAVA_RUN_JARS:%=$(abspath $(JAVA_LIBS))/%.jar); { echo "Main-Class: dev.inferd.example.Example"; \
+	  echo "Class-Path: $$1"; shift; for j; do echo "  $$j"; done; } > $(JAVA_OUT)/manifest.txt
+	jar --create --file $@ --manifest $(JAVA_OUT)/manifest.txt -C $(JAVA_OUT)/classes .
+
+ci: lint typecheck proto-check proto-lint proto-breaking clients test  ## what .ci/run runs
 
 bench: $(MODELS)/.built  ## run the benchmarks (installs h2load from Debian's nghttp2-client if missing), write bench/results/
 	@command -v h2load >/dev/null || { command -v apt-get >/dev/null && apt-get install -y -q nghttp2-client >/dev/null; } \

@@ -17,13 +17,13 @@ MAX_FIELDS = 256
 #: Requests smaller than this are parsed the ordinary way: their copies cost less than reading by hand.
 MIN_BYTES = 64 * 1024
 
-_VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
+_VARINT, _I64, LEN, _I32 = 0, 1, 2, 5
 #: the field number of ``inputs`` in PredictRequest and PredictStreamRequest, and of Tensor.raw_contents
 INPUTS_FIELD = 4
 RAW_FIELD = 4
 
 
-class _Unusual(Exception):
+class Unusual(Exception):
     """The data is not plain enough for this path (malformed, groups, too many fields)."""
 
 
@@ -35,14 +35,14 @@ def split_payloads(data: bytes) -> tuple[bytes, list[memoryview]] | None:
     payloads: list[memoryview] = []
     budget = [MAX_FIELDS]
     try:
-        for field, wire, start, value, end in _fields(data, 0, len(data), budget):
-            if field == INPUTS_FIELD and wire == _LEN:
+        for field, wire, start, value, end in fields(data, 0, len(data), budget):
+            if field == INPUTS_FIELD and wire == LEN:
                 tensor, payload = _strip_raw(data, view, value, end, budget)
-                kept.append(_key(INPUTS_FIELD, _LEN) + _varint_bytes(len(tensor)) + tensor)
+                kept.append(_key(INPUTS_FIELD, LEN) + _varint_bytes(len(tensor)) + tensor)
                 payloads.append(payload)
             else:
                 kept.append(view[start:end])
-    except _Unusual:
+    except Unusual:
         return None
     return b"".join(kept), payloads
 
@@ -51,29 +51,29 @@ def _strip_raw(data: bytes, view: memoryview, pos: int, end: int, budget: list[i
     """One Tensor's bytes without raw_contents, and the last raw_contents (as the parser keeps the last)."""
     kept: list[memoryview] = []
     payload = view[0:0]
-    for field, wire, start, value, stop in _fields(data, pos, end, budget):
-        if field == RAW_FIELD and wire == _LEN:
+    for field, wire, start, value, stop in fields(data, pos, end, budget):
+        if field == RAW_FIELD and wire == LEN:
             payload = view[value:stop]
         else:
             kept.append(view[start:stop])
     return b"".join(kept), payload
 
 
-def _fields(data: bytes, pos: int, end: int, budget: list[int]) -> Iterator[tuple[int, int, int, int, int]]:
+def fields(data: bytes, pos: int, end: int, budget: list[int]) -> Iterator[tuple[int, int, int, int, int]]:
     """Yield ``(field, wire type, start, value start, end)`` for each field in ``data[pos:end]``."""
     while pos < end:
         budget[0] -= 1
         if budget[0] < 0:
-            raise _Unusual
+            raise Unusual
         start = pos
         key, pos = _varint(data, pos, end)
         field, wire = key >> 3, key & 7
         if field == 0:
-            raise _Unusual
+            raise Unusual
         value = pos
         if wire == _VARINT:
             _, pos = _varint(data, pos, end)
-        elif wire == _LEN:
+        elif wire == LEN:
             size, value = _varint(data, pos, end)
             pos = value + size
         elif wire == _I64:
@@ -81,9 +81,9 @@ def _fields(data: bytes, pos: int, end: int, budget: list[int]) -> Iterator[tupl
         elif wire == _I32:
             pos += 4
         else:  # groups (deprecated) or invalid
-            raise _Unusual
+            raise Unusual
         if pos > end:
-            raise _Unusual
+            raise Unusual
         yield field, wire, start, value, pos
 
 
@@ -91,7 +91,7 @@ def _varint(data: bytes, pos: int, end: int) -> tuple[int, int]:
     result = shift = 0
     while True:
         if pos >= end or shift > 63:
-            raise _Unusual
+            raise Unusual
         byte = data[pos]
         pos += 1
         result |= (byte & 0x7F) << shift

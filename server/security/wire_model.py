@@ -9,6 +9,8 @@ scalar field — it reads them all and keeps the last field 1, so it sees what t
 
 from __future__ import annotations
 
+from server.api.wire import LEN, Unusual, fields
+
 MODEL_FIELD = 1
 #: top-level fields walked at most (a request with more is not plain: the walk gives up and says so)
 MAX_FIELDS = 4096
@@ -19,54 +21,19 @@ class MalformedRequest(ValueError):
 
 
 def wire_model_name(data: bytes) -> str:
-    """Top-level field 1 as text ("" when absent); :class:`MalformedRequest` if the bytes are not protobuf."""
-    end = len(data)
+    """Top-level field 1 as text ("" when absent); :class:`MalformedRequest` if the bytes are not protobuf.
+
+    The walk is server/api/wire.py's (the one that lifts raw payloads out of large requests)."""
     found: bytes | None = None
-    pos = 0
-    fields = 0
-    while pos < end:
-        fields += 1
-        if fields > MAX_FIELDS:
-            raise MalformedRequest("too many top-level fields")
-        key, pos = _varint(data, pos, end)
-        wire = key & 7
-        if wire == 2:
-            length, pos = _varint(data, pos, end)
-            stop = pos + length
-            if stop > end:
-                raise MalformedRequest("a field runs past the end of the message")
-            if key >> 3 == MODEL_FIELD:
-                found = data[pos:stop]
-            pos = stop
-        elif wire == 0:
-            _, pos = _varint(data, pos, end)
-        elif wire == 1:
-            pos += 8
-        elif wire == 5:
-            pos += 4
-        else:
-            raise MalformedRequest(f"unsupported wire type {wire}")
-        if key >> 3 == 0:
-            raise MalformedRequest("field number 0")
-    if pos > end:
-        raise MalformedRequest("the message is cut short")
+    try:
+        for field, wire, _, value, end in fields(data, 0, len(data), [MAX_FIELDS]):
+            if field == MODEL_FIELD and wire == LEN:
+                found = data[value:end]
+    except Unusual:
+        raise MalformedRequest("the bytes are not a plain protobuf message (cut short, bad varint or field)") from None
     if found is None:
         return ""
     try:
         return found.decode("utf-8")
     except UnicodeDecodeError:
         raise MalformedRequest("the model name is not UTF-8") from None
-
-
-def _varint(data: bytes, pos: int, end: int) -> tuple[int, int]:
-    result = 0
-    shift = 0
-    while True:
-        if pos >= end or shift > 63:
-            raise MalformedRequest("a varint is cut short or too long")
-        byte = data[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return result, pos
-        shift += 7

@@ -136,17 +136,21 @@ def test_service_targets_the_grpc_container_port_with_app_protocol_grpc() -> Non
     assert port["appProtocol"] == "grpc"
 
 
-def test_istio_routes_to_the_service_and_retries_only_unavailable() -> None:
+def test_istio_routes_to_the_service_and_retries_what_a_drain_produces() -> None:
     service = one("Service")
     grpc_port = service_port(service, "grpc")
     rule = one("DestinationRule")
     assert rule["spec"]["host"] == service["metadata"]["name"]
     assert rule["spec"]["trafficPolicy"]["outlierDetection"]
-    (route,) = one("VirtualService")["spec"]["http"]
-    assert route["retries"]["retryOn"] == "unavailable"
-    (destination,) = route["route"]
-    assert destination["destination"]["host"] == service["metadata"]["name"]
-    assert destination["destination"]["port"]["number"] == grpc_port["port"]
+    routes = one("VirtualService")["spec"]["http"]
+    assert len(routes) == 2  # streams (no total timeout), then unary; test_deploy_drain_arithmetic.py
+    for route in routes:
+        assert {"unavailable", "cancelled", "refused-stream", "connect-failure"} <= set(
+            route["retries"]["retryOn"].split(",")
+        )
+        (destination,) = route["route"]
+        assert destination["destination"]["host"] == service["metadata"]["name"]
+        assert destination["destination"]["port"]["number"] == grpc_port["port"]
 
 
 def test_kserve_runtime_serves_the_mounted_repository_over_h2c() -> None:

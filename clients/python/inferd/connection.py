@@ -6,6 +6,7 @@ the hand-written grpc.health.v1 Check (so the SDK does not need grpcio-health-ch
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from types import ModuleType
 from typing import Any
@@ -16,12 +17,48 @@ from inferd import health as _health
 from inferd.tls import TlsLike, bearer_metadata, channel_credentials, tls_options
 from inferd.v1 import inference_pb2_grpc
 
-__all__ = ["DEFAULT_MAX_MESSAGE_BYTES", "DEFAULT_TARGET", "Connection", "MetadataLike"]
+__all__ = ["DEFAULT_MAX_MESSAGE_BYTES", "DEFAULT_TARGET", "Connection", "MetadataLike", "replicas"]
 
 DEFAULT_TARGET = "127.0.0.1:8001"
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 MetadataLike = Mapping[str, str] | Sequence[tuple[str, str]]
+
+
+def replicas(
+    addresses: Sequence[str], *, attempts: int = 3, health_service: str | None = ""
+) -> tuple[str, list[tuple[str, Any]]]:
+    """Target and channel options that balance calls over several replicas with no load balancer.
+
+    ``target, options = replicas(["10.0.0.1:8001", "10.0.0.2:8001"])``, then
+    ``Client(target, options=options)`` (or AsyncClient): gRPC's ``round_robin`` over the static
+    list (an ``ipv4:``/``ipv6:`` target), client-side health checking of ``health_service`` (a replica
+    that reports NOT_SERVING, i.e. drains, gets no new calls; None turns it off), and up to ``attempts``
+    tries of a call answered UNAVAILABLE (each on the next replica). docs/operations.md, "Several
+    replicas without a load balancer".
+    """
+    if not addresses:
+        raise ValueError("replicas() needs at least one address")
+    scheme = "ipv6" if any(a.startswith("[") for a in addresses) else "ipv4"
+    config: dict[str, Any] = {
+        "loadBalancingConfig": [{"round_robin": {}}],
+        "methodConfig": [
+            {
+                "name": [{"service": "inferd.v1.InferenceService"}, {"service": "inference.GRPCInferenceService"}],
+                "retryPolicy": {
+                    "maxAttempts": max(2, attempts),
+                    "initialBackoff": "0.05s",
+                    "maxBackoff": "1s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"],
+                },
+            }
+        ],
+    }
+    if health_service is not None:
+        config["healthCheckConfig"] = {"serviceName": health_service}
+    options: list[tuple[str, Any]] = [("grpc.service_config", json.dumps(config)), ("grpc.enable_retries", 1)]
+    return f"{scheme}:{','.join(addresses)}", options
 
 
 class Connection:
