@@ -1,5 +1,8 @@
 #include "tensors.h"
 
+#include <algorithm>
+#include <cstddef>
+
 namespace inferd {
 
 namespace {
@@ -55,6 +58,12 @@ bool HostIsLittleEndian() {
     return first == 1;
   }();
   return little;
+}
+
+void ReverseEachElement(std::string* bytes, size_t width) {
+  for (size_t i = 0; i + width <= bytes->size(); i += width) {
+    std::reverse(bytes->begin() + static_cast<std::ptrdiff_t>(i), bytes->begin() + static_cast<std::ptrdiff_t>(i + width));
+  }
 }
 
 int64_t ElementCount(const std::vector<int64_t>& shape) {

@@ -12,7 +12,6 @@
 #include <stdexcept>
 #include <string>
 #include <type_traits>
-#include <utility>
 #include <vector>
 
 #include "inferd/v1/tensor.pb.h"
@@ -21,6 +20,9 @@ namespace inferd {
 
 // True when this host stores integers least significant byte first (checked at run time, once).
 bool HostIsLittleEndian();
+
+// Reverses the bytes of each `width`-byte element in place (what a big-endian host does to raw_contents).
+void ReverseEachElement(std::string* bytes, size_t width);
 
 // The number of elements a shape holds (1 for []); throws std::invalid_argument on a negative dimension.
 int64_t ElementCount(const std::vector<int64_t>& shape);
@@ -31,11 +33,7 @@ std::string EncodeLittleEndian(const std::vector<T>& values) {
   static_assert(std::is_arithmetic<T>::value && !std::is_same<T, bool>::value, "a fixed-width number type");
   std::string out(values.size() * sizeof(T), '\0');
   if (!values.empty()) std::memcpy(&out[0], values.data(), out.size());
-  if (!HostIsLittleEndian()) {
-    for (size_t i = 0; i < out.size(); i += sizeof(T)) {
-      for (size_t a = i, b = i + sizeof(T) - 1; a < b; ++a, --b) std::swap(out[a], out[b]);
-    }
-  }
+  if (!HostIsLittleEndian()) ReverseEachElement(&out, sizeof(T));
   return out;
 }
 
@@ -48,11 +46,7 @@ std::vector<T> DecodeLittleEndian(const std::string& raw) {
                                 std::to_string(sizeof(T)) + "-byte elements");
   }
   std::string bytes = raw;
-  if (!HostIsLittleEndian()) {
-    for (size_t i = 0; i < bytes.size(); i += sizeof(T)) {
-      for (size_t a = i, b = i + sizeof(T) - 1; a < b; ++a, --b) std::swap(bytes[a], bytes[b]);
-    }
-  }
+  if (!HostIsLittleEndian()) ReverseEachElement(&bytes, sizeof(T));
   std::vector<T> out(bytes.size() / sizeof(T));
   if (!out.empty()) std::memcpy(out.data(), bytes.data(), bytes.size());
   return out;

@@ -46,6 +46,10 @@ int main() {
   ExpectBytes("FP32 1.0f", inferd::EncodeLittleEndian(std::vector<float>{1.0f}), string("\x00\x00\x80\x3f", 4));
   ExpectBytes("FP32 [1, -2]", inferd::RawFp32("x", {2}, {1.0f, -2.0f}).raw_contents(),
               string("\x00\x00\x80\x3f\x00\x00\x00\xc0", 8));
+  // the big-endian path: each element's bytes reversed
+  string swapped("\x00\x00\x80\x3f\x01\x02\x03\x04", 8);
+  inferd::ReverseEachElement(&swapped, 4);
+  ExpectBytes("reverse 4-byte elements", swapped, string("\x3f\x80\x00\x00\x04\x03\x02\x01", 8));
   ExpectBytes("INT64 258", inferd::EncodeLittleEndian(std::vector<int64_t>{258}), string("\x02\x01\0\0\0\0\0\0", 8));
   // docs/protocol.md: "hi", "abc" as BYTES [2]
   const string hi_abc("\x02\x00\x00\x00hi\x03\x00\x00\x00" "abc", 13);

@@ -50,7 +50,9 @@ protoc -I "$ROOT/protos" \
   "${PROTOS[@]}"
 cp -R "$ROOT/clients/go/inferd" "$ROOT/clients/go/cmd" "$SRC/$IMPORT/"
 
-# 3. the tensor helper's tests, then the example
+# 3. gofmt and vet, the tensor helper's tests, then the example
+unformatted=$(gofmt -l "$ROOT/clients/go")
+[ -z "$unformatted" ] || { echo "clients-go: not gofmt-formatted (run gofmt -w): $unformatted" >&2; exit 1; }
 go vet "$IMPORT/inferd" "$IMPORT/cmd/example"
 go test -count=1 "$IMPORT/inferd"
 go build -o "$BUILD/bin/inferd-example" "$IMPORT/cmd/example"

@@ -32,7 +32,6 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -214,8 +213,8 @@ def port_watch(port: int, rollout: Rollout) -> None:
 
 
 @pytest.fixture
-def nginx(tmp_path: Path) -> Iterator[str]:
-    yield nginx_binary()
+def nginx() -> str:
+    return nginx_binary()
 
 
 def test_sigterm_rollout_through_nginx_cuts_no_call_and_no_stream(
@@ -242,8 +241,10 @@ def test_sigterm_rollout_through_nginx_cuts_no_call_and_no_stream(
         for thread in [*threads, *watchers]:
             thread.start()
         eventually(
-            lambda: sum(1 for *_, o in rollout.unary if o == "OK") >= 100
-            and sum(1 for s in rollout.streams if s.messages > 10) >= 3,
+            lambda: (
+                sum(1 for *_, o in rollout.unary if o == "OK") >= 100
+                and sum(1 for s in rollout.streams if s.messages > 10) >= 3
+            ),
             what="unary load and streams flowing through nginx",
         )
         signalled = time.monotonic()

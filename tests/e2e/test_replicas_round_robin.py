@@ -91,3 +91,19 @@ def test_round_robin_over_two_replicas_survives_draining_one(ranker_repository: 
     print(f"{len(results)} calls, 0 failed; before the SIGTERM A served {a_before}, B {b_before}; B {b_after} in all")
     print(f"{calls_after} calls after A exited")
     assert "shutdown: exit" in a.log()
+
+
+def test_replicas_target_and_service_config() -> None:
+    import json
+
+    target, options = replicas(["127.0.0.1:1", "127.0.0.1:2"])
+    assert target == "ipv4:127.0.0.1:1,127.0.0.1:2"
+    config = json.loads(dict(options)["grpc.service_config"])
+    assert config["loadBalancingConfig"] == [{"round_robin": {}}]
+    assert config["healthCheckConfig"] == {"serviceName": ""}
+    (method,) = config["methodConfig"]
+    assert method["retryPolicy"]["retryableStatusCodes"] == ["UNAVAILABLE"]
+    assert replicas(["[::1]:1"])[0] == "ipv6:[::1]:1"
+    assert "healthCheckConfig" not in json.loads(dict(replicas(["a:1"], health_service=None)[1])["grpc.service_config"])
+    with pytest.raises(ValueError):
+        replicas([])

@@ -33,7 +33,7 @@ import java.util.concurrent.TimeUnit;
 /**
  * Calls inferd from Java with stubs generated from protos/ (make clients-java): unary Predict with a raw and a typed
  * tensor, a chunked and a generative PredictStream, health Check and Watch, and an error with its status code. Prints
- * one line per step, {@code <step> <json>}, and exits 1 on any unexpected result.
+ * one line per step, {@code <step>: <json>}, and exits 1 on any unexpected result, printing "FAIL <step>: ..." to stderr.
  *
  * <pre>java -jar .cache/clients/java/inferd-example.jar 127.0.0.1:8001</pre>
  *
@@ -43,6 +43,9 @@ import java.util.concurrent.TimeUnit;
 public final class Example {
   private static final int MESSAGE_LIMIT = 64 * 1024 * 1024; // inferd's default; gRPC clients default to 4 MiB
   private static final long DEADLINE_SECONDS = 10;
+
+  /** The call in progress, named as in the printed lines: a failure is reported as "FAIL <step>: ...". */
+  private static String step = "connect";
 
   private Example() {}
 
@@ -89,10 +92,13 @@ public final class Example {
     try {
       run(channel);
     } catch (Unexpected e) {
-      System.err.println("unexpected: " + e.getMessage());
+      System.err.println("FAIL " + step + ": " + e.getMessage());
       code = 1;
     } catch (StatusRuntimeException e) {
-      System.err.println("call failed: " + e.getStatus().getCode() + ": " + e.getStatus().getDescription());
+      System.err.println("FAIL " + step + ": " + e.getStatus().getCode() + ": " + e.getStatus().getDescription());
+      code = 1;
+    } catch (RuntimeException e) {
+      System.err.println("FAIL " + step + ": " + e);
       code = 1;
     } finally {
       channel.shutdownNow().awaitTermination(5, TimeUnit.SECONDS);
@@ -127,6 +133,7 @@ public final class Example {
 
   static void run(ManagedChannel channel) {
     // 1. unary Predict, raw little-endian FP32: mlp_ranker features [1, 256] -> score [1, 1]
+    step = "predict raw";
     PredictResponse raw =
         inference(channel)
             .predict(
@@ -140,9 +147,10 @@ public final class Example {
     require(score.getShapeList().equals(List.of(1L, 1L)) && Tensors.isRaw(score), "score is " + score.getShapeList() + ", raw " + Tensors.isRaw(score));
     float[] scores = Tensors.toFloats(score);
     require(scores.length == 1 && Float.isFinite(scores[0]), "score values " + java.util.Arrays.toString(scores));
-    print("predict_raw", Json.obj("model", raw.getModelName(), "version", raw.getModelVersion(), "id", raw.getId(), "shape", score.getShapeList(), "score", scores));
+    print("predict raw", Json.obj("model", raw.getModelName(), "version", raw.getModelVersion(), "id", raw.getId(), "shape", score.getShapeList(), "data_type", score.getDataType().name(), "score", scores));
 
     // 2. unary Predict, typed fields: tokenizer text BYTES [2] (bytes_contents) -> input_ids INT64 [2, 128]
+    step = "predict typed";
     PredictResponse typed =
         inference(channel)
             .predict(
@@ -153,9 +161,10 @@ public final class Example {
     Tensor ids = output(typed.getOutputsList(), "input_ids");
     require(!Tensors.isRaw(ids) && ids.getInt64ContentsCount() == 256, "typed request answered raw=" + Tensors.isRaw(ids) + " with " + ids.getInt64ContentsCount() + " typed ints");
     long[] tokens = Tensors.toLongs(ids);
-    print("predict_typed", Json.obj("model", typed.getModelName(), "shape", ids.getShapeList(), "typed", !Tensors.isRaw(ids), "first_ids", java.util.Arrays.copyOf(tokens, 8)));
+    print("predict typed", Json.obj("model", typed.getModelName(), "shape", ids.getShapeList(), "typed", !Tensors.isRaw(ids), "first_ids", java.util.Arrays.copyOf(tokens, 8)));
 
     // 3. chunked PredictStream: mlp_ranker 3 rows, chunk_rows 1 -> 3 messages, final on the last only
+    step = "stream chunked";
     Iterator<PredictStreamResponse> chunks =
         inference(channel)
             .predictStream(
@@ -177,9 +186,10 @@ public final class Example {
     }
     require(sequence.equals(List.of(0L, 1L, 2L)) && finals.equals(List.of(false, false, true)), "chunks " + sequence + " final " + finals);
     require(chunkScores.get(0) == scores[0], "the first chunk's score " + chunkScores.get(0) + " differs from the unary " + scores[0]);
-    print("stream_chunked", Json.obj("messages", sequence.size(), "sequence", sequence, "final", finals, "scores", chunkScores));
+    print("stream chunked", Json.obj("messages", sequence.size(), "sequence", sequence, "finals", finals, "score", chunkScores));
 
     // 4. generative PredictStream: tiny_lm, a raw BYTES prompt (length-prefixed), max_tokens 8, greedy
+    step = "stream generative";
     Iterator<PredictStreamResponse> pieces =
         inference(channel)
             .predictStream(
@@ -190,7 +200,7 @@ public final class Example {
                     .putParameters("temperature", Parameter.newBuilder().setDoubleParam(0.0).build())
                     .build());
     StringBuilder text = new StringBuilder();
-    int generated = 0;
+    List<Long> tokenIds = new ArrayList<>();
     int messages = 0;
     boolean finalSeen = false;
     String finishReason = "";
@@ -200,7 +210,9 @@ public final class Example {
       messages++;
       for (Tensor t : piece.getOutputsList()) {
         if (t.getName().equals("token_ids")) {
-          generated += Tensors.toLongs(t).length;
+          for (long id : Tensors.toLongs(t)) {
+            tokenIds.add(id);
+          }
         } else if (t.getName().equals("text")) {
           Tensors.toStrings(t).forEach(text::append);
         }
@@ -210,15 +222,17 @@ public final class Example {
         finishReason = piece.getParametersOrDefault("finish_reason", Parameter.getDefaultInstance()).getStringParam();
       }
     }
-    require(finalSeen && generated >= 1 && generated <= 8, "generation ended final=" + finalSeen + " after " + generated + " tokens");
-    print("stream_generate", Json.obj("model", "tiny_lm", "messages", messages, "tokens", generated, "final", finalSeen, "finish_reason", finishReason, "text", text.toString()));
+    require(finalSeen && !tokenIds.isEmpty() && tokenIds.size() <= 8, "generation ended final=" + finalSeen + " after " + tokenIds.size() + " tokens");
+    print("stream generative", Json.obj("model", "tiny_lm", "messages", messages, "tokens", tokenIds.size(), "token_ids", tokenIds, "final", finalSeen, "finish_reason", finishReason, "text", text.toString()));
 
     // 5. health Check of the server as a whole, and the first message of a Watch on one model
+    step = "health check";
     HealthGrpc.HealthBlockingStub health = HealthGrpc.newBlockingStub(channel).withDeadlineAfter(DEADLINE_SECONDS, TimeUnit.SECONDS);
     HealthCheckResponse check = health.check(HealthCheckRequest.newBuilder().setService("").build());
     require(check.getStatus() == HealthCheckResponse.ServingStatus.SERVING, "health Check says " + check.getStatus());
-    print("health_check", Json.obj("service", "", "status", check.getStatus().name()));
+    print("health check", Json.obj("service", "", "status", check.getStatus().name()));
 
+    step = "health watch";
     // Watch streams until cancelled: read its first message inside a cancellable context, then cancel the call
     Context.CancellableContext watching = Context.current().withCancellation();
     HealthCheckResponse first;
@@ -234,9 +248,10 @@ public final class Example {
       watching.cancel(null);
     }
     require(first.getStatus() == HealthCheckResponse.ServingStatus.SERVING, "health Watch says " + first.getStatus());
-    print("health_watch", Json.obj("service", "model/mlp_ranker", "status", first.getStatus().name()));
+    print("health watch", Json.obj("service", "model/mlp_ranker", "first_status", first.getStatus().name()));
 
     // 6. an error: an unknown model is NOT_FOUND, with the server's message
+    step = "error";
     try {
       inference(channel).predict(PredictRequest.newBuilder().setModelName("no_such_model").build());
       throw new Unexpected("Predict on an unknown model succeeded");
@@ -248,7 +263,7 @@ public final class Example {
   }
 
   static void print(String step, String json) {
-    System.out.println(step + " " + json);
+    System.out.println(step + ": " + json);
   }
 
   /** Just enough JSON for the printed lines (strings, numbers, booleans, lists and arrays of them). */
