@@ -194,7 +194,8 @@ void PredictTyped(InferenceService::Stub& stub) {
   std::printf("predict_typed model=%s shape=[%s] field=int64_contents row0=%s row1=%s\n", reply.model_name().c_str(),
               Join(inferd::ShapeOf(*ids)).c_str(), Join(row0).c_str(), Join(row1).c_str());
   // ids: 1 = BOS, then byte + 2, then 0 padding
-  if (row0 != std::vector<int64_t>{1, 'h' + 2, 'i' + 2, 0, 0} || row1 != std::vector<int64_t>{1, 'a' + 2, 'b' + 2, 'c' + 2, 0}) {
+  if (row0 != std::vector<int64_t>{1, 'h' + 2, 'i' + 2, 0, 0} ||
+      row1 != std::vector<int64_t>{1, 'a' + 2, 'b' + 2, 'c' + 2, 0}) {
     Fail("predict_typed: unexpected ids");
   }
 }

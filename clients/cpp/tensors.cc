@@ -62,7 +62,8 @@ bool HostIsLittleEndian() {
 
 void ReverseEachElement(std::string* bytes, size_t width) {
   for (size_t i = 0; i + width <= bytes->size(); i += width) {
-    std::reverse(bytes->begin() + static_cast<std::ptrdiff_t>(i), bytes->begin() + static_cast<std::ptrdiff_t>(i + width));
+    const auto first = bytes->begin() + static_cast<std::ptrdiff_t>(i);
+    std::reverse(first, first + static_cast<std::ptrdiff_t>(width));
   }
 }
 
