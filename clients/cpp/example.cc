@@ -188,6 +188,7 @@ void PredictTyped(InferenceService::Stub& stub) {
   if (!status.ok()) return Fail("predict_typed: " + Describe(status));
   const inferd::v1::Tensor* ids = Output(reply.outputs(), "input_ids");
   if (ids == nullptr || !ids->raw_contents().empty()) return Fail("predict_typed: no typed 'input_ids' output");
+  if (inferd::ShapeOf(*ids) != std::vector<int64_t>{2, 128}) return Fail("predict_typed: 'input_ids' is not [2, 128]");
   const std::vector<int64_t> values = inferd::Int64Values(*ids);
   const std::vector<int64_t> row0(values.begin(), values.begin() + 5);
   const std::vector<int64_t> row1(values.begin() + 128, values.begin() + 133);
@@ -219,7 +220,7 @@ void StreamChunked(InferenceService::Stub& stub) {
     sequence.push_back(message.sequence_index());
     const inferd::v1::Tensor* score = Output(message.outputs(), "score");
     if (score == nullptr) return Fail("stream_chunked: a message without 'score'");
-    chunk_rows.push_back(score->shape(0));
+    chunk_rows.push_back(score->shape_size() > 0 ? score->shape(0) : -1);
     for (float value : inferd::Fp32Values(*score)) scores.push_back(value);
     finals += message.final() ? 1 : 0;
     final_last = message.final();

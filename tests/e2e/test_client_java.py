@@ -111,9 +111,7 @@ def _greedy_tokens(address: str, prompt: bytes, max_tokens: int) -> list[int]:
         return tokens
 
 
-def _check_output(
-    done: subprocess.CompletedProcess[str], example_repository: Path, plaintext_address: str
-) -> None:
+def _check_output(done: subprocess.CompletedProcess[str], example_repository: Path, plaintext_address: str) -> None:
     assert done.returncode == 0, f"Java example failed\n{done.stdout}\n{done.stderr}"
     out = _parse(done.stdout)
     assert list(out) == [
@@ -166,9 +164,7 @@ def _check_output(
     assert "model 'no_such_model' not found" in error["message"]
 
 
-def test_java_example_against_a_real_server(
-    java_example: Path, inferd_server: ServerProcess, example_repository: Path
-):
+def test_java_example_against_a_real_server(java_example: Path, inferd_server: ServerProcess, example_repository: Path):
     _check_output(_run(java_example, inferd_server.address), example_repository, inferd_server.address)
 
 
@@ -180,16 +176,13 @@ def test_java_example_exits_non_zero_when_the_server_is_unreachable(java_example
 
 
 @pytest.fixture(scope="module")
-def secured_server(
+def token_server(
     java_example: Path, example_repository: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[ServerProcess, TlsFiles, str]]:
-    """The example models over TLS, with a bearer token required (as in test_node_client.py)."""
-    import grpc
-
+) -> Iterator[tuple[ServerProcess, str]]:
+    """The example models with a bearer token required (plaintext, as behind a mesh sidecar)."""
     from server.security.tokens import hash_token, new_token
 
-    workdir = tmp_path_factory.mktemp("java-tls")
-    certs = make_tls_files(workdir / "tls")
+    workdir = tmp_path_factory.mktemp("java-token")
     token = new_token()
     config = workdir / "auth.yaml"
     config.write_text(
@@ -198,21 +191,48 @@ def secured_server(
         "roles:\n"
         '  caller: {predict: ["*"], read: ["*"]}\n'
     )
-    args = ["--tls-cert", str(certs.server_cert), "--tls-key", str(certs.server_key), "--auth-config", str(config)]
-    credentials = grpc.ssl_channel_credentials(certs.ca.read_bytes())
-    server = ServerProcess(example_repository, workdir / "server", args, credentials=credentials).wait_ready()
-    yield server, certs, token
+    server = ServerProcess(example_repository, workdir / "server", ["--auth-config", str(config)]).wait_ready()
+    yield server, token
     server.terminate()
 
 
-def test_java_example_over_tls_with_a_token(
+def test_java_example_with_a_token(
+    java_example: Path, token_server: tuple[ServerProcess, str], inferd_server: ServerProcess, example_repository: Path
+):
+    """INFERD_TOKEN goes as `authorization: Bearer <token>` on every call (a channel interceptor)."""
+    server, token = token_server
+    _check_output(_run(java_example, server.address, INFERD_TOKEN=token), example_repository, inferd_server.address)
+    without_token = _run(java_example, server.address)
+    assert without_token.returncode != 0 and "FAIL predict raw: UNAUTHENTICATED" in without_token.stderr
+
+
+@pytest.fixture(scope="module")
+def tls_server(
+    java_example: Path, example_repository: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[ServerProcess, TlsFiles]]:
+    import grpc
+
+    workdir = tmp_path_factory.mktemp("java-tls")
+    certs = make_tls_files(workdir / "tls")
+    args = ["--tls-cert", str(certs.server_cert), "--tls-key", str(certs.server_key)]
+    credentials = grpc.ssl_channel_credentials(certs.ca.read_bytes())
+    server = ServerProcess(example_repository, workdir / "server", args, credentials=credentials).wait_ready()
+    yield server, certs
+    server.terminate()
+
+
+def test_java_example_over_tls(
     java_example: Path,
-    secured_server: tuple[ServerProcess, TlsFiles, str],
+    tls_server: tuple[ServerProcess, TlsFiles],
     inferd_server: ServerProcess,
     example_repository: Path,
 ):
-    server, certs, token = secured_server
-    secured = {"INFERD_TLS_CA": str(certs.ca), "INFERD_TOKEN": token}
-    _check_output(_run(java_example, server.address, **secured), example_repository, inferd_server.address)
-    without_token = _run(java_example, server.address, INFERD_TLS_CA=str(certs.ca))
-    assert without_token.returncode != 0 and "FAIL predict raw: UNAUTHENTICATED" in without_token.stderr
+    """INFERD_TLS_CA switches to TlsChannelCredentials. Debian's libnetty-java (4.1.48) has no JDK ALPN negotiator
+    (and libnetty-tcnative-jni's library is not found under the name netty loads), so with Debian's jars the
+    example stops at once with a clear FAIL line: a known limitation, reported as xfail; upstream
+    grpc-netty-shaded jars (JAVA_LIBS) make it pass."""
+    server, certs = tls_server
+    done = _run(java_example, server.address, INFERD_TLS_CA=str(certs.ca))
+    if done.returncode != 0 and "FAIL connect: TLS is not available with these jars" in done.stderr:
+        pytest.xfail(done.stderr.strip().splitlines()[-1])
+    _check_output(done, example_repository, inferd_server.address)

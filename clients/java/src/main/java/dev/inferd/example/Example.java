@@ -72,8 +72,15 @@ public final class Example {
       }
       credentials = tls.build();
     }
-    ManagedChannelBuilder<?> builder =
-        Grpc.newChannelBuilder(address, credentials).maxInboundMessageSize(MESSAGE_LIMIT);
+    ManagedChannelBuilder<?> builder;
+    try {
+      builder = Grpc.newChannelBuilder(address, credentials).maxInboundMessageSize(MESSAGE_LIMIT);
+    } catch (UnsupportedOperationException e) {
+      // Debian's libnetty-java leaves out the JDK ALPN negotiator that gRPC over TLS needs (and its tcnative
+      // JNI library is not found under the name netty looks for): TLS needs upstream grpc-netty-shaded jars.
+      throw new Unexpected("TLS is not available with these jars (" + e.getMessage() + "): use grpc-netty-shaded "
+          + "from Maven Central, or a TLS-terminating sidecar (deploy/) in front of a plaintext channel");
+    }
     if (env.get("INFERD_TLS_SERVER_NAME") != null) {
       builder.overrideAuthority(env.get("INFERD_TLS_SERVER_NAME"));
     }
@@ -87,9 +94,10 @@ public final class Example {
 
   public static void main(String[] args) throws Exception {
     String address = args.length > 0 ? args[0] : "127.0.0.1:8001";
-    ManagedChannel channel = channel(address);
+    ManagedChannel channel = null;
     int code = 0;
     try {
+      channel = channel(address);
       run(channel);
     } catch (Unexpected e) {
       System.err.println("FAIL " + step + ": " + e.getMessage());
@@ -97,11 +105,13 @@ public final class Example {
     } catch (StatusRuntimeException e) {
       System.err.println("FAIL " + step + ": " + e.getStatus().getCode() + ": " + e.getStatus().getDescription());
       code = 1;
-    } catch (RuntimeException e) {
+    } catch (RuntimeException | IOException e) {
       System.err.println("FAIL " + step + ": " + e);
       code = 1;
     } finally {
-      channel.shutdownNow().awaitTermination(5, TimeUnit.SECONDS);
+      if (channel != null) {
+        channel.shutdownNow().awaitTermination(5, TimeUnit.SECONDS);
+      }
     }
     System.exit(code);
   }
