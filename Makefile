@@ -137,16 +137,21 @@ JAVA_RUN_JARS := protobuf grpc-api grpc-context grpc-stub grpc-protobuf grpc-pro
 JAVA_MISSING := for t in java javac jar protoc $(GRPC_JAVA_PLUGIN); do command -v $$t >/dev/null || echo $$t; done; \
   for j in $(sort $(JAVA_COMPILE_JARS) $(JAVA_RUN_JARS)); do [ -f $(JAVA_LIBS)/$$j.jar ] || echo $(JAVA_LIBS)/$$j.jar; done
 
-.PHONY: clients-java clients-java-missing
+.PHONY: clients-java clients-java-missing FORCE
+FORCE:
 clients-java: $(JAVA_OUT)/inferd-example.jar  ## build the Java example into .cache/clients/java/ and run the tensor helper's self-check
 	java -cp $< dev.inferd.client.Tensors
 
 clients-java-missing:  ## list what the Java build lacks (tools, jars in JAVA_LIBS); nothing printed = ready
 	@$(JAVA_MISSING)
 
-$(JAVA_OUT)/inferd-example.jar: $(JAVA_PROTOS) $(shell find clients/java/src -name '*.java' 2>/dev/null)
+# the jar's manifest names JAVA_LIBS: a different JAVA_LIBS rebuilds it
+$(JAVA_OUT)/java-libs: FORCE
+	@mkdir -p $(@D) && echo '$(abspath $(JAVA_LIBS))' | cmp -s - $@ || echo '$(abspath $(JAVA_LIBS))' > $@
+
+$(JAVA_OUT)/inferd-example.jar: $(JAVA_PROTOS) $(shell find clients/java/src -name '*.java' 2>/dev/null) $(JAVA_OUT)/java-libs
 	@missing="$$($(JAVA_MISSING))"; [ -z "$$missing" ] || { echo "Java client: cannot build, missing:" $$missing; exit 1; }
-	rm -rf $(JAVA_OUT) && mkdir -p $(JAVA_OUT)/gen $(JAVA_OUT)/classes
+	rm -rf $(JAVA_OUT)/gen $(JAVA_OUT)/classes && mkdir -p $(JAVA_OUT)/gen $(JAVA_OUT)/classes
 	protoc -I protos --plugin=protoc-gen-grpc-java=$(GRPC_JAVA_PLUGIN) --java_out=$(JAVA_OUT)/gen --grpc-java_out=$(JAVA_OUT)/gen $(JAVA_PROTOS)
 	javac -nowarn -encoding UTF-8 --release 11 -d $(JAVA_OUT)/classes -cp $(subst $(eval) ,:,$(JAVA_COMPILE_JARS:%=$(JAVA_LIBS)/%.jar)) \
 	  $$(find $(JAVA_OUT)/gen clients/java/src -name '*.java')

@@ -51,6 +51,8 @@ public final class Example {
 
   /** Thrown for a result the example did not expect: printed, then exit 1. */
   static final class Unexpected extends RuntimeException {
+    private static final long serialVersionUID = 1L;
+
     Unexpected(String message) {
       super(message);
     }
