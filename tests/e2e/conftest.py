@@ -7,7 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.server_process import ServerProcess, find_tool
+# the client examples' shared assertions get pytest's detailed failure output
+pytest.register_assert_rewrite("tests.e2e.client_examples")
+
+from tests.e2e.server_process import ServerProcess, find_tool  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -6,23 +6,23 @@ Skips when the C++ toolchain is missing, unless INFERD_REQUIRE_CLIENTS=1 (CI): t
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.e2e import client_examples as examples
 from tests.e2e.server_process import REPO_ROOT, ServerProcess
 from tests.tls_support import TlsFiles, make_tls_files
 
 pytestmark = pytest.mark.e2e
 
 CPP_OUT = REPO_ROOT / ".cache" / "clients" / "cpp"
+DEBIAN = "Debian: g++ make pkg-config libgrpc++-dev protobuf-compiler-grpc"
 TOOLS = ("make", "g++", "protoc", "grpc_cpp_plugin", "pkg-config")
 FIELD = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S+)')
 
@@ -39,16 +39,8 @@ def _missing_toolchain() -> str | None:
 
 @pytest.fixture(scope="module")
 def cpp_example() -> Path:
-    missing = _missing_toolchain()
-    if missing is not None:
-        why = f"C++ client: {missing} (Debian: g++ make pkg-config libgrpc++-dev protobuf-compiler-grpc)"
-        if os.environ.get("INFERD_REQUIRE_CLIENTS") == "1":
-            pytest.fail(why)
-        pytest.skip(why)
-    started = time.monotonic()
-    done = subprocess.run(["make", "clients-cpp"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, f"C++ client: make clients-cpp failed\n{done.stdout[-6000:]}\n{done.stderr[-6000:]}"
-    print(f"C++ client: make clients-cpp took {time.monotonic() - started:.1f}s")
+    examples.require_toolchain("C++", _missing_toolchain(), DEBIAN)
+    done = examples.build("C++", "clients-cpp")
     assert "tensor helper self-check ok" in done.stdout or (CPP_OUT / "selfcheck.ok").is_file()
     return CPP_OUT / "example"
 
@@ -70,36 +62,8 @@ def _ints(text: str) -> list[int]:
     return [int(v) for v in text.split(",")] if text else []
 
 
-def _features(rows: int) -> np.ndarray:
-    return (np.arange(rows * 256) % 7 / 7).astype(np.float32).reshape(rows, 256)
-
-
-def _greedy_tokens(address: str, max_tokens: int) -> list[int]:
-    """What Python's generated stubs get for the example's generative request (typed prompt, same parameters)."""
-    import grpc
-
-    from inferd.v1 import inference_pb2, inference_pb2_grpc, tensor_pb2
-
-    request = inference_pb2.PredictStreamRequest(
-        model_name="tiny_lm",
-        inputs=[tensor_pb2.Tensor(name="prompt", data_type=tensor_pb2.DATA_TYPE_BYTES, shape=[1],
-                                  bytes_contents=[b"The lighthouse"])],
-        parameters={"max_tokens": tensor_pb2.Parameter(int64_param=max_tokens),
-                    "temperature": tensor_pb2.Parameter(double_param=0.0)},
-    )  # fmt: skip
-    with grpc.insecure_channel(address) as channel:
-        stub = inference_pb2_grpc.InferenceServiceStub(channel)
-        tokens: list[int] = []
-        for message in stub.PredictStream(request, timeout=30):
-            for tensor in message.outputs:
-                if tensor.name == "token_ids":
-                    tokens += list(tensor.int64_contents) or list(np.frombuffer(tensor.raw_contents, "<i8"))
-        return tokens
-
-
 def _run_example(cpp_example: Path, address: str, **env: str) -> subprocess.CompletedProcess[str]:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("INFERD_")} | env
-    return subprocess.run([str(cpp_example), address], capture_output=True, text=True, timeout=120, env=environment)
+    return examples.run_example([str(cpp_example)], address, **env)
 
 
 def test_cpp_example_against_a_real_server(cpp_example: Path, inferd_server: ServerProcess, example_repository: Path):
@@ -124,8 +88,7 @@ def test_cpp_example_against_a_real_server(cpp_example: Path, inferd_server: Ser
     raw = out["predict_raw"]
     assert raw["model"] == "mlp_ranker" and raw["version"] == "1" and raw["id"] == "cpp-example"
     assert raw["shape"] == "[1,1]"
-    (expected,) = session.run(["score"], {"features": _features(1)})
-    np.testing.assert_allclose(_floats(raw["score"]), expected.ravel(), rtol=1e-6)
+    examples.assert_scores(session, _floats(raw["score"]), 1)
 
     # unary, typed BYTES in -> typed INT64 out: BOS, byte + 2, padding
     typed = out["predict_typed"]
@@ -137,8 +100,7 @@ def test_cpp_example_against_a_real_server(cpp_example: Path, inferd_server: Ser
     chunked = out["stream_chunked"]
     assert chunked["messages"] == "3" and chunked["sequence"] == "0,1,2" and chunked["rows"] == "1,1,1"
     assert chunked["final_count"] == "1" and chunked["final_last"] == "true"
-    (expected,) = session.run(["score"], {"features": _features(3)})
-    np.testing.assert_allclose(_floats(chunked["scores"]), expected.ravel(), rtol=1e-6)
+    examples.assert_scores(session, _floats(chunked["scores"]), 3)
 
     # generative stream: a raw BYTES prompt, greedy; the same tokens as Python's stubs with a typed prompt
     generated = out["stream_generate"]
@@ -146,7 +108,7 @@ def test_cpp_example_against_a_real_server(cpp_example: Path, inferd_server: Ser
     assert 1 <= len(tokens) <= 8 and generated["tokens"] == str(len(tokens))
     assert generated["final_count"] == "1" and generated["final_last"] == "true"
     assert generated["finish_reason"] in {"length", "eos", "stop"}
-    assert tokens == _greedy_tokens(inferd_server.address, 8)
+    assert tokens == examples.greedy_tokens(inferd_server.address, b"The lighthouse", 8)
     assert generated["text"].startswith('"') and generated["text"].endswith('"')
 
     assert out["health_check"] == {"service": '""', "status": "SERVING"}
@@ -172,18 +134,9 @@ def mtls_token_server(
     """The example models over mTLS (client certificate required) with a bearer token required."""
     import grpc
 
-    from server.security.tokens import hash_token, new_token
-
     workdir = tmp_path_factory.mktemp("cpp-tls")
     certs = make_tls_files(workdir / "tls")
-    token = new_token()
-    config = workdir / "auth.yaml"
-    config.write_text(
-        "tokens:\n"
-        f'  - {{principal: cpp-example, hash: "{hash_token(token)}", roles: [caller]}}\n'
-        "roles:\n"
-        '  caller: {predict: ["*"], read: ["*"]}\n'
-    )
+    token, config = examples.token_auth_config(workdir, "cpp-example")
     args = ["--tls-cert", str(certs.server_cert), "--tls-key", str(certs.server_key), "--tls-client-ca", str(certs.ca)]
     args += ["--auth-config", str(config)]
     credentials = grpc.ssl_channel_credentials(

@@ -9,18 +9,14 @@ Skips when the toolchain or a jar is missing, unless INFERD_REQUIRE_CLIENTS=1 (C
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import pytest
 
+from tests.e2e import client_examples as examples
 from tests.e2e.server_process import REPO_ROOT, ServerProcess
 from tests.tls_support import TlsFiles, make_tls_files
 
@@ -51,89 +47,23 @@ def _missing_toolchain() -> str | None:
 
 @pytest.fixture(scope="module")
 def java_example() -> Path:
-    missing = _missing_toolchain()
-    if missing is not None:
-        why = f"Java client: {missing} ({DEBIAN})"
-        if os.environ.get("INFERD_REQUIRE_CLIENTS") == "1":
-            pytest.fail(why)
-        pytest.skip(why)
-    started = time.monotonic()
-    done = subprocess.run(["make", "clients-java"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, f"Java client: make clients-java failed\n{done.stdout[-6000:]}\n{done.stderr[-6000:]}"
-    print(f"Java client: make clients-java took {time.monotonic() - started:.1f}s")
+    examples.require_toolchain("Java", _missing_toolchain(), DEBIAN)
     # the tensor helper's little-endian self-check ran and passed
-    assert "Java tensor encoding self-check ok: FP32 1.0f = 0000803f" in done.stdout, done.stdout
+    examples.build("Java", "clients-java", expect="Java tensor encoding self-check ok: FP32 1.0f = 0000803f")
     return JAVA_JAR
 
 
 def _run(example: Path, address: str, **env: str) -> subprocess.CompletedProcess[str]:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("INFERD_")} | env
-    return subprocess.run(
-        ["java", "-jar", str(example), address], capture_output=True, text=True, timeout=120, env=environment
-    )
-
-
-def _parse(stdout: str) -> dict[str, dict[str, Any]]:
-    """Each line is `<call>: <JSON object>`: {call: object}, in the order printed."""
-    lines: dict[str, dict[str, Any]] = {}
-    for line in stdout.splitlines():
-        call, _, rest = line.partition(": ")
-        lines[call] = json.loads(rest)
-    return lines
-
-
-def _features(rows: int) -> np.ndarray:
-    return (np.arange(rows * 256) % 7 / 7).astype(np.float32).reshape(rows, 256)
-
-
-def _greedy_tokens(address: str, prompt: bytes, max_tokens: int) -> list[int]:
-    """What Python's generated stubs get for the example's generative request (typed prompt, same parameters)."""
-    import grpc
-
-    from inferd.v1 import inference_pb2, inference_pb2_grpc, tensor_pb2
-
-    prompt_tensor = tensor_pb2.Tensor(
-        name="prompt", data_type=tensor_pb2.DATA_TYPE_BYTES, shape=[1], bytes_contents=[prompt]
-    )
-    request = inference_pb2.PredictStreamRequest(
-        model_name="tiny_lm",
-        inputs=[prompt_tensor],
-        parameters={"max_tokens": tensor_pb2.Parameter(int64_param=max_tokens),
-                    "temperature": tensor_pb2.Parameter(double_param=0.0)},
-    )  # fmt: skip
-    with grpc.insecure_channel(address) as channel:
-        stub = inference_pb2_grpc.InferenceServiceStub(channel)
-        tokens: list[int] = []
-        for message in stub.PredictStream(request, timeout=30):
-            for tensor in message.outputs:
-                if tensor.name == "token_ids":
-                    tokens += list(tensor.int64_contents)
-        return tokens
+    return examples.run_example(["java", "-jar", str(example)], address, **env)
 
 
 def _check_output(done: subprocess.CompletedProcess[str], example_repository: Path, plaintext_address: str) -> None:
-    assert done.returncode == 0, f"Java example failed\n{done.stdout}\n{done.stderr}"
-    out = _parse(done.stdout)
-    assert list(out) == [
-        "predict raw",
-        "predict typed",
-        "stream chunked",
-        "stream generative",
-        "health check",
-        "health watch",
-        "error",
-    ], done.stdout
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(example_repository / "mlp_ranker" / "1" / "model.onnx"))
+    out = examples.json_output(done, "Java")
+    session = examples.ranker_session(example_repository)
 
     # unary, raw little-endian FP32 [1, 256] -> the score onnxruntime computes in-process (a big-endian
     # ByteBuffer would send other numbers and get another score)
-    raw = out["predict raw"]
-    assert raw["model"] == "mlp_ranker" and raw["version"] == 1 and raw["id"] == "java-example"
-    assert raw["shape"] == [1, 1] and raw["data_type"] == "DATA_TYPE_FP32"
-    (expected,) = session.run(["score"], {"features": _features(1)})
-    np.testing.assert_allclose(np.array(raw["score"], dtype=np.float32), expected.ravel(), rtol=1e-6)
+    examples.assert_json_raw(out["predict raw"], session, "java-example", 1)
 
     # unary, typed BYTES in (bytes_contents) -> typed INT64 out: BOS, byte + 2, ...
     typed = out["predict typed"]
@@ -144,24 +74,18 @@ def _check_output(done: subprocess.CompletedProcess[str], example_repository: Pa
     chunked = out["stream chunked"]
     assert chunked["messages"] == 3 and chunked["sequence"] == [0, 1, 2]
     assert chunked["finals"] == [False, False, True]
-    (expected,) = session.run(["score"], {"features": _features(3)})
-    np.testing.assert_allclose(np.array(chunked["score"], dtype=np.float32), expected.ravel(), rtol=1e-6)
+    examples.assert_scores(session, chunked["score"], 3)
 
     # generative stream: a raw BYTES prompt (4-byte LE length prefix), greedy, max_tokens 8; the same tokens as
     # Python's stubs get
     generated = out["stream generative"]
-    assert generated["model"] == "tiny_lm" and generated["final"] is True
-    assert 1 <= generated["tokens"] <= 8 and len(generated["token_ids"]) == generated["tokens"]
-    assert generated["finish_reason"] in {"length", "eos", "stop"}
-    assert generated["token_ids"] == _greedy_tokens(plaintext_address, b"The lighthouse", 8)
+    examples.assert_json_generation(generated, plaintext_address, b"The lighthouse")
     assert isinstance(generated["text"], str) and generated["text"]
 
     assert out["health check"] == {"service": "", "status": "SERVING"}
     assert out["health watch"] == {"service": "model/mlp_ranker", "first_status": "SERVING"}
 
-    error = out["error"]
-    assert error["code"] == "NOT_FOUND" and error["code_number"] == 5
-    assert "model 'no_such_model' not found" in error["message"]
+    examples.assert_json_not_found(out["error"])
 
 
 def test_java_example_against_a_real_server(java_example: Path, inferd_server: ServerProcess, example_repository: Path):
@@ -180,17 +104,8 @@ def token_server(
     java_example: Path, example_repository: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[ServerProcess, str]]:
     """The example models with a bearer token required (plaintext, as behind a mesh sidecar)."""
-    from server.security.tokens import hash_token, new_token
-
     workdir = tmp_path_factory.mktemp("java-token")
-    token = new_token()
-    config = workdir / "auth.yaml"
-    config.write_text(
-        "tokens:\n"
-        f'  - {{principal: java-example, hash: "{hash_token(token)}", roles: [caller]}}\n'
-        "roles:\n"
-        '  caller: {predict: ["*"], read: ["*"]}\n'
-    )
+    token, config = examples.token_auth_config(workdir, "java-example")
     server = ServerProcess(example_repository, workdir / "server", ["--auth-config", str(config)]).wait_ready()
     yield server, token
     server.terminate()
