@@ -238,3 +238,31 @@ def test_with_tracing_on_a_line_carries_the_trace_id_of_its_call(traced) -> None
     assert len(root) == 32 and int(root, 16)  # the server span's own trace: there was no caller's
     assert line_for(log, "child")["trace_id"] == TRACE_ID
     assert line_for(log, "unsampled")["trace_id"] == "0af7651916cd43dd8448eb211c80319c"  # no span: the caller's id
+
+
+def test_each_request_of_an_oip_stream_is_logged_as_its_own_call(every_call):
+    """ModelStreamInfer: one line per streamed request (its id, outcome and sizes), as for ModelInfer."""
+    from inferd.oip.v2 import grpc_service_pb2 as oip_pb2
+
+    server, log = every_call
+
+    def streamed(model: str, request_id: str) -> oip_pb2.ModelInferRequest:
+        message = oip_pb2.ModelInferRequest(model_name=model, id=request_id)
+        message.inputs.add(name="x", datatype="FP32", shape=[1, 4]).contents.fp32_contents.extend([1, 2, 3, 4])
+        return message
+
+    with grpc.insecure_channel(server.address) as channel:
+        call = channel.stream_stream(
+            "/inference.GRPCInferenceService/ModelStreamInfer",
+            request_serializer=oip_pb2.ModelInferRequest.SerializeToString,
+            response_deserializer=oip_pb2.ModelStreamInferResponse.FromString,
+        )
+        requests = [streamed("scale", "oip-s1"), streamed("scale", "oip-s2"), streamed("nope", "oip-s3")]
+        replies = {r.infer_response.id: r for r in call(iter(requests), timeout=10)}
+    assert set(replies) == {"oip-s1", "oip-s2", "oip-s3"}
+    for request_id in ("oip-s1", "oip-s2"):
+        line = line_for(log, request_id)
+        assert (line["method"], line["model"], line["version"], line["code"]) == ("ModelStreamInfer", "scale", 1, "OK")
+        assert line["bytes_out"] == replies[request_id].ByteSize()
+    failed = line_for(log, "oip-s3")
+    assert (failed["method"], failed["code"]) == ("ModelStreamInfer", "NOT_FOUND")

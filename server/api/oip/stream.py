@@ -34,6 +34,7 @@ from server.core.echo import bounded
 from server.core.errors import ServingError
 from server.core.types import InferRequest
 from server.models.slot import Slot
+from server.telemetry.calls import CallRecord
 
 log = logging.getLogger("inferd.oip")
 
@@ -86,6 +87,8 @@ class _Session:
     def __init__(self, infer: OipInference, context: grpc.aio.ServicerContext, max_in_flight: int) -> None:
         self._infer = infer
         self._context = context
+        #: tracing and the access log see each streamed request as its own call (method "ModelStreamInfer")
+        self._observers = infer.inference.observers if infer.inference.observers else None
         #: (message bytes, whether it is its request's last)
         self.out: deque[tuple[bytes, bool]] = deque()
         self.wake = asyncio.Event()
@@ -103,16 +106,18 @@ class _Session:
 
     def _start(self, data: bytes) -> None:
         started = time.perf_counter_ns()
+        observers = self._observers
+        record = None if observers is None else observers.begin("ModelStreamInfer", self._context, len(data))
         try:
-            message, payloads, request, slot = self._infer.accept(data, self._context)
+            message, payloads, request, slot = self._infer.accept(data, self._context, record)
         except Exception as exc:
             model, request_id = _names(data)
-            self.put(_error(exc, model, request_id), True)
+            self._put_last(_error(exc, model, request_id), record, exc)
             return
         if slot.streams is not None:
-            work = self._generate(message, payloads, request, slot)
+            work = self._generate(message, payloads, request, slot, record)
         else:
-            work = self._answer(message, payloads, request, slot, started)
+            work = self._answer(message, payloads, request, slot, started, record)
         task = asyncio.get_running_loop().create_task(work)
         self.tasks.add(task)
         task.add_done_callback(self._finished)
@@ -125,16 +130,40 @@ class _Session:
         self.out.append((data, final))
         self.wake.set()
 
+    def _put_last(self, data: bytes, record: CallRecord | None, exc: BaseException | None) -> None:
+        """A request's last response, and the end of its call record (its outcome for the observers)."""
+        self.put(data, True)
+        if record is not None and self._observers is not None:
+            record.bytes_out += len(data)
+            self._observers.end(record, exc)
+
+    def _abandoned(self, record: CallRecord | None, exc: BaseException) -> None:
+        if record is not None and self._observers is not None:
+            self._observers.end(record, exc)
+
     async def _answer(
-        self, message: OipMessage, payloads: Any, request: InferRequest, slot: Slot, started: int
+        self,
+        message: OipMessage,
+        payloads: Any,
+        request: InferRequest,
+        slot: Slot,
+        started: int,
+        record: CallRecord | None,
     ) -> None:
+        failure: BaseException | None = None
         try:
             data = _wrap(await self._infer.run(message, payloads, request, slot, started))
         except Exception as exc:
+            failure = exc
             data = _error(exc, request.model, request.id)
-        self.put(data, True)
+        except BaseException as exc:  # the stream ended (client gone): the call ends with it
+            self._abandoned(record, exc)
+            raise
+        self._put_last(data, record, failure)
 
-    async def _generate(self, message: OipMessage, payloads: Any, request: InferRequest, slot: Slot) -> None:
+    async def _generate(
+        self, message: OipMessage, payloads: Any, request: InferRequest, slot: Slot, record: CallRecord | None
+    ) -> None:
         """A decoupled model's answer: one response per part, the last with triton_final_response."""
         assert slot.streams is not None
         inference = self._infer.inference
@@ -159,14 +188,24 @@ class _Session:
                         response = codec.encode_response(
                             request, slot.version, part.outputs, order, parameters=parameters
                         )
-                        self.put(_wrap(inference.serialise(response)), bool(part.final))
+                        data = _wrap(inference.serialise(response))
                         final_sent = bool(part.final)
+                        if final_sent:
+                            self._put_last(data, record, None)
+                        else:
+                            self.put(data, False)
+                            if record is not None:
+                                record.bytes_out += len(data)
         except Exception as exc:
-            self.put(_error(exc, request.model, request.id), True)
+            self._put_last(_error(exc, request.model, request.id), record, exc)
             return
+        except BaseException as exc:
+            if not final_sent:
+                self._abandoned(record, exc)
+            raise
         if not final_sent:  # a generator that ended without marking its last part
             response = codec.encode_response(request, slot.version, {}, (), parameters={codec.FINAL_RESPONSE: True})
-            self.put(_wrap(inference.serialise(response)), True)
+            self._put_last(_wrap(inference.serialise(response)), record, None)
 
 
 class OipStreams:
