@@ -138,3 +138,28 @@ output { name: "y" data_type: DATA_TYPE_FP32 dims: [-1, 4] }
 def scale_model(factor: float) -> str:
     """A Python model that multiplies x by ``factor`` (tells versions apart in routing tests)."""
     return SCALE_MODEL.replace("FACTOR", repr(float(factor)))
+
+
+#: A python model answering, for every row, the id of the engine call that ran it and that call's row count,
+#: so a response shows which batch it was in (batching tests, the OIP mixed-batch test).
+PROBE_MODEL = """
+import itertools
+import threading
+import numpy as np
+
+class Model:
+    def __init__(self):
+        self._calls = itertools.count(1)
+        self._lock = threading.Lock()
+
+    def infer(self, inputs):
+        x = np.asarray(inputs["x"], dtype=np.float32)
+        with self._lock:
+            call = next(self._calls)
+        rows = x.shape[0]
+        return {
+            "y": x * 2,
+            "call": np.full((rows, 1), call, dtype=np.int64),
+            "batch_rows": np.full((rows, 1), rows, dtype=np.int64),
+        }
+"""

@@ -27,7 +27,6 @@ from server.models.test_hooks import HOLD_UNTIL_QUEUED_ENV
 from tests.e2e import tritonclient_venv
 from tests.e2e.server_process import ServerProcess
 from tests.oip.harness import (
-    PROBE_MODEL,
     Case,
     assert_same_outputs,
     driver_command,
@@ -39,6 +38,7 @@ from tests.oip.harness import (
     write_spec,
 )
 from tests.oip.tensors_json import decode
+from tests.support import PROBE_MODEL
 
 pytestmark = pytest.mark.e2e
 #: the tritonclient venv's interpreter (a session fixture, made on first use)

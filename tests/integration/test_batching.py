@@ -19,29 +19,7 @@ import pytest
 from inferd.tensors import from_numpy, to_numpy
 from inferd.v1 import inference_pb2, inference_pb2_grpc, tensor_pb2
 from server.models.test_hooks import HOLD_UNTIL_QUEUED_ENV
-from tests.support import ServerThread, eventually_async, write_model
-
-PROBE_MODEL = """
-import itertools
-import threading
-import numpy as np
-
-class Model:
-    def __init__(self):
-        self._calls = itertools.count(1)
-        self._lock = threading.Lock()
-
-    def infer(self, inputs):
-        x = np.asarray(inputs["x"], dtype=np.float32)
-        with self._lock:
-            call = next(self._calls)
-        rows = x.shape[0]
-        return {
-            "y": x * 2,
-            "call": np.full((rows, 1), call, dtype=np.int64),
-            "batch_rows": np.full((rows, 1), rows, dtype=np.int64),
-        }
-"""
+from tests.support import PROBE_MODEL, ServerThread, eventually_async, write_model
 
 
 def probe_config(batching: str, max_batch_size: int = 8) -> str:

@@ -19,30 +19,6 @@ DRIVER = Path(__file__).resolve().parent / "triton_driver.py"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DRIVER_TIMEOUT_S = 180
 
-#: A python model answering, for every row, the id of the engine call that ran it and that call's row count,
-#: so a response shows which batch it was in (the same probe as tests/integration/test_batching.py).
-PROBE_MODEL = """
-import itertools
-import threading
-import numpy as np
-
-class Model:
-    def __init__(self):
-        self._calls = itertools.count(1)
-        self._lock = threading.Lock()
-
-    def infer(self, inputs):
-        x = np.asarray(inputs["x"], dtype=np.float32)
-        with self._lock:
-            call = next(self._calls)
-        rows = x.shape[0]
-        return {
-            "y": x * 2,
-            "call": np.full((rows, 1), call, dtype=np.int64),
-            "batch_rows": np.full((rows, 1), rows, dtype=np.int64),
-        }
-"""
-
 
 def probe_config(name: str, max_batch_size: int, batching: bool) -> str:
     return f"""
