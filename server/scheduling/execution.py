@@ -6,7 +6,10 @@ One policy for unary calls, batches and stream steps alike:
 - ``inline``: every call runs on the event loop (for engines that are known to be tiny);
 - ``auto``: inline while calls average under ``INLINE_BELOW_NS`` (a thread hop costs more than a tiny
   model's call) **and no call is running on the executor** — an inline call would otherwise wait on the
-  engine's lock with the whole event loop blocked behind it.
+  engine's lock with the whole event loop blocked behind it. The average is of the engine's own time,
+  measured around the call on whichever thread runs it: timing a threaded call from the event loop would
+  add the hop there and back, which under load is itself over the threshold, and keep a tiny model on
+  the executor for good once heavy load met it first.
 
 It counts *engine calls*, not the coroutines awaiting them: a caller that is cancelled while its call
 runs on a thread stops waiting, but the call is still counted until the thread returns, and
@@ -45,6 +48,7 @@ class EngineCalls:
         mode: str = "auto",
         instances: int = 1,
         initial_ns: float = float(INLINE_BELOW_NS),
+        clock: Callable[[], int] = time.perf_counter_ns,
     ) -> None:
         self.model = model
         self.version = version
@@ -60,6 +64,7 @@ class EngineCalls:
         self._idle.set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.closed = False
+        self._clock = clock
 
     @property
     def running(self) -> int:
@@ -101,24 +106,33 @@ class EngineCalls:
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(*args)`` under the policy; an engine's :class:`InvalidInput` becomes INVALID_ARGUMENT."""
         loop = self._loop = self._loop or asyncio.get_running_loop()
+        clock = self._clock
         if self._inline():
             self._begin(False)
-            started = time.perf_counter_ns()
+            started = clock()
             try:
                 return fn(*args)
             except InvalidInput as exc:
                 raise self._translate(exc) from None
             finally:
-                self._end(False, time.perf_counter_ns() - started)
+                self._end(False, clock() - started)
         self._begin(True)
-        started = time.perf_counter_ns()
+        spent = [0]  # the engine's own time, written by the worker thread before the future completes
+
+        def timed() -> T:
+            began = clock()
+            try:
+                return fn(*args)
+            finally:
+                spent[0] = clock() - began
+
         try:
-            future: Future[T] = self._executor.submit(fn, *args)
+            future: Future[T] = self._executor.submit(timed)
         except RuntimeError:  # the executor was shut down under us
             self._end(True, 0)
             raise Unavailable(f"model '{self.model}' version {self.version} is unloading") from None
 
-        future.add_done_callback(lambda _: self._end_from_thread(loop, started))
+        future.add_done_callback(lambda _: self._end_from_thread(loop, spent))
         try:
             return await asyncio.wrap_future(future, loop=loop)
         except InvalidInput as exc:
@@ -133,14 +147,24 @@ class EngineCalls:
             return
         loop = self._loop = self._loop or asyncio.get_running_loop()
         self._begin(True)
-        started = time.perf_counter_ns()
-        future = self._executor.submit(fn)
-        future.add_done_callback(lambda _: self._end_from_thread(loop, started))
+        clock = self._clock
+        spent = [0]
 
-    def _end_from_thread(self, loop: asyncio.AbstractEventLoop, started: int) -> None:
-        """A thread's call returned: count it on the loop (unless the loop is gone: nothing left to count)."""
+        def timed() -> object:
+            began = clock()
+            try:
+                return fn()
+            finally:
+                spent[0] = clock() - began
+
+        future = self._executor.submit(timed)
+        future.add_done_callback(lambda _: self._end_from_thread(loop, spent))
+
+    def _end_from_thread(self, loop: asyncio.AbstractEventLoop, spent: list[int]) -> None:
+        """A thread's call returned: count it on the loop (unless the loop is gone: nothing left to count),
+        with the time the engine itself took (``spent``, measured on the thread)."""
         with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(self._end, True, time.perf_counter_ns() - started)
+            loop.call_soon_threadsafe(self._end, True, spent[0])
 
     async def wait_idle(self) -> None:
         """Until no engine call is running."""
