@@ -8,12 +8,14 @@ Skips when the Go toolchain is missing, unless INFERD_REQUIRE_CLIENTS=1 (CI): th
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.e2e import client_examples as examples
 from tests.e2e.server_process import REPO_ROOT, ServerProcess
+from tests.tls_support import TlsFiles, make_tls_files
 
 pytestmark = pytest.mark.e2e
 
@@ -70,3 +72,46 @@ def test_go_example_exits_non_zero_when_the_server_is_unreachable(go_example: Pa
     done = examples.run_example([str(go_example)], "127.0.0.1:1")
     assert done.returncode != 0
     assert "FAIL predict raw: UNAVAILABLE" in done.stderr, done.stderr
+
+
+@pytest.fixture(scope="module")
+def mtls_token_server(
+    example_repository: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[ServerProcess, TlsFiles, str]]:
+    """The example models over mTLS (client certificate required) with a bearer token required."""
+    import grpc
+
+    workdir = tmp_path_factory.mktemp("go-tls")
+    certs = make_tls_files(workdir / "tls")
+    token, config = examples.token_auth_config(workdir, "go-example")
+    args = ["--tls-cert", str(certs.server_cert), "--tls-key", str(certs.server_key), "--tls-client-ca", str(certs.ca)]
+    args += ["--auth-config", str(config)]
+    credentials = grpc.ssl_channel_credentials(
+        certs.ca.read_bytes(), certs.client_key.read_bytes(), certs.client_cert.read_bytes()
+    )
+    server = ServerProcess(example_repository, workdir / "server", args, credentials=credentials).wait_ready()
+    yield server, certs, token
+    server.terminate()
+
+
+def test_go_example_over_mtls_with_a_token(go_example: Path, mtls_token_server: tuple[ServerProcess, TlsFiles, str]):
+    server, certs, token = mtls_token_server
+    tls = {"INFERD_TLS_CA": str(certs.ca), "INFERD_TLS_CERT": str(certs.client_cert)}
+    tls["INFERD_TLS_KEY"] = str(certs.client_key)
+    done = examples.run_example([str(go_example)], server.address, INFERD_TOKEN=token, **tls)
+    out = examples.json_output(done, "Go")
+    assert out["predict raw"]["id"] == "go-example"
+    examples.assert_json_not_found(out["error"])
+    # the name in the certificate, not the address dialled
+    named = examples.run_example(
+        [str(go_example)], server.address, INFERD_TOKEN=token, INFERD_TLS_SERVER_NAME="localhost", **tls
+    )
+    assert named.returncode == 0, named.stderr
+    without_token = examples.run_example([str(go_example)], server.address, **tls)
+    assert without_token.returncode != 0
+    assert "FAIL predict raw: UNAUTHENTICATED" in without_token.stderr, without_token.stderr
+    without_certificate = examples.run_example(
+        [str(go_example)], server.address, INFERD_TOKEN=token, INFERD_TLS_CA=str(certs.ca)
+    )
+    assert without_certificate.returncode != 0
+    assert "FAIL predict raw: UNAVAILABLE" in without_certificate.stderr, without_certificate.stderr

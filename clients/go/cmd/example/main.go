@@ -4,10 +4,17 @@
 // line per call, "<what>: <JSON>", and exits non-zero on anything unexpected.
 //
 //	example [ADDRESS]   (default 127.0.0.1:8001; the example models: make examples && make run)
+//
+// TLS and a token come from the environment (docs/security.md, "Clients"): INFERD_TLS_CA (the CA bundle the
+// server's certificate chains to; set = TLS, unset = plaintext), INFERD_TLS_CERT + INFERD_TLS_KEY (a client
+// certificate for mTLS), INFERD_TLS_SERVER_NAME (the name to check when it differs from the address),
+// INFERD_TOKEN (sent as "authorization: Bearer <token>" on every call).
 package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -19,6 +26,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
@@ -53,10 +61,15 @@ func run(address string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	limit := 64 << 20
-	// Plaintext, as `inferd serve` listens; the dial itself does not wait: the first call fails UNAVAILABLE
-	// when nothing answers.
-	conn, err := grpc.DialContext(ctx, address, grpc.WithInsecure(),
+	// Plaintext unless INFERD_TLS_CA is set; the dial itself does not wait: the first call fails UNAVAILABLE
+	// when nothing answers (or the TLS handshake fails).
+	options, err := dialOptions()
+	if err != nil {
+		return err
+	}
+	options = append(options,
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(limit), grpc.MaxCallSendMsgSize(limit)))
+	conn, err := grpc.DialContext(ctx, address, options...)
 	if err != nil {
 		return fmt.Errorf("connect to %s: %w", address, err)
 	}
@@ -88,6 +101,46 @@ func run(address string) error {
 	}
 	return nil
 }
+
+// dialOptions: the transport (TLS or mTLS from INFERD_TLS_*, else plaintext) and INFERD_TOKEN as a bearer
+// token on every call.
+func dialOptions() ([]grpc.DialOption, error) {
+	var options []grpc.DialOption
+	if caFile := os.Getenv("INFERD_TLS_CA"); caFile != "" {
+		ca, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("INFERD_TLS_CA: %w", err)
+		}
+		roots := x509.NewCertPool()
+		if !roots.AppendCertsFromPEM(ca) {
+			return nil, fmt.Errorf("INFERD_TLS_CA: no PEM certificate in %s", caFile)
+		}
+		config := &tls.Config{RootCAs: roots, ServerName: os.Getenv("INFERD_TLS_SERVER_NAME")}
+		if certFile := os.Getenv("INFERD_TLS_CERT"); certFile != "" {
+			certificate, err := tls.LoadX509KeyPair(certFile, os.Getenv("INFERD_TLS_KEY"))
+			if err != nil {
+				return nil, fmt.Errorf("INFERD_TLS_CERT/INFERD_TLS_KEY: %w", err)
+			}
+			config.Certificates = []tls.Certificate{certificate}
+		}
+		options = append(options, grpc.WithTransportCredentials(credentials.NewTLS(config)))
+	} else {
+		options = append(options, grpc.WithInsecure())
+	}
+	if token := os.Getenv("INFERD_TOKEN"); token != "" {
+		options = append(options, grpc.WithPerRPCCredentials(bearerToken(token)))
+	}
+	return options, nil
+}
+
+// bearerToken is a per-RPC credential: "authorization: Bearer <token>" on every call, over TLS or plaintext.
+type bearerToken string
+
+func (t bearerToken) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + string(t)}, nil
+}
+
+func (bearerToken) RequireTransportSecurity() bool { return false }
 
 func printLine(what string, value any) error {
 	encoded, err := json.Marshal(value)
