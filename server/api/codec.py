@@ -27,6 +27,7 @@ from server.core.types import InferRequest, ParamValue
 
 AnyPredictRequest = inference_pb2.PredictRequest | inference_pb2.PredictStreamRequest
 _Req = TypeVar("_Req", inference_pb2.PredictRequest, inference_pb2.PredictStreamRequest)
+_P = TypeVar("_P")
 
 _TYPED = tensor_pb2.TENSOR_ENCODING_TYPED
 
@@ -53,13 +54,21 @@ def decode_parameters(params: Mapping[str, tensor_pb2.Parameter]) -> dict[str, P
 
 
 def encode_parameter(value: ParamValue) -> tensor_pb2.Parameter:
+    return fill_parameter(tensor_pb2.Parameter(), value)
+
+
+def fill_parameter(param: _P, value: ParamValue) -> _P:
+    """Set ``value`` in the matching field of a parameter message: inferd.v1's Parameter and OIP's
+    InferParameter name their fields alike (bool_param, int64_param, double_param, string_param)."""
     if isinstance(value, bool):
-        return tensor_pb2.Parameter(bool_param=value)
-    if isinstance(value, int):
-        return tensor_pb2.Parameter(int64_param=value)
-    if isinstance(value, float):
-        return tensor_pb2.Parameter(double_param=value)
-    return tensor_pb2.Parameter(string_param=str(value))
+        param.bool_param = value  # type: ignore[attr-defined]
+    elif isinstance(value, int):
+        param.int64_param = value  # type: ignore[attr-defined]
+    elif isinstance(value, float):
+        param.double_param = value  # type: ignore[attr-defined]
+    else:
+        param.string_param = str(value)  # type: ignore[attr-defined]
+    return param
 
 
 def parse_request(cls: type[_Req], data: bytes) -> tuple[_Req, list[memoryview] | None]:

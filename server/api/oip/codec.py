@@ -17,7 +17,7 @@ from google.protobuf.message import DecodeError
 from inferd.oip.v2 import grpc_service_pb2 as pb
 from inferd.tensors import DTYPE_BY_NAME, NUMPY_DTYPES, dtype_name_of, encode_bytes_elements
 from inferd.v1 import tensor_pb2
-from server.api.codec import RequestIds
+from server.api.codec import RequestIds, fill_parameter
 from server.core.echo import echo
 from server.core.errors import InvalidArgument
 from server.core.types import InferRequest, ParamValue
@@ -216,52 +216,24 @@ def encode_response(
 ) -> Any:
     """A ModelInferResponse: raw_output_contents unless the request's encoding is typed."""
     response = pb.ModelInferResponse(model_name=request.model, model_version=str(version), id=request.id)
-    names = request.requested_outputs or output_order
-    typed = request.output_encoding == "typed"
-    raw_out = response.raw_output_contents
-    for name in names:
-        if name not in outputs:
-            continue
-        array = np.asarray(outputs[name])
-        dtype = dtype_name_of(array)
+    names = [name for name in (request.requested_outputs or output_order) if name in outputs]
+    arrays = [np.asarray(outputs[name]) for name in names]
+    dtypes = [dtype_name_of(array) for array in arrays]
+    # OIP has no typed field for FP16/BF16, and a response is either all raw or all typed
+    typed = request.output_encoding == "typed" and all(dtype in _TYPED_OUT for dtype in dtypes)
+    for name, array, dtype in zip(names, arrays, dtypes, strict=True):
         tensor = response.outputs.add(name=name, datatype=dtype, shape=array.shape)
-        field = _TYPED_OUT.get(dtype) if typed else None
-        if field is None:
-            if dtype == "BYTES":
-                raw_out.append(encode_bytes_elements(array.reshape(-1).tolist()))
-            else:
-                raw_out.append(array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes())
-        elif dtype == "BYTES":
-            getattr(tensor.contents, field).extend(
-                x.encode() if isinstance(x, str) else bytes(x) for x in array.reshape(-1).tolist()
+        flat = array.reshape(-1)
+        if not typed:
+            response.raw_output_contents.append(
+                encode_bytes_elements(flat.tolist())
+                if dtype == "BYTES"
+                else array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
             )
+        elif dtype == "BYTES":
+            tensor.contents.bytes_contents.extend(x.encode() if isinstance(x, str) else bytes(x) for x in flat.tolist())
         else:
-            getattr(tensor.contents, field).extend(array.reshape(-1).tolist())
-    if typed and raw_out:
-        # OIP allows raw and typed outputs in one response only as "all raw": FP16 has no typed field
-        _all_raw(response, outputs)
+            getattr(tensor.contents, _TYPED_OUT[dtype]).extend(flat.tolist())
     for key, value in (parameters or {}).items():
-        set_parameter(response.parameters[key], value)
+        fill_parameter(response.parameters[key], value)
     return response
-
-
-def _all_raw(response: Any, outputs: Mapping[str, np.ndarray]) -> None:
-    del response.raw_output_contents[:]
-    for tensor in response.outputs:
-        tensor.ClearField("contents")
-        array = np.asarray(outputs[tensor.name])
-        if tensor.datatype == "BYTES":
-            response.raw_output_contents.append(encode_bytes_elements(array.reshape(-1).tolist()))
-        else:
-            response.raw_output_contents.append(array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes())
-
-
-def set_parameter(param: Any, value: ParamValue) -> None:
-    if isinstance(value, bool):
-        param.bool_param = value
-    elif isinstance(value, int):
-        param.int64_param = value
-    elif isinstance(value, float):
-        param.double_param = value
-    else:
-        param.string_param = str(value)
