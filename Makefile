@@ -161,10 +161,16 @@ $(JAVA_OUT)/inferd-example.jar: $(JAVA_PROTOS) $(shell find clients/java/src -na
 
 ci: lint typecheck proto-check proto-lint proto-breaking clients test  ## what .ci/run runs
 
-bench: $(MODELS)/.built  ## run the benchmarks (installs h2load from Debian's nghttp2-client if missing), write bench/results/
+bench: $(MODELS)/.built  ## run the benchmarks (installs h2load from Debian's nghttp2-client if missing), write bench/results/; PEERS=1 adds the peers
 	@command -v h2load >/dev/null || { command -v apt-get >/dev/null && apt-get install -y -q nghttp2-client >/dev/null; } \
 	  || { echo "bench needs h2load: install nghttp2-client"; exit 1; }
-	$(PY) -m bench.run --repository $(MODELS)
+	$(PY) -m bench.run --repository $(MODELS) $(if $(PEERS),--peers)
+
+.PHONY: bench-peers
+bench-peers: $(MODELS)/.built  ## inferd vs Triton, KServe, MLServer (~15 min; venvs under .cache/peers/) -> bench/results/peers.md
+	@command -v h2load >/dev/null || { command -v apt-get >/dev/null && apt-get install -y -q nghttp2-client >/dev/null; } \
+	  || { echo "bench needs h2load: install nghttp2-client"; exit 1; }
+	$(PY) -m bench.run --scenario peers
 
 clean:
 	rm -rf $(VENV) $(MODELS) .cache build dist

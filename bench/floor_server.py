@@ -1,6 +1,7 @@
 """The gRPC floor: a grpc.aio server whose Predict returns an empty response and does nothing else.
 
-It answers on inferd's own method path so the same h2load request body drives both servers, and on
+It answers on inferd's own method path so the same h2load request body drives both servers, on OIP's
+unary ModelInfer path the same way (the peers benchmark replays one OIP request to every server), and on
 OIP's ModelStreamInfer path it answers every streamed message with an empty one: the floor of a
 grpc.aio bidirectional stream (bench/oip.py).
 """
@@ -29,7 +30,11 @@ async def serve(port: int) -> None:
         "inferd.v1.InferenceService", {"Predict": grpc.unary_unary_rpc_method_handler(_empty)}
     )
     stream = grpc.method_handlers_generic_handler(
-        "inference.GRPCInferenceService", {"ModelStreamInfer": grpc.stream_stream_rpc_method_handler(_echo)}
+        "inference.GRPCInferenceService",
+        {
+            "ModelStreamInfer": grpc.stream_stream_rpc_method_handler(_echo),
+            "ModelInfer": grpc.unary_unary_rpc_method_handler(_empty),
+        },
     )
     server.add_generic_rpc_handlers((handler, stream))
     server.add_insecure_port(f"127.0.0.1:{port}")

@@ -48,8 +48,10 @@ def run_h2load(
     warmup: float,
     cpu: int | None = None,
     headers: tuple[str, ...] = (),
+    connections: int = 1,
 ) -> LoadResult:
-    """Closed loop: one connection, ``concurrency`` streams in flight, for ``seconds`` after ``warmup``.
+    """Closed loop: ``concurrency`` streams in flight for ``seconds`` after ``warmup``, spread over
+    ``connections`` HTTP/2 connections (1 = one connection × C streams; C = C connections × 1 stream each).
 
     ``headers``: extra ``name: value`` request headers (e.g. ``authorization: Bearer …``); an ``https://``
     URL makes h2load negotiate TLS with ALPN h2 (it does not verify the server's certificate)."""
@@ -60,8 +62,8 @@ def run_h2load(
         log = Path(tmp) / "requests.log"
         command = [
             h2load,
-            "-c1",
-            f"-m{concurrency}",
+            f"-c{connections}",
+            f"-m{max(1, concurrency // connections)}",
             "-t1",
             f"-D{seconds:g}",
             f"--warm-up-time={warmup:g}",

@@ -91,7 +91,7 @@ def vars_of(result: Any) -> dict[str, Any]:
 
 
 def _median(points: list[dict[str, Any]]) -> dict[str, Any]:
-    out = {k: float(statistics.median(p[k] for p in points)) for k in ("req_per_s", "p50_ms", "p99_ms")}
+    out: dict[str, Any] = {k: float(statistics.median(p[k] for p in points)) for k in ("req_per_s", "p50_ms", "p99_ms")}
     out["errors"] = sum(int(p.get("errors", 0)) + int(p.get("http_failures", 0)) for p in points)
     out["rounds_req_per_s"] = [round(p["req_per_s"]) for p in points]
     return out

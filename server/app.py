@@ -11,6 +11,7 @@ import logging
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_reflection.v1alpha import reflection
@@ -41,6 +42,9 @@ from server.security.tls import ServerSecurity, ServerTls, TlsConfigError
 from server.telemetry.metrics import MetricsSource
 from server.telemetry.options import EndpointTls, TelemetryOptions
 from server.telemetry.setup import MetricsEndpointError, Telemetry
+
+if TYPE_CHECKING:
+    from server.workers.worker_mode import WorkerControl, WorkerRole
 
 log = logging.getLogger("inferd")
 _MiB = 1024 * 1024
@@ -98,6 +102,8 @@ class ServerOptions:
     #: authentication, authorization and rate limits (--auth-config, server/security/); None = every call is
     #: allowed and no security interceptor is installed (zero cost)
     auth: AuthConfig | None = None
+    #: run as worker i of ``inferd serve --workers N`` (server/workers/); None = a server on its own
+    worker: WorkerRole | None = None
 
     def engine_defaults(self) -> dict[str, str]:
         """Server-wide engine parameters; a model's config.pbtxt parameters override them."""
@@ -188,6 +194,12 @@ class InferdServer:
         #: the audit log's writer (its thread starts here, like the access log's); closed last in ``stop``
         self.audit = AuditLog(options.audit_log) if options.audit_log is not None else None
         self.access = AccessControl(options.auth, self.audit) if options.auth is not None else None
+        #: the worker's private control server and forwarding, under ``inferd serve --workers N``
+        self.worker: WorkerControl | None = None
+        if options.worker is not None:
+            from server.workers.worker_mode import WorkerControl
+
+            self.worker = WorkerControl(self, options.worker)
 
     def _build_grpc_server(self, *, inference: bool, admin: bool) -> grpc.aio.Server:
         calls = self.calls if inference else LiveCalls()  # outermost: it counts every call, health's too
@@ -196,11 +208,14 @@ class InferdServer:
             interceptors.insert(1, self.access.interceptor())
         server = grpc.aio.server(interceptors=interceptors, options=grpc_options(self.options))
         services = [reflection.SERVICE_NAME, "grpc.health.v1.Health"]
+        if self.worker is not None and inference:  # first: control and statistics answer for every worker
+            server.add_generic_rpc_handlers(self.worker.front_handlers(admin))
         if inference:
             server.add_generic_rpc_handlers((self.servicer.handler(), self.oip.handler(control=admin)))
             services += [SERVICE_NAME, OIP_SERVICE_NAME]
         if admin:
-            admin_pb2_grpc.add_ModelServiceServicer_to_server(self.admin, server)
+            if self.worker is None:  # a worker forwards ModelService (front_handlers) instead
+                admin_pb2_grpc.add_ModelServiceServicer_to_server(self.admin, server)
             services.append(ADMIN_SERVICE_NAME)
             if not inference:  # OIP's repository RPCs are model control: served where ModelService is
                 server.add_generic_rpc_handlers((self.oip.control_handler(),))
@@ -244,8 +259,11 @@ class InferdServer:
             raise StartupError(str(exc)) from None
         log.info("transport security: %s", self._security.describe())
         separate_admin = self.options.admin_port is not None
-        server = self._build_grpc_server(inference=True, admin=not separate_admin)
-        self.port = self._bind(server, f"{self.options.host}:{self.options.port}")
+        control_here = not separate_admin and not (self.worker is not None and self.worker.role.control_elsewhere)
+        server = self._build_grpc_server(inference=True, admin=control_here)
+        address = f"{self.options.host}:{self.options.port}"
+        if self.worker is None:  # a worker binds once its supervisor says go (after the replay)
+            self.port = self._bind(server, address)
         self._server = server
         if separate_admin:
             admin = self._build_grpc_server(inference=False, admin=True)
@@ -269,13 +287,20 @@ class InferdServer:
         if self.access is not None:
             await self.access.start()
             log.info("%s", self.access.describe())
-        await server.start()
+        if self.worker is None:
+            await server.start()
+        else:
+            await self.worker.start_control()
         if self._admin_server is not None:
             await self._admin_server.start()
         await self.manager.load_all()
         if self.options.poll_interval:
             self._poller = asyncio.get_running_loop().create_task(self.manager.poll_forever(self.options.poll_interval))
+        if self.worker is not None:
+            self.port = await self.worker.open(lambda: self._bind(server, address), server)
         await self.health.set_server(True)
+        if self.worker is not None:
+            self.worker.serving(self.port)
         log.info("inferd %s serving on %s:%d", __version__, self.options.host, self.port)
         if separate_admin:
             log.info("model control (inferd.v1.ModelService) on 127.0.0.1:%d", self.admin_port)
@@ -323,6 +348,8 @@ class InferdServer:
             )
         else:
             log.info("shutdown: port closed; in-flight calls finished in %.2fs", time.monotonic() - started)
+        if self.worker is not None:
+            await self.worker.stop()
         await self.shadow.close()
         await self.manager.close()
         log.info("shutdown: models closed")

@@ -16,6 +16,7 @@ grace period; a watcher that does not read even that is given up on after ``FINA
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from typing import TypeAlias
 
 import grpc
@@ -73,6 +74,8 @@ class Health(health_pb2_grpc.HealthServicer):
         self._statuses: dict[str, Status] = dict.fromkeys(self._server_services, NOT_SERVING)
         self._watchers: dict[str, set[_Mailbox]] = {}
         self._stopped = False
+        #: under a workers' supervisor (server/workers/): model service → SERVING on every worker; None = alone
+        self._cluster: dict[str, bool] | None = None
 
     def add_to(self, server: grpc.aio.Server) -> None:
         health_pb2_grpc.add_HealthServicer_to_server(self, server)
@@ -105,7 +108,32 @@ class Health(health_pb2_grpc.HealthServicer):
             return
         self._statuses[service] = status
         for mailbox in self._watchers.get(service, ()):
-            mailbox.put(status)
+            mailbox.put(self._effective(service, status))
+
+    # -- workers: the cluster's view (server/workers/worker_mode.py) ---------------------------
+
+    def set_cluster(self, view: Mapping[str, bool]) -> None:
+        """A model is SERVING here only when it serves here and the supervisor says it serves on every worker
+        (a load balancer then never sends a model's traffic to a port where some connections lack it).
+        The server's own services ("" and the service names) stay this process's own."""
+        if self._stopped:
+            return
+        self._cluster = dict(view)
+        for service, mailboxes in self._watchers.items():
+            status = self._statuses.get(service)
+            if status is not None:
+                for mailbox in mailboxes:
+                    mailbox.put(self._effective(service, status))
+
+    def own_serving(self) -> dict[str, bool]:
+        """This process's own view, before the cluster's: service → SERVING."""
+        return {service: status == SERVING for service, status in self._statuses.items()}
+
+    def _effective(self, service: str, status: Status) -> Status:
+        cluster = self._cluster
+        if cluster is None or status != SERVING or service in self._server_services:
+            return status
+        return SERVING if cluster.get(service, False) else NOT_SERVING
 
     # -- the RPCs -------------------------------------------------------------------------------
 
@@ -115,7 +143,7 @@ class Health(health_pb2_grpc.HealthServicer):
         status = self._statuses.get(request.service)
         if status is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown health service {echo(request.service)}")
-        return health_pb2.HealthCheckResponse(status=status)
+        return health_pb2.HealthCheckResponse(status=self._effective(request.service, status))
 
     async def List(
         self, request: health_pb2.HealthListRequest, context: grpc.aio.ServicerContext
@@ -127,14 +155,15 @@ class Health(health_pb2_grpc.HealthServicer):
             )
         reply = health_pb2.HealthListResponse()
         for service, status in self._statuses.items():
-            reply.statuses[service].status = status
+            reply.statuses[service].status = self._effective(service, status)
         return reply
 
     async def Watch(self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext) -> None:
         """The current status (SERVICE_UNKNOWN for an unknown service), then each change; ends when the
         server stops, after a last NOT_SERVING."""
         service = request.service
-        mailbox = _Mailbox(self._statuses.get(service, SERVICE_UNKNOWN))
+        known = self._statuses.get(service)
+        mailbox = _Mailbox(SERVICE_UNKNOWN if known is None else self._effective(service, known))
         if self._stopped:
             mailbox.stop()
         watchers = self._watchers.setdefault(service, set())

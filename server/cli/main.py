@@ -12,7 +12,15 @@ from server import __version__
 from server.cli import build as build_command
 from server.cli import client as client_commands
 from server.cli import compare as compare_command
-from server.cli import config_command, security_flags, stats_watch, telemetry_flags, token_command, transport_flags
+from server.cli import (
+    config_command,
+    security_flags,
+    stats_watch,
+    telemetry_flags,
+    token_command,
+    transport_flags,
+    workers_flags,
+)
 from server.cli import generate as generate_command
 from server.cli import profile as profile_command
 from server.cli import serve as serve_command
@@ -133,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     telemetry_flags.add_telemetry_flags(serve)
     security_flags.add_security_flags(serve)
     serve_command.add_engine_flags(serve)
+    workers_flags.add_workers_flags(serve)
     serve.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log level (default INFO)"
     )
@@ -229,8 +238,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    tokens = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(tokens)
     if args.command == "serve":
+        args.serve_argv = tokens[tokens.index("serve") + 1 :]  # what a --workers supervisor passes on
         return serve_command.serve(args)
     if args.command == "build":
         return build_command.run(args)

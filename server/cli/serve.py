@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from server.cli.security_flags import SecurityFlagError, audit_options, auth_options, tls_options
 from server.cli.telemetry_flags import telemetry_options
 from server.cli.transport_flags import transport_limits
+from server.cli.workers_flags import supervise, worker_count, worker_role
 
 if TYPE_CHECKING:
     from server.app import ServerOptions
@@ -71,6 +72,7 @@ def server_options(args: argparse.Namespace) -> ServerOptions:
         tls=tls_options(args),
         audit_log=audit_options(args),
         auth=auth_options(args),
+        worker=worker_role(args),
     )
 
 
@@ -84,6 +86,10 @@ def serve(args: argparse.Namespace) -> int:
     from server.app import InferdServer, StartupError
     from server.models.repository import RepositoryError
 
+    if getattr(args, "workers", 1) != 1 and worker_role(args) is None:
+        count = worker_count(args)
+        if count > 1:
+            return supervise(args, count)
     logging.basicConfig(
         level=getattr(logging, args.log_level), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -1,0 +1,261 @@
+"""``make bench``'s batching scenario: inferd with batching off and on against the gRPC floor, each cell
+measured with both connection patterns (bench/patterns.py); ratios are only taken within a pattern.
+
+The floor and inferd run side by side (both pinned to the server core, idle when not measured) and are
+measured in interleaved rounds, so drift on a shared machine hits every target alike; medians reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from bench.h2load import LoadResult, run_h2load
+from bench.patterns import connections, label, measured, parse_patterns, source
+from bench.run import (
+    CLIENT_CPU,
+    MODELS,
+    PREDICT_PATH,
+    RESULTS,
+    SERVER_CPU,
+    _stats,
+    build_bench_repository,
+    compute_floor,
+    example_input,
+    running,
+)
+from inferd.tensors import from_numpy
+from inferd.v1 import inference_pb2
+
+#: the issue's targets, quoted for the many-connections pattern at the top concurrency
+FLOOR_TARGET = 0.85
+P50_TARGET = 1.25
+
+
+def scenario_batching(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    repo = work / "repo"
+    build_bench_repository(repo)
+    concurrencies = [int(c) for c in args.concurrency.split(",")]
+    patterns = parse_patterns(args.connections)
+    models = [m for m in MODELS if not args.models or any(m.startswith(p) for p in args.models.split(","))]
+    results: dict[str, Any] = {
+        "patterns": list(patterns),
+        "floor": {p: {} for p in patterns},
+        "inferd": {p: {m: {} for m in models} for p in patterns},
+        "compute_floor": {},
+    }
+    floor_address = f"127.0.0.1:{args.port + 1}"
+    address = f"127.0.0.1:{args.port}"
+    messages = {
+        name: inference_pb2.PredictRequest(
+            model_name=name, inputs=[from_numpy(MODELS[name][1], example_input(MODELS[name][0]))]
+        ).SerializeToString()
+        for name in models
+    }
+    floor_message = messages.get("mlp_off") or next(iter(messages.values()))
+    command = [sys.executable, "-m", "server", "serve", "--repository", str(repo), "--port", str(args.port)]
+    command += ["--log-level", "WARNING"]
+    floor_command = [sys.executable, "-m", "bench.floor_server", "--port", str(args.port + 1)]
+    with running(floor_command, floor_address, health=False), running(command, address):
+        for c in concurrencies:
+            rounds: dict[str, dict[str, list[dict[str, Any]]]] = {
+                p: {t: [] for t in ("floor", *models)} for p in patterns
+            }
+            for round_ in range(args.rounds):
+                for pattern in measured(patterns, c):
+
+                    def load(url: str, message: bytes, pattern: str = pattern, c: int = c) -> LoadResult:
+                        return run_h2load(
+                            url,
+                            message,
+                            concurrency=c,
+                            connections=connections(pattern, c),
+                            seconds=args.seconds,
+                            warmup=args.warmup,
+                            cpu=CLIENT_CPU,
+                        )
+
+                    floor_result = load(f"http://{floor_address}{PREDICT_PATH}", floor_message)
+                    rounds[pattern]["floor"].append(asdict(floor_result))
+                    for name in models:
+                        before = _stats(address, name)
+                        r = load(f"http://{address}{PREDICT_PATH}", messages[name])
+                        rounds[pattern][name].append(_point(r, before, _stats(address, name)))
+                    line = "  ".join(f"{t} {v[-1]['req_per_s']:.0f}" for t, v in rounds[pattern].items())
+                    print(f"c={c:<3} {pattern:<4} round {round_ + 1}: req/s  {line}", flush=True)
+            for pattern in patterns:
+                points = rounds[source(pattern, patterns, c)]
+                results["floor"][pattern][c] = median_point(points["floor"])
+                for name in models:
+                    results["inferd"][pattern][name][c] = median_point(points[name])
+    for name in ("mlp_off", "encoder_off"):
+        if name in models:
+            example, input_name, _ = MODELS[name]
+            results["compute_floor"][example] = compute_floor(repo, name, input_name, min(args.seconds, 3))
+    return results
+
+
+def median_point(points: list[dict[str, Any]]) -> dict[str, Any]:
+    """Median of each timing over rounds; counts (errors) summed; the per-round req/s kept for the record."""
+    out: dict[str, Any] = {}
+    for key, value in points[0].items():
+        values = [p[key] for p in points]
+        if key in ("errors", "http_failures", "requests", "cancelled_at_end"):
+            out[key] = sum(values)
+        elif isinstance(value, (int, float)):
+            out[key] = float(statistics.median(values))
+        else:
+            out[key] = value
+    out["rounds_req_per_s"] = [round(p["req_per_s"]) for p in points]
+    return out
+
+
+def _point(
+    r: LoadResult, before: inference_pb2.VersionStatistics, after: inference_pb2.VersionStatistics
+) -> dict[str, Any]:
+    ok = after.success_count - before.success_count
+    failed = sum(after.failure_count.values()) - sum(before.failure_count.values())
+    # h2load resets the streams still open when its time is up: those are CANCELLED, not errors
+    cut_off = after.failure_count["CANCELLED"] - before.failure_count["CANCELLED"]
+    failed -= cut_off
+    calls = after.execution_count - before.execution_count
+    answered = max(1, ok + failed)
+    return {
+        **asdict(r),
+        "errors": failed + r.http_failures,
+        "cancelled_at_end": cut_off,
+        "engine_calls_per_request": calls / answered,
+        "rows_per_s": r.req_per_s,  # one row per request in these scenarios
+        "mean_batch_rows": (after.inference_count - before.inference_count) / max(1, calls),
+    }
+
+
+def write_report(name: str, results: dict[str, Any], args: argparse.Namespace) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cpus, Python {platform.python_version()}",
+        "server_cpu": SERVER_CPU,
+        "client_cpu": CLIENT_CPU,
+        "seconds_per_point": args.seconds,
+        "rounds": args.rounds,
+    }
+    (RESULTS / f"{name}.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2))
+    (RESULTS / f"{name}.md").write_text("\n".join(report_lines(name, results, meta, args)) + "\n")
+    return RESULTS / f"{name}.md"
+
+
+def report_lines(name: str, results: dict[str, Any], meta: dict[str, Any], args: argparse.Namespace) -> list[str]:
+    patterns: list[str] = results["patterns"]
+    floor: dict[str, dict[Any, Any]] = results["floor"]
+    inferd: dict[str, dict[str, dict[Any, Any]]] = results["inferd"]
+    compute = results.get("compute_floor", {})
+    lines = [
+        f"# {name} benchmark",
+        "",
+        f"{meta['date']} · {meta['machine']} · server processes pinned to cpu {meta['server_cpu']}, h2load to cpu "
+        f"{meta['client_cpu']} · closed loop, connection patterns: many = C connections × 1 stream, one = 1 "
+        f"connection × C streams · {args.seconds:g} s per point after {args.warmup:g} s warm-up · {args.rounds} "
+        "interleaved rounds, medians shown (errors summed); × floor only within a pattern",
+        "",
+    ]
+    for pattern in patterns:
+        lines += summary(pattern, floor[pattern], inferd[pattern])
+    lines += [
+        "",
+        "| target | pattern | conc | req/s | × gRPC floor | p50 ms | p90 ms | p99 ms | errors | engine calls/req |"
+        " rows/batch | req/s per round |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for pattern in patterns:
+        for c, r in floor[pattern].items():
+            lines.append(
+                f"| grpc floor | {label(pattern, int(c))} | {c} | {r['req_per_s']:.0f} | 1.00 | {r['p50_ms']:.2f} | "
+                f"{r['p90_ms']:.2f} | {r['p99_ms']:.2f} | {r['http_failures']} | - | - | {r['rounds_req_per_s']} |"
+            )
+        for model, points in inferd[pattern].items():
+            for c, r in points.items():
+                base = floor[pattern].get(c)
+                ratio = r["req_per_s"] / base["req_per_s"] if base else float("nan")
+                lines.append(
+                    f"| {model} | {label(pattern, int(c))} | {c} | {r['req_per_s']:.0f} | {ratio:.2f} | "
+                    f"{r['p50_ms']:.2f} | {r['p90_ms']:.2f} | {r['p99_ms']:.2f} | {r['errors']} | "
+                    f"{r['engine_calls_per_request']:.3f} | {r['mean_batch_rows']:.1f} | {r['rounds_req_per_s']} |"
+                )
+    if compute:
+        lines += _compute_lines(compute, inferd)
+    lines += [
+        "",
+        "errors = failed requests by the server's own counters (ModelStatistics) plus non-200 HTTP answers;",
+        "streams that h2load resets when its time is up (CANCELLED) are not errors and are left out.",
+    ]
+    return lines
+
+
+def _compute_lines(compute: dict[str, Any], inferd: dict[str, dict[str, dict[Any, Any]]]) -> list[str]:
+    lines = [
+        "",
+        "Compute floor (the engine called in-process in a loop, one thread, no gRPC):",
+        "",
+        "| model | calls/s at batch 1 | rows/s at batch 32 |",
+        "|---|---|---|",
+    ]
+    for model, r in compute.items():
+        lines.append(f"| {model} | {r['calls_per_s_batch1']:.0f} | {r['rows_per_s_batch32']:.0f} |")
+    lines += ["", "inferd rows/s as a share of the compute floor (best concurrency and pattern):", ""]
+    models = {m for by_model in inferd.values() for m in by_model}
+    for model in sorted(models):
+        example = MODELS[model][0]
+        if example in compute:
+            best = max(p["rows_per_s"] for by_model in inferd.values() for p in by_model.get(model, {}).values())
+            lines.append(
+                f"- {model}: {best:.0f} rows/s = {best / compute[example]['calls_per_s_batch1']:.2f}× the "
+                f"in-process batch-1 rate, {best / compute[example]['rows_per_s_batch32']:.2f}× the batch-32 rate"
+            )
+    return lines
+
+
+def summary(pattern: str, floor: dict[Any, Any], inferd: dict[str, dict[Any, Any]]) -> list[str]:
+    """The figures the issues ask for, as ratios from this run, for one connection pattern; the issue's
+    targets (≥ 0.85× the floor at the top concurrency, p50 at c=1 within 1.25× the floor's) are quoted
+    for the many-connections pattern only."""
+    off, on = inferd.get("mlp_off"), inferd.get("mlp_on")
+    if not off or not on:
+        return []
+    top, low = max(on, key=int), min(on, key=int)
+    quote = pattern == "many"
+    lines = ["", f"## Summary (MLP ranker), {label(pattern, int(top))} at the top", ""]
+    if top in floor:
+        best = max(on[top]["req_per_s"], off[top]["req_per_s"]) / floor[top]["req_per_s"]
+        target = f"; target ≥ {FLOOR_TARGET} ({'met' if best >= FLOOR_TARGET else 'NOT met'})" if quote else ""
+        lines.append(
+            f"- c={top}: batching on serves {on[top]['req_per_s']:.0f} req/s = "
+            f"**{on[top]['req_per_s'] / floor[top]['req_per_s']:.2f}× the gRPC floor** "
+            f"(off: {off[top]['req_per_s'] / floor[top]['req_per_s']:.2f}×){target}"
+        )
+    if low in floor:
+        p50 = min(on[low]["p50_ms"], off[low]["p50_ms"]) / floor[low]["p50_ms"]
+        target = f"; target ≤ {P50_TARGET} ({'met' if p50 <= P50_TARGET else 'NOT met'})" if quote else ""
+        lines.append(
+            f"- c={low}: p50 {on[low]['p50_ms']:.3f} ms on, {off[low]['p50_ms']:.3f} ms off, floor "
+            f"{floor[low]['p50_ms']:.3f} ms: **{p50:.2f}× the floor's p50**{target}"
+        )
+    lines.append(
+        f"- c={top}: **{on[top]['engine_calls_per_request']:.3f} engine calls per request** with batching on "
+        f"(mean batch {on[top]['mean_batch_rows']:.1f} rows)"
+    )
+    lines.append(
+        f"- c={top}: p99 {off[top]['p99_ms']:.2f} ms off vs {on[top]['p99_ms']:.2f} ms on "
+        f"(on/off {on[top]['p99_ms'] / off[top]['p99_ms']:.2f})"
+    )
+    ratios = ", ".join(f"c={c}: {on[c]['req_per_s'] / off[c]['req_per_s']:.2f}" for c in on if c in off)
+    lines.append(f"- req/s on/off at each concurrency: {ratios}; target ≥ 1")
+    return lines
