@@ -19,10 +19,11 @@ from grpc_reflection.v1alpha import reflection
 from engines.base import available_backends
 from inferd.v1 import admin_pb2_grpc
 from server import __version__
+from server.api.handler_wrapping import wrapped_server
 from server.api.health import Health
 from server.api.inference import SERVICE_NAME, InferenceServicer, MessageLimits, ServerInfo
 from server.api.inputs import DEFAULT_MAX_REQUEST_ELEMENTS
-from server.api.interceptors import ErrorStatusInterceptor
+from server.api.interceptors import ErrorStatusInterceptor, WrappingInterceptor
 from server.api.live_calls import LiveCalls, stop_server
 from server.api.model_service import SERVICE_NAME as ADMIN_SERVICE_NAME
 from server.api.model_service import ModelServicer
@@ -136,8 +137,15 @@ def telemetry_options(options: ServerOptions) -> TelemetryOptions:
     tls = options.tls
     if tls is None or options.telemetry.metrics_tls is not None:
         return options.telemetry
+    if options.worker is not None:  # plain HTTP on 127.0.0.1: only its supervisor scrapes it, and serves TLS
+        return options.telemetry
+    return replace(options.telemetry, metrics_tls=metrics_endpoint_tls(tls))
+
+
+def metrics_endpoint_tls(tls: ServerTls) -> EndpointTls:
+    """The metrics endpoint's HTTPS for the gRPC ports' ``--tls-*`` (the supervisor's merged one too)."""
     client_ca = tls.client_ca if tls.client_auth == "require" else None
-    return replace(options.telemetry, metrics_tls=EndpointTls(tls.cert, tls.key, client_ca))
+    return EndpointTls(tls.cert, tls.key, client_ca)
 
 
 class InferdServer:
@@ -203,10 +211,11 @@ class InferdServer:
 
     def _build_grpc_server(self, *, inference: bool, admin: bool) -> grpc.aio.Server:
         calls = self.calls if inference else LiveCalls()  # outermost: it counts every call, health's too
-        interceptors: list[grpc.aio.ServerInterceptor] = [calls, ErrorStatusInterceptor()]
+        interceptors: list[WrappingInterceptor] = [calls, ErrorStatusInterceptor()]
         if self.access is not None:  # outside the error mapping: its aborts are final
             interceptors.insert(1, self.access.interceptor())
-        server = grpc.aio.server(interceptors=interceptors, options=grpc_options(self.options))
+        # applied once per method at registration, not per call (server/api/handler_wrapping.py)
+        server = wrapped_server(interceptors, options=grpc_options(self.options))
         services = [reflection.SERVICE_NAME, "grpc.health.v1.Health"]
         if self.worker is not None and inference:  # first: control and statistics answer for every worker
             server.add_generic_rpc_handlers(self.worker.front_handlers(admin))

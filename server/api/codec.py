@@ -18,7 +18,7 @@ from typing import TypeVar
 import numpy as np
 from google.protobuf.message import DecodeError
 
-from inferd.tensors import from_numpy
+from inferd.tensors import fill_tensor, from_numpy
 from inferd.v1 import inference_pb2, tensor_pb2
 from server.api.wire import MIN_BYTES, split_payloads
 from server.core.echo import echo
@@ -121,11 +121,9 @@ def encode_outputs(
 def encode_response(
     request: InferRequest, version: int, outputs: Mapping[str, np.ndarray], output_order: Sequence[str]
 ) -> inference_pb2.PredictResponse:
-    return inference_pb2.PredictResponse(
-        model_name=request.model,
-        model_version=version,
-        id=request.id,
-        outputs=encode_outputs(
-            outputs, request.requested_outputs, output_order, typed=request.output_encoding == "typed"
-        ),
-    )
+    response = inference_pb2.PredictResponse(model_name=request.model, model_version=version, id=request.id)
+    raw = request.output_encoding != "typed"
+    add = response.outputs.add  # filled in place: appending a finished Tensor would copy it
+    for name in request.requested_outputs or output_order:
+        fill_tensor(add(), name, outputs[name], raw=raw)
+    return response

@@ -10,7 +10,6 @@ they bound the memory they hold at once and leave the event loop to other models
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -21,7 +20,7 @@ from server.api.codec import AnyPredictRequest
 from server.core.echo import echo
 from server.core.errors import InvalidArgument
 from server.core.types import InferRequest
-from server.models.validation import InputValidator, format_dims
+from server.models.validation import Declared, InputValidator, format_dims
 
 #: Elements a request may hold across its inputs, and the most one shape may span counting only its
 #: non-zero dimensions (the default of ``inferd serve --max-request-elements``).
@@ -84,22 +83,32 @@ class InputDecoder:
         *,
         enforce_max_batch: bool = True,
     ) -> tuple[InferRequest, int]:
-        """``request`` with its inputs decoded, and its batch size in rows (see InputValidator.check).
+        """``request`` with its inputs decoded (in place), and its batch size in rows (InputValidator.check).
 
         ``payloads``: each input's raw_contents held apart from ``message`` (codec.parse_request).
         """
-        infos = self.describe(message.inputs, payloads)
-        declared = {name: (info.dtype, info.shape) for name, info in infos.items()}
+        tensors = message.inputs
+        infos = self.describe(tensors, payloads)
+        declared: dict[str, Declared] = {}
+        work = 0  # elements that cost per-element work to decode (BYTES, typed fields)
+        any_raw = False
+        for name, info in infos.items():
+            declared[name] = (info.dtype, info.shape)
+            if info.raw_size:
+                any_raw = True
+                if info.dtype == "BYTES":
+                    work += info.count
+            else:
+                work += info.count
         rows = validator.check(declared, request.requested_outputs, enforce_max_batch=enforce_max_batch)
-        work = sum(info.count for info in infos.values() if info.dtype == "BYTES" or not info.raw_size)
         if work <= self.offload_elements:
-            inputs = _decode_all(message.inputs, infos, payloads)
+            inputs = _decode_all(tensors, infos, payloads)
         else:
-            inputs = await self._off_loop(message.inputs, infos, payloads)
-        encoding = request.output_encoding
-        if message.output_encoding == _UNSPECIFIED and infos and not any(i.raw_size for i in infos.values()):
-            encoding = "typed"  # mirror a request written in typed fields (a person with grpcurl)
-        return _with_inputs(request, inputs, encoding), rows
+            inputs = await self._off_loop(tensors, infos, payloads)
+        request.inputs = inputs  # the request was made for this call (types.InferRequest)
+        if infos and not any_raw and message.output_encoding == _UNSPECIFIED:
+            request.output_encoding = "typed"  # mirror a request written in typed fields (a person with grpcurl)
+        return request, rows
 
     async def _off_loop(
         self, tensors: Sequence[tensor_pb2.Tensor], infos: dict[str, TensorInfo], payloads: Payloads
@@ -114,17 +123,6 @@ class InputDecoder:
         self._slots.release()
         if not future.cancelled():
             future.exception()  # read, so a decode whose caller left is not logged as "never retrieved"
-
-
-_REQUEST_FIELDS = tuple(field.name for field in dataclasses.fields(InferRequest))
-
-
-def _with_inputs(request: InferRequest, inputs: dict[str, np.ndarray], encoding: str) -> InferRequest:
-    """``request`` with its inputs (dataclasses.replace costs three times as much, on the hot path)."""
-    values = {name: getattr(request, name) for name in _REQUEST_FIELDS}
-    values["inputs"] = inputs
-    values["output_encoding"] = encoding
-    return InferRequest(**values)
 
 
 def _decode_all(

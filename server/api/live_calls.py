@@ -8,9 +8,9 @@ Watch (:mod:`server.api.health`) notices such a client at shutdown and calls :fu
 every call still open on a server has given up, :func:`stop_server` cancels them all at once instead
 of waiting out the grace period. Calls that are merely slow keep their grace period.
 
-The interceptor wraps each method once (not per call); per call it costs one counter, one context
-variable and one done-callback. Stream handlers are driven with ``context.write``, exactly as gRPC
-drives them, so a streamed message costs nothing extra.
+The interceptor wraps each method once (not per call); per unary call it costs one counter and one
+done-callback, per stream call also a context variable (only streams give up). Stream handlers are
+driven with ``context.write``, exactly as gRPC drives them, so a streamed message costs nothing extra.
 """
 
 from __future__ import annotations
@@ -95,10 +95,16 @@ class LiveCalls(WrappingInterceptor):
             return behaviour  # sync handlers (none here) run on gRPC's thread pool, untracked
 
         async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            self._begin(context)
+            # no per-call record: only streams (a health Watch) ever give up (see ``give_up``)
+            self.open += 1
+            context.add_done_callback(self._unary_ended)
             return await behaviour(request, context)
 
         return unary
+
+    def _unary_ended(self, _context: object) -> None:
+        self.open -= 1
+        self._changed()
 
     def _wrap_stream(self, behaviour: Handler | None) -> Handler | None:
         if behaviour is None:

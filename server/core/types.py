@@ -22,9 +22,11 @@ class SlotState(str, Enum):
     FAILED = "FAILED"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class InferRequest:
-    """A decoded, not yet validated prediction request."""
+    """A decoded, not yet validated prediction request: made once per call (codec.decode_request), its
+    ``inputs`` and ``output_encoding`` filled in place once they are decoded (api/inputs.py) — not
+    frozen, since a copy per call is measurable on the Predict hot path."""
 
     model: str
     inputs: Mapping[str, np.ndarray]

@@ -210,8 +210,11 @@ class Slot:
             record = current_call.get()
             t0 = time.perf_counter_ns()
             started_unix = time.time_ns() if record is not None else 0
+            engine = self.engine
+            if engine is None:
+                raise Unavailable(f"model '{self.model}' version {self.version} is {self.state.value}")
             try:
-                return self._observed(inputs, await self._run(inputs), rows)
+                return self._observed(inputs, await self.calls.run(engine.infer, inputs), rows)
             finally:
                 elapsed = time.perf_counter_ns() - t0
                 self.stats.record_batch(rows, elapsed)

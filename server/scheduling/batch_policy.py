@@ -133,6 +133,7 @@ class BatchCostTuner:
         self._samples: dict[int, int] = {}
         self._calls = 0
         self._cap = max_rows
+        self._stale = False
         self._explore_caps = [min(max_rows, (1 << b) - 1) for b in range(1, self.bucket(max_rows) + 1)]
         self._explored = 0
 
@@ -148,7 +149,13 @@ class BatchCostTuner:
         seen = self._samples.get(b, 0)
         self._cost[b] = per_row if not seen else self._cost[b] + (per_row - self._cost[b]) * 0.2
         self._samples[b] = seen + 1
-        self._cap = self._compute_cap()
+        self._stale = True  # the cap is worked out when next read (the fast path records, never reads)
+
+    def _current_cap(self) -> int:
+        if self._stale:
+            self._stale = False
+            self._cap = self._compute_cap()
+        return self._cap
 
     def _compute_cap(self) -> int:
         known = {b: c for b, c in self._cost.items() if self._samples[b] >= self.min_samples}
@@ -161,7 +168,7 @@ class BatchCostTuner:
     @property
     def steady_cap(self) -> int:
         """The cap without exploration: what a window should wait for at most."""
-        return self._cap
+        return self._current_cap()
 
     def cap(self) -> int:
         """Most rows for the next batch (now and then another size, to keep measuring the others)."""
@@ -169,4 +176,4 @@ class BatchCostTuner:
         if self._calls % self.explore_every == 0:
             self._explored += 1
             return self._explore_caps[self._explored % len(self._explore_caps)]
-        return self._cap
+        return self._current_cap()

@@ -105,17 +105,20 @@ class EngineCalls:
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(*args)`` under the policy; an engine's :class:`InvalidInput` becomes INVALID_ARGUMENT."""
-        loop = self._loop = self._loop or asyncio.get_running_loop()
         clock = self._clock
         if self._inline():
-            self._begin(False)
+            # on the event loop and synchronous: nothing can observe the call as running, so it is not
+            # counted (no lock, no idle event); only its time feeds the average
+            if self.closed:
+                raise Unavailable(f"model '{self.model}' version {self.version} is unloading")
             started = clock()
             try:
                 return fn(*args)
             except InvalidInput as exc:
                 raise self._translate(exc) from None
             finally:
-                self._end(False, clock() - started)
+                self._ewma_ns += (clock() - started - self._ewma_ns) * EWMA_WEIGHT
+        loop = self._loop = self._loop or asyncio.get_running_loop()
         self._begin(True)
         spent = [0]  # the engine's own time, written by the worker thread before the future completes
 

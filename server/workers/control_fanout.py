@@ -2,7 +2,8 @@
 
 Control: every worker gets the caller's request bytes at once; all OK → the first worker's reply (and the
 call joins the control log, for replay to a restarted worker); any failure → that status, with a message
-naming each failing worker ("worker 1: NOT_FOUND: …"). Statistics: every worker's reply, summed.
+naming each failing worker ("worker 1: NOT_FOUND: …"). Statistics (inferd.v1 and OIP): the workers that
+answered, summed (server/workers/stats_fanout.py).
 """
 
 from __future__ import annotations
@@ -14,8 +15,7 @@ from typing import Any
 
 import grpc
 
-from inferd.v1 import inference_pb2
-from server.workers.control_log import CONTROL_METHODS, STATISTICS_METHOD, ControlLog
+from server.workers.control_log import CONTROL_METHODS, STATISTICS_METHODS, ControlLog
 from server.workers.worker_mode import forwarded_metadata
 
 
@@ -60,14 +60,6 @@ def failure_status(failures: Sequence[Failure]) -> tuple[grpc.StatusCode, str]:
     return failures[0].code, "; ".join(str(f) for f in failures)
 
 
-def sum_replies(replies: Sequence[bytes]) -> bytes:
-    """ModelStatistics over the workers: one reply, counters summed (server/workers/aggregate_stats.py)."""
-    from server.workers.aggregate_stats import sum_statistics
-
-    parsed = [inference_pb2.ModelStatisticsResponse.FromString(r) for r in replies]
-    return bytes(sum_statistics(parsed).SerializeToString())
-
-
 class ControlFanout(grpc.GenericRpcHandler):
     """The generic handler on the supervisor's socket (and its --admin-port)."""
 
@@ -79,8 +71,11 @@ class ControlFanout(grpc.GenericRpcHandler):
         after_change: Callable[[], Awaitable[None]],
         *,
         statistics: bool = True,
+        workers: Callable[[], int] | None = None,
     ) -> None:
+        """``workers``: how many workers there are (serving or not), for statistics' ``answered/total``."""
         self._targets = targets
+        self._workers = workers
         self._log = control_log
         self._lock = lock
         self._after_change = after_change
@@ -90,8 +85,8 @@ class ControlFanout(grpc.GenericRpcHandler):
         method = handler_call_details.method
         if method in CONTROL_METHODS:
             return grpc.unary_unary_rpc_method_handler(self._control(method))
-        if method == STATISTICS_METHOD and self._statistics:
-            return grpc.unary_unary_rpc_method_handler(self._statistics_call)
+        if method in STATISTICS_METHODS and self._statistics:
+            return grpc.unary_unary_rpc_method_handler(self._statistics_call(method))
         return None
 
     def _control(self, method: str) -> Callable[[bytes, grpc.aio.ServicerContext], Awaitable[bytes]]:
@@ -117,11 +112,12 @@ class ControlFanout(grpc.GenericRpcHandler):
 
         return control
 
-    async def _statistics_call(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        targets = self._targets()
-        if not targets:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "no worker is serving (all are restarting)")
-        replies, failures = await call_all(targets, STATISTICS_METHOD, request, timeout=context.time_remaining())
-        if failures:
-            await context.abort(*failure_status(failures))
-        return sum_replies(replies)
+    def _statistics_call(self, method: str) -> Callable[[bytes, grpc.aio.ServicerContext], Awaitable[bytes]]:
+        from server.workers import stats_fanout  # it builds on this module's call_all
+
+        async def statistics(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+            targets = self._targets()
+            total = self._workers() if self._workers is not None else len(targets)
+            return await stats_fanout.answer(targets, total, method, request, context)
+
+        return statistics

@@ -22,6 +22,9 @@ CONTROL_METHODS = MUTATING_METHODS | {
     "/inference.GRPCInferenceService/RepositoryIndex",
 }
 STATISTICS_METHOD = "/inferd.v1.InferenceService/ModelStatistics"
+OIP_STATISTICS_METHOD = "/inference.GRPCInferenceService/ModelStatistics"
+#: answered by the supervisor with every worker's statistics summed (server/workers/stats_fanout.py)
+STATISTICS_METHODS = frozenset({STATISTICS_METHOD, OIP_STATISTICS_METHOD})
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,7 +28,7 @@ from server.workers.cpu import pin_cpu
 from server.workers.health_view import cluster_verdict
 from server.workers.ports import WorkerStartError, reserve_port, write_atomically
 from server.workers.process import SUPERVISOR_DESTS, Backoff, WorkerProcess, WorkerSpec, strip_options, worker_argv
-from server.workers.worker_mode import INTERNAL_SERVICE
+from server.workers.worker_mode import INTERNAL_SERVICE, PRIVATE_DIR_PREFIX, SUPERVISOR_SOCKET, worker_files
 
 if TYPE_CHECKING:
     from server.workers.aggregate_metrics import MetricsEndpoint
@@ -73,7 +73,7 @@ class Supervisor:
         self.count = count
         self.cpus = cpus
         self.serve_args = tuple(strip_options(args.serve_parser, args.serve_argv, SUPERVISOR_DESTS))
-        self.dir = tempfile.mkdtemp(prefix="inferd-workers-")  # 0700: only this user reaches the sockets
+        self.dir = tempfile.mkdtemp(prefix=PRIVATE_DIR_PREFIX)  # 0700: only this user reaches the sockets
         self.port = 0
         self.admin_port = 0
         self.slots: list[Slot] = []
@@ -185,9 +185,10 @@ class Supervisor:
     def _make_slots(self) -> None:
         metrics = self._metrics is not None
         for index in range(self.count):
-            path = os.path.join(self.dir, f"worker-{index}.sock")
+            socket_name, port_name = worker_files(index)
+            path = os.path.join(self.dir, socket_name)
             channel = grpc.aio.insecure_channel(f"unix:{path}", options=_CHANNEL_OPTIONS)
-            port_file = os.path.join(self.dir, f"metrics-{index}.port") if metrics else None
+            port_file = os.path.join(self.dir, port_name) if metrics else None
             self.slots.append(Slot(index, path, channel, port_file))
 
     def _spec(self, slot: Slot) -> WorkerSpec:
@@ -196,7 +197,7 @@ class Supervisor:
             serve_args=self.serve_args,
             port=self.port,
             control_socket=slot.socket_path,
-            supervisor_socket=os.path.join(self.dir, "supervisor.sock"),
+            supervisor_socket=os.path.join(self.dir, SUPERVISOR_SOCKET),
             metrics_port_file=slot.metrics_port_file,
             control_elsewhere=self.args.admin_port is not None,
         )
@@ -319,10 +320,12 @@ class Supervisor:
     # -- the supervisor's own servers -----------------------------------------------------------
 
     async def _start_control_servers(self) -> None:
-        fanout = ControlFanout(self._targets, self.control_log, self._control_lock, self._refresh_health)
+        fanout = ControlFanout(
+            self._targets, self.control_log, self._control_lock, self._refresh_health, workers=lambda: self.count
+        )
         server = grpc.aio.server()
         server.add_generic_rpc_handlers((fanout,))
-        server.add_insecure_port(f"unix:{os.path.join(self.dir, 'supervisor.sock')}")
+        server.add_insecure_port(f"unix:{os.path.join(self.dir, SUPERVISOR_SOCKET)}")
         await server.start()
         self._servers.append(server)
         if self.args.admin_port is not None:
@@ -337,17 +340,8 @@ class Supervisor:
             await admin.start()
             self._servers.append(admin)
             log.info("model control (inferd.v1.ModelService) for every worker on 127.0.0.1:%d", self.admin_port)
-        if self._metrics_on:
+        if not self.args.no_metrics:
             self._start_metrics()
-
-    @property
-    def _metrics_on(self) -> bool:
-        if self.args.no_metrics:
-            return False
-        if getattr(self.args, "tls_cert", None) is not None:
-            log.warning("--workers with --tls-*: no metrics endpoint (the merged endpoint does not serve TLS yet)")
-            return False
-        return True
 
     def _start_metrics(self) -> None:
         from server.workers.metrics_view import start_metrics

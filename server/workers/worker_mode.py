@@ -5,13 +5,17 @@
   repository methods and ``inferd.internal.Worker``: ``Loaded`` (answers once the repository is loaded),
   ``Open`` (the supervisor's go: the main port binds only then, after the control log was replayed),
   ``SetClusterHealth`` and ``OwnHealth``;
-* on the shared main port, model control and ModelStatistics are forwarded byte for byte to the
-  supervisor, which fans them out to every worker (control) or sums them (statistics).
+* on the shared main port, model control and ModelStatistics (inferd.v1 and OIP) are forwarded byte for
+  byte to the supervisor, which fans them out to every worker (control) or sums them (statistics); its
+  ``x-inferd-*`` trailing metadata is passed back to the caller;
+* a worker whose supervisor was killed stops itself and removes its files from the supervisor's private
+  folder (the last one out removes the folder).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -25,7 +29,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from inferd.v1 import admin_pb2_grpc
 from server.api.interceptors import ErrorStatusInterceptor
-from server.workers.control_log import CONTROL_METHODS, STATISTICS_METHOD
+from server.workers.control_log import CONTROL_METHODS, STATISTICS_METHODS
 
 if TYPE_CHECKING:
     from server.app import InferdServer
@@ -40,6 +44,17 @@ _NOT_FORWARDED = frozenset(
 )
 #: how often a worker checks that its supervisor is still its parent (it stops if it was orphaned)
 ORPHAN_CHECK_S = 1.0
+#: the supervisor's private folder (tempfile.mkdtemp's prefix): an orphan removes only a folder named so
+PRIVATE_DIR_PREFIX = "inferd-workers-"
+#: in that folder: the supervisor's socket, and each worker's control socket and metrics port file
+SUPERVISOR_SOCKET = "supervisor.sock"
+#: the supervisor's metadata a forwarded reply passes back to the caller (``x-inferd-workers``)
+_PASSED_BACK = "x-inferd-"
+
+
+def worker_files(index: int) -> tuple[str, str]:
+    """Worker ``index``'s control socket and metrics port file, as named in the private folder."""
+    return f"worker-{index}.sock", f"metrics-{index}.port"
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +75,11 @@ def forwarded_metadata(metadata: Any) -> tuple[tuple[str, str | bytes], ...]:
     )
 
 
+def passed_back(metadata: Any) -> tuple[tuple[str, str | bytes], ...]:
+    """The supervisor's own trailing metadata (``x-inferd-*``), for the caller."""
+    return tuple((key, value) for key, value in (metadata or ()) if key.startswith(_PASSED_BACK))
+
+
 class _Forward(grpc.GenericRpcHandler):
     """Model control (and ModelStatistics) on the main port → the supervisor, bytes in, bytes out."""
 
@@ -73,17 +93,17 @@ class _Forward(grpc.GenericRpcHandler):
             return None
 
         async def forward(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-            call = self._channel().unary_unary(method)
-            remaining = context.time_remaining()
+            call = self._channel().unary_unary(method)(
+                request, timeout=context.time_remaining(), metadata=forwarded_metadata(context.invocation_metadata())
+            )
             try:
-                reply: bytes = await call(
-                    request, timeout=remaining, metadata=forwarded_metadata(context.invocation_metadata())
-                )
+                reply: bytes = await call
             except grpc.aio.AioRpcError as err:
-                code = err.code()
-                if code == grpc.StatusCode.UNAVAILABLE:
+                code, trailer = err.code(), passed_back(err.trailing_metadata())
+                if code == grpc.StatusCode.UNAVAILABLE and not trailer:  # not the supervisor's own answer
                     await context.abort(code, f"the workers' supervisor is not reachable: {err.details()}")
-                await context.abort(code, err.details() or "")
+                await context.abort(code, err.details() or "", trailing_metadata=trailer)
+            context.set_trailing_metadata(passed_back(await call.trailing_metadata()))
             return reply
 
         return grpc.unary_unary_rpc_method_handler(forward)
@@ -101,12 +121,14 @@ class WorkerControl:
         self._go = asyncio.Event()
         self._open_result: asyncio.Future[int] | None = None
         self._orphan_watch: asyncio.Task[None] | None = None
+        #: the supervisor is gone (SIGKILL): ``stop`` removes this worker's files from its private folder
+        self.orphaned = False
 
     # -- the main port --------------------------------------------------------------------------
 
     def front_handlers(self, admin: bool) -> tuple[grpc.GenericRpcHandler, ...]:
         """Handlers the main port puts before its own: they answer control and statistics for all workers."""
-        methods = frozenset({STATISTICS_METHOD} | (CONTROL_METHODS if admin else set()))
+        methods = frozenset(STATISTICS_METHODS | (CONTROL_METHODS if admin else set()))
         return (_Forward(methods, self._supervisor_channel),)
 
     def _supervisor_channel(self) -> grpc.aio.Channel:
@@ -122,14 +144,15 @@ class WorkerControl:
         server = grpc.aio.server(interceptors=[ErrorStatusInterceptor()])
         admin_pb2_grpc.add_ModelServiceServicer_to_server(app.admin, server)
         health_pb2_grpc.add_HealthServicer_to_server(_OwnHealth(app), server)
-        server.add_generic_rpc_handlers((app.servicer.handler(), app.oip.control_handler(), self._internal_handler()))
+        handlers = (app.servicer.handler(), app.oip.control_handler(), _oip_statistics(app), self._internal_handler())
+        server.add_generic_rpc_handlers(handlers)
         if server.add_insecure_port(self.role.control_address) == 0:
             from server.app import StartupError
 
             raise StartupError(f"cannot listen on {self.role.control_address}")
         await server.start()
         self._server = server
-        self._orphan_watch = asyncio.get_running_loop().create_task(_stop_when_orphaned(os.getppid()))
+        self._orphan_watch = asyncio.get_running_loop().create_task(self._stop_when_orphaned(os.getppid()))
 
     async def open(self, bind: Callable[[], int], main: grpc.aio.Server) -> int:
         """Repository loaded: say so, wait for the supervisor's go (after its replay), then bind and start
@@ -157,6 +180,16 @@ class WorkerControl:
             await self._server.stop(0)
         if self._supervisor is not None:
             await self._supervisor.close()
+        if self.orphaned:
+            remove_private_files(self.role)
+
+    async def _stop_when_orphaned(self, parent: int) -> None:
+        """A worker whose supervisor died (SIGKILL) is re-parented: it stops itself with its normal drain."""
+        while os.getppid() == parent:
+            await asyncio.sleep(ORPHAN_CHECK_S)
+        log.warning("worker: the supervisor (pid %d) is gone; stopping", parent)
+        self.orphaned = True
+        os.kill(os.getpid(), signal.SIGTERM)
 
     # -- inferd.internal.Worker -----------------------------------------------------------------
 
@@ -215,9 +248,31 @@ class _OwnHealth(health_pb2_grpc.HealthServicer):
         return health_pb2.HealthCheckResponse(status=status)
 
 
-async def _stop_when_orphaned(parent: int) -> None:
-    """A worker whose supervisor died (SIGKILL) is re-parented: it stops itself with its normal drain."""
-    while os.getppid() == parent:
-        await asyncio.sleep(ORPHAN_CHECK_S)
-    log.warning("worker: the supervisor (pid %d) is gone; stopping", parent)
-    os.kill(os.getpid(), signal.SIGTERM)
+def _oip_statistics(app: InferdServer) -> grpc.GenericRpcHandler:
+    """OIP ModelStatistics on the private socket: this worker's own counters, for the supervisor to sum."""
+    from inferd.oip.v2 import grpc_service_pb2 as oip
+
+    handler = grpc.unary_unary_rpc_method_handler(
+        app.oip.model_statistics,
+        request_deserializer=oip.ModelStatisticsRequest.FromString,
+        response_serializer=oip.ModelStatisticsResponse.SerializeToString,
+    )
+    return grpc.method_handlers_generic_handler("inference.GRPCInferenceService", {"ModelStatistics": handler})
+
+
+def remove_private_files(role: WorkerRole) -> None:
+    """Best effort, after a killed supervisor: this worker's socket and metrics port file, the dead
+    supervisor's socket, then the folder if that left it empty (the last worker out removes it)."""
+    socket_path = role.control_address.removeprefix("unix:")
+    folder = os.path.dirname(socket_path)
+    if not os.path.basename(folder).startswith(PRIVATE_DIR_PREFIX):
+        return  # not a folder a supervisor made: leave it alone
+    names = (*worker_files(role.index), SUPERVISOR_SOCKET)
+    for name in names:
+        with contextlib.suppress(OSError):
+            os.unlink(os.path.join(folder, name))
+    try:
+        os.rmdir(folder)
+    except OSError:  # another worker still has its files there, or it is gone already
+        return
+    log.info("worker: removed the supervisor's folder %s", folder)

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import threading
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +33,7 @@ from inferd.tensors import from_numpy
 from inferd.v1 import admin_pb2, admin_pb2_grpc, inference_pb2, inference_pb2_grpc
 from tests.e2e.server_process import REPO_ROOT, ServerProcess, tool_env
 from tests.support import SCALE_CONFIG, eventually, scale_model, write_model
+from tests.tls_support import make_tls_files
 
 pytestmark = pytest.mark.e2e
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -50,10 +52,17 @@ def repository(root: Path) -> Path:
 class Workers:
     """A ServerProcess started with ``--workers 2`` and a state file naming each worker's private socket."""
 
-    def __init__(self, tmp_path: Path, extra: list[str] | None = None, count: str = "2") -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        extra: list[str] | None = None,
+        count: str = "2",
+        credentials: grpc.ChannelCredentials | None = None,
+    ) -> None:
         self.state_file = tmp_path / "workers.json"
         args = ["--workers", count, "--workers-state-file", str(self.state_file), *(extra or [])]
-        self.server = ServerProcess(repository(tmp_path / "repo"), tmp_path / "server", args).wait_ready()
+        server = ServerProcess(repository(tmp_path / "repo"), tmp_path / "server", args, credentials=credentials)
+        self.server = server.wait_ready()
         self.repo = tmp_path / "repo"
 
     def state(self) -> dict[str, Any]:
@@ -64,6 +73,10 @@ class Workers:
 
     def private(self, index: int) -> grpc.Channel:
         return grpc.insecure_channel(f"unix:{self.workers()[index]['control']}")
+
+    def supervisor(self) -> grpc.Channel:
+        """The supervisor's own socket (what the workers forward statistics and control to)."""
+        return grpc.insecure_channel(f"unix:{Path(self.workers()[0]['control']).parent / 'supervisor.sock'}")
 
 
 @pytest.fixture
@@ -93,6 +106,26 @@ def successes(channel: grpc.Channel, model: str = "m") -> int:
         stub = inference_pb2_grpc.InferenceServiceStub(channel)
         reply = stub.ModelStatistics(inference_pb2.ModelStatisticsRequest(name=model), timeout=10)
     return sum(s.success_count for s in reply.statistics)
+
+
+def oip_successes(channel: grpc.Channel, model: str = "m") -> tuple[int, str]:
+    """OIP ModelStatistics: the summed success count, and the reply's ``x-inferd-workers``."""
+    with channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        reply, call = stub.ModelStatistics.with_call(pb.ModelStatisticsRequest(name=model), timeout=10)
+    return sum(s.inference_stats.success.count for s in reply.model_stats), workers_header(call)
+
+
+def v1_statistics(channel: grpc.Channel, model: str = "m") -> tuple[int, str]:
+    """inferd.v1 ModelStatistics: the summed success count, and the reply's ``x-inferd-workers``."""
+    with channel:
+        stub = inference_pb2_grpc.InferenceServiceStub(channel)
+        reply, call = stub.ModelStatistics.with_call(inference_pb2.ModelStatisticsRequest(name=model), timeout=10)
+    return sum(s.success_count for s in reply.statistics), workers_header(call)
+
+
+def workers_header(call: Any) -> str:
+    return str(dict(call.trailing_metadata() or ()).get("x-inferd-workers", ""))
 
 
 def predict_fresh(address: str) -> None:
@@ -168,10 +201,15 @@ def test_health_and_statistics_aggregate_over_workers(workers: Workers) -> None:
     per_worker = [successes(workers.private(i)) for i in (0, 1)]
     assert sum(per_worker) == 10
     assert successes(grpc.insecure_channel(address)) == 10  # the shared port's view is the sum
-    # one /metrics for the supervisor: the workers' counters summed
+    # the same sum in both protocols, from any connection, saying how many workers it covers
+    for _ in range(3):
+        assert v1_statistics(grpc.insecure_channel(address, options=FRESH)) == (10, "2/2")
+        assert oip_successes(grpc.insecure_channel(address, options=FRESH)) == (10, "2/2")
+    # one /metrics for the supervisor: the workers' counters summed, every line newline-terminated
     with urllib.request.urlopen(workers.server.metrics_url, timeout=10) as reply:
         metrics = reply.read().decode()
     assert 'inferd_requests_total{code="OK",model="m",version="1"} 10.0' in metrics
+    assert metrics.endswith("\n") and "\n\n" not in metrics
     # model m unloaded on worker 1 alone: NOT_SERVING on every connection, whichever worker answers
     with workers.private(1) as channel:
         admin_pb2_grpc.ModelServiceStub(channel).UnloadModel(admin_pb2.UnloadModelRequest(name="m"), timeout=30)
@@ -191,6 +229,29 @@ def test_health_and_statistics_aggregate_over_workers(workers: Workers) -> None:
     with workers.private(1) as channel:
         admin_pb2_grpc.ModelServiceStub(channel).LoadModel(admin_pb2.LoadModelRequest(name="m"), timeout=60)
     eventually(lambda: everywhere(SERVING), what="model/m SERVING again on every connection")
+
+
+def test_statistics_sum_the_workers_that_answer(workers: Workers) -> None:
+    """A worker that does not answer (stopped here; restarting or hung in life) is left out of the sum,
+    the reply says ``1/2``; only when none answers is the call UNAVAILABLE."""
+    for _ in range(6):
+        predict_fresh(workers.server.address)
+    own = [successes(workers.private(i)) for i in (0, 1)]
+    pids = [w["pid"] for w in workers.workers()]
+    os.kill(pids[1], signal.SIGSTOP)
+    try:
+        assert v1_statistics(workers.supervisor()) == (own[0], "1/2")
+        assert oip_successes(workers.supervisor()) == (own[0], "1/2")
+        os.kill(pids[0], signal.SIGSTOP)
+        with pytest.raises(grpc.RpcError) as none:
+            v1_statistics(workers.supervisor())
+        assert none.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "no worker answered" in (none.value.details() or "")
+        assert workers_header(none.value) == "0/2"
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+    assert v1_statistics(workers.supervisor()) == (6, "2/2")
 
 
 class Client(threading.Thread):
@@ -331,6 +392,41 @@ def test_workers_of_a_killed_supervisor_stop_themselves(tmp_path: Path) -> None:
     running = Workers(tmp_path)
     pids = [w["pid"] for w in running.workers()]
     private_dir = Path(running.workers()[0]["control"]).parent
-    running.server.kill()  # SIGKILL: the supervisor cannot stop them (nor remove its socket folder)
+    assert private_dir.name.startswith("inferd-workers-") and private_dir.is_dir()
+    running.server.kill()  # SIGKILL: the supervisor cannot stop them nor remove its socket folder ...
     eventually(lambda: all(gone(pid) for pid in pids), what="the orphaned workers exited")
-    shutil.rmtree(private_dir, ignore_errors=True)
+    eventually(lambda: not private_dir.exists(), what="the folder removed by the last worker out")  # ... they do
+
+
+def test_the_merged_metrics_endpoint_serves_https_with_the_servers_tls(tmp_path: Path) -> None:
+    """With --tls-cert/--tls-key/--tls-client-ca the supervisor's /metrics is HTTPS and asks for a client
+    certificate, as a single server's; the workers' own endpoints stay plain HTTP on 127.0.0.1."""
+    files = make_tls_files(tmp_path / "tls")
+    flags = ["--tls-cert", str(files.server_cert), "--tls-key", str(files.server_key)]
+    flags += ["--tls-client-ca", str(files.ca)]
+    credentials = grpc.ssl_channel_credentials(
+        files.ca.read_bytes(), files.client_key.read_bytes(), files.client_cert.read_bytes()
+    )
+    running = Workers(tmp_path, flags, credentials=credentials)
+    try:
+        for _ in range(4):
+            with grpc.secure_channel(running.server.address, credentials, options=FRESH) as channel:
+                inference_pb2_grpc.InferenceServiceStub(channel).Predict(REQUEST, timeout=10)
+        port = running.server.metrics_port
+        assert port, "the supervisor serves no metrics endpoint"
+        trusted = ssl.create_default_context(cafile=str(files.ca))
+        with pytest.raises((ssl.SSLError, urllib.error.URLError, ConnectionError)):
+            urllib.request.urlopen(f"https://localhost:{port}/metrics", timeout=10, context=trusted).close()
+        trusted.load_cert_chain(str(files.client_cert), str(files.client_key))
+        with urllib.request.urlopen(f"https://localhost:{port}/metrics", timeout=10, context=trusted) as reply:
+            metrics = reply.read().decode()
+        assert 'inferd_requests_total{code="OK",model="m",version="1"} 4.0' in metrics
+        assert 'inferd_workers{state="serving"} 2.0' in metrics
+        with pytest.raises((urllib.error.URLError, ConnectionError)):
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).close()
+        for worker in running.workers():  # plain HTTP, loopback: only the supervisor scrapes these
+            own = int(Path(worker["metrics_port_file"]).read_text())
+            with urllib.request.urlopen(f"http://127.0.0.1:{own}/metrics", timeout=10) as reply:
+                assert "inferd_requests_total" in reply.read().decode()
+    finally:
+        assert running.server.terminate() == 0

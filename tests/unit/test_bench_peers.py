@@ -132,3 +132,20 @@ def test_smoke_a_peer_serves_the_bench_model_like_onnxruntime(peer: str, tmp_pat
         finally:
             process.terminate()
             process.wait(30)
+
+
+def test_a_peer_venv_is_reused_only_while_its_pinned_requirements_are_unchanged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(venvs, "CACHE", tmp_path)
+    assert not venvs.is_ready("kserve")  # nothing there: ensure() would create it
+    (tmp_path / "kserve" / "bin").mkdir(parents=True)
+    (tmp_path / "kserve" / "bin" / "python").touch()
+    stamp = tmp_path / "kserve" / venvs.STAMP
+    stamp.write_text(venvs.requirements("kserve").read_text())
+    assert venvs.is_ready("kserve")
+    stamp.write_text("kserve==0.0.1\n")  # installed from other pins: ensure() reinstalls
+    assert not venvs.is_ready("kserve")
+    for name in servers.PEERS:  # every peer pins what it was tested with
+        pins = [line for line in venvs.requirements(name).read_text().splitlines() if not line.startswith("#")]
+        assert pins and all("==" in line for line in pins)

@@ -7,6 +7,7 @@ encoding one ``tobytes``. Typed repeated fields exist so a person can write tens
 from __future__ import annotations
 
 import struct
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -75,6 +76,10 @@ class TensorError(ValueError):
 
 # Fast path for dtype_name_of: one dict lookup instead of comparing against every dtype (~3 us).
 _NAMES_BY_DTYPE: dict[np.dtype[Any], str] = {dtype: name for name, dtype in NUMPY_DTYPES.items() if name != "BYTES"}
+
+
+#: the wire is little-endian; native arrays need a byte swap only on a big-endian host
+_BIG_ENDIAN_HOST = sys.byteorder == "big"
 
 
 def dtype_name_of(array: np.ndarray) -> str:
@@ -318,7 +323,9 @@ def fill_tensor(tensor: tensor_pb2.Tensor, name: str, array: Any, *, raw: bool =
         return tensor
     if raw:
         # tobytes() writes C order whatever the layout, so this is one copy even for strided views.
-        tensor.raw_contents = array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
+        if array.dtype.byteorder == ">" or (array.dtype.byteorder == "=" and _BIG_ENDIAN_HOST):
+            array = array.astype(array.dtype.newbyteorder("<"))
+        tensor.raw_contents = array.tobytes()
     else:
         getattr(tensor, TYPED_FIELDS[dtype_name]).extend(array.reshape(-1).tolist())
     return tensor
