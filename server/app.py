@@ -7,6 +7,7 @@ in ``stop``.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from dataclasses import dataclass, field, replace
@@ -303,6 +304,10 @@ class InferdServer:
         if self._admin_server is not None:
             await self._admin_server.start()
         await self.manager.load_all()
+        # the start-up heap (modules, engines, configs: tens of thousands of objects) lives as long as the
+        # server: moved out of the collector's reach, full collections under load stop re-scanning it
+        # (measured +11 % Predict throughput at concurrency 32; docs/performance.md)
+        gc.freeze()
         if self.options.poll_interval:
             self._poller = asyncio.get_running_loop().create_task(self.manager.poll_forever(self.options.poll_interval))
         if self.worker is not None:

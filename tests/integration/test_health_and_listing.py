@@ -3,8 +3,10 @@ ModelStatistics counts every call, streams included."""
 
 from __future__ import annotations
 
+import gc
 import queue
 import threading
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -193,3 +195,17 @@ def test_a_chunked_stream_the_client_cancels_counts_as_cancelled(small_server: S
         assert next(stream).sequence_index == 0
         stream.close()
         eventually(lambda: _counts(client, "wide")[1].get("CANCELLED", 0) == cancelled + 1, what="CANCELLED counted")
+
+
+def test_a_started_server_freezes_its_start_up_heap_out_of_the_collector(tmp_path: Path) -> None:
+    """Full garbage collections under load must not re-scan the objects the server made at start-up."""
+    gc.unfreeze()
+    assert gc.get_freeze_count() == 0
+    write_model(tmp_path, "scale", SCALE_CONFIG, {1: scale_model(2)})
+    server = ServerThread(tmp_path).start()
+    try:
+        assert _check(server.address, "model/scale") == SERVING
+        assert gc.get_freeze_count() > 10_000
+    finally:
+        server.stop()
+        gc.unfreeze()
