@@ -3,6 +3,8 @@ measured with both connection patterns (bench/patterns.py); ratios are only take
 
 The floor and inferd run side by side (both pinned to the server core, idle when not measured) and are
 measured in interleaved rounds, so drift on a shared machine hits every target alike; medians reported.
+Every inferd cell is measured at each ``--rows`` value (rows per request); the floor once per cell with
+the 1-row body, since its handler ignores the body (bench/rows.py holds the pure parts).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 
 from bench.h2load import LoadResult, run_h2load
 from bench.patterns import connections, label, measured, parse_patterns, source
+from bench.rows import estimated_seconds, parse_rows, point_seconds, rows_summary
 from bench.run import (
     CLIENT_CPU,
     MODELS,
@@ -40,34 +43,51 @@ FLOOR_TARGET = 0.85
 P50_TARGET = 1.25
 
 
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--rows", default="1,8", help="batching: comma list of rows per request (default 1,8)")
+    parser.add_argument(
+        "--batching-seconds",
+        type=float,
+        default=3.0,
+        help="batching: measured seconds per point, at most (a lower --seconds wins); keeps the default run ~10 min",
+    )
+
+
 def scenario_batching(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     repo = work / "repo"
     build_bench_repository(repo)
     concurrencies = [int(c) for c in args.concurrency.split(",")]
     patterns = parse_patterns(args.connections)
+    rows_list = parse_rows(args.rows)
+    seconds = point_seconds(args)
     models = [m for m in MODELS if not args.models or any(m.startswith(p) for p in args.models.split(","))]
+    estimate = estimated_seconds(models, rows_list, concurrencies, patterns, args.rounds, seconds, args.warmup)
+    print(f"batching: {seconds:g} s per point, estimated {estimate / 60:.1f} min", flush=True)
     results: dict[str, Any] = {
         "patterns": list(patterns),
+        "rows": list(rows_list),
         "floor": {p: {} for p in patterns},
-        "inferd": {p: {m: {} for m in models} for p in patterns},
+        "inferd": {p: {m: {r: {} for r in rows_list} for m in models} for p in patterns},
         "compute_floor": {},
     }
     floor_address = f"127.0.0.1:{args.port + 1}"
     address = f"127.0.0.1:{args.port}"
     messages = {
-        name: inference_pb2.PredictRequest(
-            model_name=name, inputs=[from_numpy(MODELS[name][1], example_input(MODELS[name][0]))]
+        (name, rows): inference_pb2.PredictRequest(
+            model_name=name, inputs=[from_numpy(MODELS[name][1], example_input(MODELS[name][0], rows))]
         ).SerializeToString()
         for name in models
+        for rows in rows_list
     }
-    floor_message = messages.get("mlp_off") or next(iter(messages.values()))
+    first = "mlp_off" if "mlp_off" in models else models[0]
+    floor_message = messages.get((first, 1)) or messages[(first, rows_list[0])]
     command = [sys.executable, "-m", "server", "serve", "--repository", str(repo), "--port", str(args.port)]
     command += ["--log-level", "WARNING"]
     floor_command = [sys.executable, "-m", "bench.floor_server", "--port", str(args.port + 1)]
     with running(floor_command, floor_address, health=False), running(command, address):
         for c in concurrencies:
-            rounds: dict[str, dict[str, list[dict[str, Any]]]] = {
-                p: {t: [] for t in ("floor", *models)} for p in patterns
+            rounds: dict[str, dict[Any, list[dict[str, Any]]]] = {
+                p: {t: [] for t in ("floor", *messages)} for p in patterns
             }
             for round_ in range(args.rounds):
                 for pattern in measured(patterns, c):
@@ -78,28 +98,31 @@ def scenario_batching(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                             message,
                             concurrency=c,
                             connections=connections(pattern, c),
-                            seconds=args.seconds,
+                            seconds=seconds,
                             warmup=args.warmup,
                             cpu=CLIENT_CPU,
                         )
 
                     floor_result = load(f"http://{floor_address}{PREDICT_PATH}", floor_message)
                     rounds[pattern]["floor"].append(asdict(floor_result))
-                    for name in models:
+                    for name, rows in messages:
                         before = _stats(address, name)
-                        r = load(f"http://{address}{PREDICT_PATH}", messages[name])
-                        rounds[pattern][name].append(_point(r, before, _stats(address, name)))
-                    line = "  ".join(f"{t} {v[-1]['req_per_s']:.0f}" for t, v in rounds[pattern].items())
+                        r = load(f"http://{address}{PREDICT_PATH}", messages[(name, rows)])
+                        rounds[pattern][(name, rows)].append(_point(r, before, _stats(address, name), rows))
+                    line = "  ".join(
+                        f"{t if t == 'floor' else f'{t[0]}x{t[1]}'} {v[-1]['req_per_s']:.0f}"
+                        for t, v in rounds[pattern].items()
+                    )
                     print(f"c={c:<3} {pattern:<4} round {round_ + 1}: req/s  {line}", flush=True)
             for pattern in patterns:
                 points = rounds[source(pattern, patterns, c)]
                 results["floor"][pattern][c] = median_point(points["floor"])
-                for name in models:
-                    results["inferd"][pattern][name][c] = median_point(points[name])
+                for name, rows in messages:
+                    results["inferd"][pattern][name][rows][c] = median_point(points[(name, rows)])
     for name in ("mlp_off", "encoder_off"):
         if name in models:
             example, input_name, _ = MODELS[name]
-            results["compute_floor"][example] = compute_floor(repo, name, input_name, min(args.seconds, 3))
+            results["compute_floor"][example] = compute_floor(repo, name, input_name, min(seconds, 3))
     return results
 
 
@@ -119,7 +142,7 @@ def median_point(points: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _point(
-    r: LoadResult, before: inference_pb2.VersionStatistics, after: inference_pb2.VersionStatistics
+    r: LoadResult, before: inference_pb2.VersionStatistics, after: inference_pb2.VersionStatistics, rows: int
 ) -> dict[str, Any]:
     ok = after.success_count - before.success_count
     failed = sum(after.failure_count.values()) - sum(before.failure_count.values())
@@ -133,7 +156,9 @@ def _point(
         "errors": failed + r.http_failures,
         "cancelled_at_end": cut_off,
         "engine_calls_per_request": calls / answered,
-        "rows_per_s": r.req_per_s,  # one row per request in these scenarios
+        "rows": rows,
+        "rows_per_s": r.req_per_s * rows,
+        # rows per engine call: inference_count counts rows, execution_count engine calls
         "mean_batch_rows": (after.inference_count - before.inference_count) / max(1, calls),
     }
 
@@ -145,7 +170,7 @@ def write_report(name: str, results: dict[str, Any], args: argparse.Namespace) -
         "machine": f"{platform.machine()}, {os.cpu_count()} cpus, Python {platform.python_version()}",
         "server_cpu": SERVER_CPU,
         "client_cpu": CLIENT_CPU,
-        "seconds_per_point": args.seconds,
+        "seconds_per_point": point_seconds(args),
         "rounds": args.rounds,
     }
     (RESULTS / f"{name}.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2))
@@ -156,51 +181,64 @@ def write_report(name: str, results: dict[str, Any], args: argparse.Namespace) -
 def report_lines(name: str, results: dict[str, Any], meta: dict[str, Any], args: argparse.Namespace) -> list[str]:
     patterns: list[str] = results["patterns"]
     floor: dict[str, dict[Any, Any]] = results["floor"]
-    inferd: dict[str, dict[str, dict[Any, Any]]] = results["inferd"]
+    # inferd[pattern][model][rows][concurrency] → point
+    inferd: dict[str, dict[str, dict[Any, dict[Any, Any]]]] = results["inferd"]
     compute = results.get("compute_floor", {})
     lines = [
         f"# {name} benchmark",
         "",
         f"{meta['date']} · {meta['machine']} · server processes pinned to cpu {meta['server_cpu']}, h2load to cpu "
         f"{meta['client_cpu']} · closed loop, connection patterns: many = C connections × 1 stream, one = 1 "
-        f"connection × C streams · {args.seconds:g} s per point after {args.warmup:g} s warm-up · {args.rounds} "
-        "interleaved rounds, medians shown (errors summed); × floor only within a pattern",
+        f"connection × C streams · {point_seconds(args):g} s per point after {args.warmup:g} s warm-up · "
+        f"{args.rounds} interleaved rounds, medians shown (errors summed); × floor only within a pattern · "
+        "rows = rows per request; the gRPC floor is measured once per cell with the 1-row body (its handler "
+        "ignores the body)",
         "",
     ]
     for pattern in patterns:
-        lines += summary(pattern, floor[pattern], inferd[pattern])
+        lines += summary(pattern, floor[pattern], _at_rows(inferd[pattern], 1))
+    lines += rows_summary(inferd, patterns)
     lines += [
         "",
-        "| target | pattern | conc | req/s | × gRPC floor | p50 ms | p90 ms | p99 ms | errors | engine calls/req |"
-        " rows/batch | req/s per round |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| target | rows | pattern | conc | req/s | rows/s | × gRPC floor (req/s) | p50 ms | p90 ms | p99 ms | errors |"
+        " engine calls/req | rows/batch | req/s per round |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for pattern in patterns:
         for c, r in floor[pattern].items():
             lines.append(
-                f"| grpc floor | {label(pattern, int(c))} | {c} | {r['req_per_s']:.0f} | 1.00 | {r['p50_ms']:.2f} | "
-                f"{r['p90_ms']:.2f} | {r['p99_ms']:.2f} | {r['http_failures']} | - | - | {r['rounds_req_per_s']} |"
+                f"| grpc floor | - | {label(pattern, int(c))} | {c} | {r['req_per_s']:.0f} | - | 1.00 | "
+                f"{r['p50_ms']:.2f} | {r['p90_ms']:.2f} | {r['p99_ms']:.2f} | {r['http_failures']} | - | - | "
+                f"{r['rounds_req_per_s']} |"
             )
-        for model, points in inferd[pattern].items():
-            for c, r in points.items():
-                base = floor[pattern].get(c)
-                ratio = r["req_per_s"] / base["req_per_s"] if base else float("nan")
-                lines.append(
-                    f"| {model} | {label(pattern, int(c))} | {c} | {r['req_per_s']:.0f} | {ratio:.2f} | "
-                    f"{r['p50_ms']:.2f} | {r['p90_ms']:.2f} | {r['p99_ms']:.2f} | {r['errors']} | "
-                    f"{r['engine_calls_per_request']:.3f} | {r['mean_batch_rows']:.1f} | {r['rounds_req_per_s']} |"
-                )
+        for model, by_rows in inferd[pattern].items():
+            for rows, points in by_rows.items():
+                for c, r in points.items():
+                    base = floor[pattern].get(c)
+                    ratio = r["req_per_s"] / base["req_per_s"] if base else float("nan")
+                    lines.append(
+                        f"| {model} | {rows} | {label(pattern, int(c))} | {c} | {r['req_per_s']:.0f} | "
+                        f"{r['rows_per_s']:.0f} | {ratio:.2f} | {r['p50_ms']:.2f} | {r['p90_ms']:.2f} | "
+                        f"{r['p99_ms']:.2f} | {r['errors']} | {r['engine_calls_per_request']:.3f} | "
+                        f"{r['mean_batch_rows']:.1f} | {r['rounds_req_per_s']} |"
+                    )
     if compute:
         lines += _compute_lines(compute, inferd)
     lines += [
         "",
+        "rows/batch = rows per engine call (inference_count / execution_count deltas from ModelStatistics).",
         "errors = failed requests by the server's own counters (ModelStatistics) plus non-200 HTTP answers;",
         "streams that h2load resets when its time is up (CANCELLED) are not errors and are left out.",
     ]
     return lines
 
 
-def _compute_lines(compute: dict[str, Any], inferd: dict[str, dict[str, dict[Any, Any]]]) -> list[str]:
+def _at_rows(by_model: dict[str, dict[Any, dict[Any, Any]]], rows: int) -> dict[str, dict[Any, Any]]:
+    """One pattern's points at ``rows`` rows per request, by model then concurrency (JSON keys are str)."""
+    return {m: next((v for k, v in by_rows.items() if int(k) == rows), {}) for m, by_rows in by_model.items()}
+
+
+def _compute_lines(compute: dict[str, Any], inferd: dict[str, dict[str, dict[Any, dict[Any, Any]]]]) -> list[str]:
     lines = [
         "",
         "Compute floor (the engine called in-process in a loop, one thread, no gRPC):",
@@ -210,12 +248,17 @@ def _compute_lines(compute: dict[str, Any], inferd: dict[str, dict[str, dict[Any
     ]
     for model, r in compute.items():
         lines.append(f"| {model} | {r['calls_per_s_batch1']:.0f} | {r['rows_per_s_batch32']:.0f} |")
-    lines += ["", "inferd rows/s as a share of the compute floor (best concurrency and pattern):", ""]
+    lines += ["", "inferd rows/s as a share of the compute floor (best concurrency, pattern and rows):", ""]
     models = {m for by_model in inferd.values() for m in by_model}
     for model in sorted(models):
         example = MODELS[model][0]
         if example in compute:
-            best = max(p["rows_per_s"] for by_model in inferd.values() for p in by_model.get(model, {}).values())
+            best = max(
+                p["rows_per_s"]
+                for by_model in inferd.values()
+                for points in by_model.get(model, {}).values()
+                for p in points.values()
+            )
             lines.append(
                 f"- {model}: {best:.0f} rows/s = {best / compute[example]['calls_per_s_batch1']:.2f}× the "
                 f"in-process batch-1 rate, {best / compute[example]['rows_per_s_batch32']:.2f}× the batch-32 rate"
@@ -232,7 +275,7 @@ def summary(pattern: str, floor: dict[Any, Any], inferd: dict[str, dict[Any, Any
         return []
     top, low = max(on, key=int), min(on, key=int)
     quote = pattern == "many"
-    lines = ["", f"## Summary (MLP ranker), {label(pattern, int(top))} at the top", ""]
+    lines = ["", f"## Summary (MLP ranker, 1 row/request), {label(pattern, int(top))} at the top", ""]
     if top in floor:
         best = max(on[top]["req_per_s"], off[top]["req_per_s"]) / floor[top]["req_per_s"]
         target = f"; target ≥ {FLOOR_TARGET} ({'met' if best >= FLOOR_TARGET else 'NOT met'})" if quote else ""

@@ -20,6 +20,7 @@ import grpc
 import numpy as np
 
 from bench.patterns import parse_patterns
+from bench.rows import parse_rows
 from examples.build import build_repository
 from inferd.v1 import inference_pb2, inference_pb2_grpc
 
@@ -179,9 +180,16 @@ def main() -> None:
     from bench.peers.scenario import add_arguments as add_peers_arguments
 
     add_peers_arguments(parser)
+    from bench.profile import add_arguments as add_profile_arguments
+
+    add_profile_arguments(parser)
+    from bench.batching import add_arguments as add_batching_arguments
+
+    add_batching_arguments(parser)
     args = parser.parse_args()
     try:
         parse_patterns(args.connections)
+        parse_rows(args.rows)
     except ValueError as error:
         parser.error(str(error))
     work = Path(".cache/bench")
@@ -241,6 +249,12 @@ def _run_security(args: argparse.Namespace, work: Path) -> Path:
     return run(args, work)
 
 
+def _run_profile(args: argparse.Namespace, work: Path) -> Path:
+    from bench.profile import run
+
+    return run(args, work)
+
+
 def _run_peers(args: argparse.Namespace, work: Path) -> Path:
     from bench.peers.scenario import run
 
@@ -256,6 +270,7 @@ SCENARIOS: dict[str, Callable[[argparse.Namespace, Path], Path]] = {
     "quality": _run_quality,
     "oip": _run_oip,
     "security": _run_security,
+    "profile": _run_profile,
     "peers": _run_peers,
 }
 

@@ -90,12 +90,16 @@ class WindowPolicy:
             self._waited = True  # the probe ended: let observe() judge it
         return 0.0
 
-    def observe(self, rows: int, now: float, window_expired: bool) -> None:
-        """Learn from a dispatched batch of ``rows`` rows."""
+    def observe(self, rows: int, now: float, window_expired: bool, requests: int | None = None) -> None:
+        """Learn from a dispatched batch of ``rows`` rows from ``requests`` requests (default: one per row).
+
+        A window pays off only when it gathered more than one *request*: a lone request of several rows
+        is lonely too (counting its rows would keep the policy windowing, and every window grown past
+        that request's rows would make it wait the whole window for nobody)."""
         waited, self._waited = self._waited, False
         if self.kind != "adaptive" or not waited:
             return
-        if rows < 2:
+        if (rows if requests is None else requests) < 2:
             self._lonely += 1
             if not self.windowing or self._lonely >= LONELY_WINDOWS_TO_STOP:
                 self.windowing = False

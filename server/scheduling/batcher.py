@@ -196,7 +196,7 @@ class Batcher:
         (on an executor thread) goes on in a task of the batcher's, so a caller cancelled mid-call leaves
         (``shield``) without handing the instance back while the engine still runs.
         """
-        self._policy.observe(rows, now, False)
+        self._policy.observe(rows, now, False, requests=1)
         self._idle_instances -= 1
         self._stats.record_queue_wait(0)
         record = current_call.get()  # the caller's task: its record, if something observes calls
@@ -260,7 +260,7 @@ class Batcher:
             batch = self._take_batch(head)
             if not batch:
                 continue
-            self._policy.observe(sum(p.rows for p in batch), time.monotonic(), self._window_expired)
+            self._policy.observe(sum(p.rows for p in batch), time.monotonic(), self._window_expired, len(batch))
             if self._window_timer is not None:
                 self._window_timer.cancel()
                 self._window_timer = None

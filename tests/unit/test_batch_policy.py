@@ -52,6 +52,17 @@ def test_a_lonely_probe_returns_to_eager_until_the_next_probe():
     assert policy.decide(rows=1, head_enqueued=1.02, now=1.02) == 0.0
 
 
+def test_a_lone_request_of_many_rows_is_a_lonely_probe_not_a_reason_to_window():
+    """8-row requests at concurrency 1: a probe sees one request of 8 rows; windowing on would grow the
+    expected size past 8 and make every later request wait the whole window for nobody."""
+    policy = adaptive()
+    policy.decide(rows=8, head_enqueued=1.0, now=1.0)
+    policy.decide(rows=8, head_enqueued=1.0, now=1.01)  # probe over
+    policy.observe(rows=8, now=1.01, window_expired=True, requests=1)
+    assert not policy.windowing
+    assert policy.decide(rows=8, head_enqueued=1.02, now=1.02) == 0.0
+
+
 def test_a_probe_that_gathers_requests_turns_windowing_on_and_aims_for_that_size():
     policy = adaptive()
     policy.decide(rows=1, head_enqueued=1.0, now=1.0)

@@ -90,14 +90,14 @@ def test_batching_report_has_a_pattern_column_and_quotes_the_targets_for_many_co
     results = {
         "patterns": ["many", "one"],
         "floor": {"many": {1: _point(3000, p50=0.20), 32: _point(6000)}, "one": {1: _point(3000), 32: _point(5000)}},
-        "inferd": {
+        "inferd": {  # pattern → model → rows per request → concurrency
             "many": {
-                "mlp_off": {1: _point(2500, p50=0.30), 32: _point(4800)},
-                "mlp_on": {1: _point(2500, p50=0.24), 32: _point(5400, rows=4.0)},
+                "mlp_off": {1: {1: _point(2500, p50=0.30), 32: _point(4800)}},
+                "mlp_on": {1: {1: _point(2500, p50=0.24), 32: _point(5400, rows=4.0)}},
             },
             "one": {
-                "mlp_off": {1: _point(2500), 32: _point(3000)},
-                "mlp_on": {1: _point(2500), 32: _point(3600)},
+                "mlp_off": {1: {1: _point(2500), 32: _point(3000)}},
+                "mlp_on": {1: {1: _point(2500), 32: _point(3600)}},
             },
         },
         "compute_floor": {},
@@ -105,12 +105,12 @@ def test_batching_report_has_a_pattern_column_and_quotes_the_targets_for_many_co
     meta = {"date": "d", "machine": "m", "server_cpu": 0, "client_cpu": 1}
     args = argparse.Namespace(seconds=2.0, warmup=1.0, rounds=3)
     text = "\n".join(report_lines("batching", results, meta, args))
-    assert "| mlp_on | 32 conns × 1 stream | 32 | 5400 | 0.90 |" in text
-    assert "| mlp_on | 1 conn × 32 streams | 32 | 3600 | 0.72 |" in text  # × its own pattern's floor
+    assert "| mlp_on | 1 | 32 conns × 1 stream | 32 | 5400 | 5400 | 0.90 |" in text
+    assert "| mlp_on | 1 | 1 conn × 32 streams | 32 | 3600 | 3600 | 0.72 |" in text  # × its own pattern's floor
     assert "**0.90× the gRPC floor** (off: 0.80×); target ≥ 0.85 (met)" in text
     assert "**1.20× the floor's p50**; target ≤ 1.25 (met)" in text
     assert text.count("target ≥ 0.85") == 1  # quoted for the many-connections pattern only
-    assert "## Summary (MLP ranker), 1 conn × 32 streams at the top" in text
+    assert "## Summary (MLP ranker, 1 row/request), 1 conn × 32 streams at the top" in text
 
 
 def test_make_bench_leaves_the_peers_out_unless_asked() -> None:
