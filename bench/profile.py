@@ -184,7 +184,7 @@ def _steps(checkout: Path, repo: Path) -> dict[str, float] | None:
 
 
 def run(args: argparse.Namespace, work: Path) -> Path:
-    repo = work / "repo"
+    repo = (work / "repo").resolve()  # the servers run in the checkout they profile
     build_bench_repository(repo)
     checkouts = {"this checkout": Path.cwd()}
     if args.baseline is not None:
