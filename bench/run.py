@@ -183,6 +183,12 @@ def main() -> None:
     from bench.profile import add_arguments as add_profile_arguments
 
     add_profile_arguments(parser)
+    from bench.workers import add_arguments as add_workers_arguments
+
+    add_workers_arguments(parser)
+    from bench.auto_order import add_arguments as add_auto_order_arguments
+
+    add_auto_order_arguments(parser)
     from bench.batching import add_arguments as add_batching_arguments
 
     add_batching_arguments(parser)
@@ -249,6 +255,18 @@ def _run_security(args: argparse.Namespace, work: Path) -> Path:
     return run(args, work)
 
 
+def _run_auto_order(args: argparse.Namespace, work: Path) -> Path:
+    from bench.auto_order import run
+
+    return run(args, work)
+
+
+def _run_workers(args: argparse.Namespace, work: Path) -> Path:
+    from bench.workers import run
+
+    return run(args, work)
+
+
 def _run_profile(args: argparse.Namespace, work: Path) -> Path:
     from bench.profile import run
 
@@ -270,6 +288,8 @@ SCENARIOS: dict[str, Callable[[argparse.Namespace, Path], Path]] = {
     "quality": _run_quality,
     "oip": _run_oip,
     "security": _run_security,
+    "auto-order": _run_auto_order,
+    "workers": _run_workers,
     "profile": _run_profile,
     "peers": _run_peers,
 }
