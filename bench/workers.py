@@ -56,9 +56,13 @@ def run(args: argparse.Namespace, work: Path) -> Path:
         for n in counts:
             port = args.port + 10 + n
             command = [sys.executable, "-m", "server", "serve", "--repository", str(repo), "--port", str(port)]
-            command += ["--workers", str(n), "--log-level", "WARNING"]
-            servers[n] = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            _wait_serving(f"127.0.0.1:{port}")
+            command += ["--workers", str(n), "--log-level", "WARNING", "--no-metrics"]
+            log = (work / f"workers-{n}.log").open("wb")  # the supervisor's and workers' stderr, for a failed start
+            servers[n] = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log)
+            try:
+                _wait_serving(f"127.0.0.1:{port}")
+            except RuntimeError as exc:
+                raise RuntimeError(f"{exc}; its log: {log.name}") from None
         for round_ in range(args.rounds):
             for c in concurrencies:
                 for n in counts:
