@@ -150,6 +150,7 @@ class Slot:
                 self._run,
                 self.stats,
                 version=self.version,
+                runs_inline=self.calls.runs_inline,
             )
         self.streams = streams_for(
             self.model, engine, self.spec.streaming, self.validator.output_names, self.stats.streaming, self.calls

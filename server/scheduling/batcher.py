@@ -81,6 +81,7 @@ class Batcher:
         run_batch: RunBatch,
         stats: VersionStats,
         version: int | None = None,
+        runs_inline: Callable[[], bool] | None = None,
     ) -> None:
         self.model = model
         self.version = version
@@ -89,6 +90,9 @@ class Batcher:
         #: requests the queue holds at most; 0 in a spec means the default, never unbounded
         self.max_queue_size = spec.max_queue_size or DEFAULT_MAX_QUEUE_SIZE
         self._run_batch = run_batch
+        #: whether the next engine call will run on the event loop (EngineCalls.runs_inline): the fast path
+        #: then awaits it directly, since it cannot suspend; None = not known (always the guarded path)
+        self._runs_inline = runs_inline
         self._stats = stats
         self.instances = instances
         self._idle_instances = instances
@@ -136,12 +140,12 @@ class Batcher:
     async def submit(self, inputs: Arrays, rows: int, deadline: float | None, priority: int = 0) -> Outputs:
         if self.closed:
             raise self._unloading()
-        if self.queued >= self.max_queue_size:
+        waiting = self._queue.requests
+        if waiting >= self.max_queue_size:
             raise ResourceExhausted(
                 f"model '{self.model}' queue is full ({self.max_queue_size} requests waiting, its "
                 f"max_queue_size); retry later"
             )
-        loop = self._loop = self._loop or asyncio.get_running_loop()
         now = time.monotonic()
         if self.spec.default_timeout_us:
             queue_deadline = now + self.spec.default_timeout_us / 1e6
@@ -151,12 +155,13 @@ class Batcher:
             raise DeadlineExceeded(f"deadline expired before model '{self.model}' ran")
         self._policy.note_arrival(now)
         if (
-            self.queued == 0
+            not waiting
             and self._idle_instances > 0
             and not self.spec.hold_until_queued
             and self._policy.decide(rows, now, now) <= 0
         ):
             return await self._run_now(inputs, rows, now)
+        loop = self._loop = self._loop or asyncio.get_running_loop()
         pending = Pending(inputs, rows, shape_key(inputs), loop.create_future(), deadline, now, priority)
         pending.record = current_call.get()
         if deadline is not None:
@@ -186,7 +191,10 @@ class Batcher:
 
     def _release(self) -> None:
         self._idle_instances += 1
-        self._dispatch()
+        if self._queue.requests:
+            self._dispatch()
+        else:
+            self._hold_open = False  # what _dispatch does with an empty queue
 
     async def _run_now(self, inputs: Arrays, rows: int, now: float) -> Outputs:
         """The idle-engine fast path: no queue entry, future or task for a request that can run at once.
@@ -200,7 +208,14 @@ class Batcher:
         self._idle_instances -= 1
         self._stats.record_queue_wait(0)
         record = current_call.get()  # the caller's task: its record, if something observes calls
-        call = self._call(inputs, rows, (record,) if record is not None else ())
+        records = (record,) if record is not None else ()
+        if self._runs_inline is not None and self._runs_inline():
+            # the call runs on the event loop and cannot suspend: nothing to hand to a task
+            try:
+                return await self._call(inputs, rows, records)
+            finally:
+                self._release()
+        call = self._call(inputs, rows, records)
         try:
             waiting_on = call.send(None)
         except StopIteration as done:

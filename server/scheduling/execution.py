@@ -75,6 +75,10 @@ class EngineCalls:
         """Seed the moving average (e.g. with warm-up call times) before traffic arrives."""
         self._ewma_ns = ns
 
+    def runs_inline(self) -> bool:
+        """Whether a call made now would run on the event loop (and so cannot suspend)."""
+        return self._inline()
+
     def _inline(self) -> bool:
         if self.mode == "inline":
             return True

@@ -258,6 +258,43 @@ async def test_an_inline_engine_call_answers_on_the_fast_path_and_frees_its_inst
     assert calls == 2 and batcher._idle_instances == 1 and not batcher._running
 
 
+async def test_a_call_known_to_run_inline_is_awaited_directly_without_starting_it_by_hand() -> None:
+    """With ``runs_inline`` saying yes, the fast path awaits the engine call as a plain coroutine: no
+    hand-driven ``send`` (whose StopIteration costs a caller at concurrency 1), no task."""
+    started_by_hand = 0
+    real_call = Batcher._call
+
+    class Counting(Batcher):
+        def _call(self, *args: object, **kwargs: object) -> object:  # type: ignore[override]
+            nonlocal started_by_hand
+            call = real_call(self, *args, **kwargs)  # type: ignore[arg-type]
+            original_send = call.send
+
+            class Watched:
+                def send(self, value: object) -> object:
+                    nonlocal started_by_hand
+                    started_by_hand += 1
+                    return original_send(value)
+
+                def __await__(self) -> object:
+                    return call.__await__()
+
+                def __getattr__(self, name: str) -> object:
+                    return getattr(call, name)
+
+            return Watched()
+
+    async def inline(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {"y": inputs["x"] * 2}
+
+    known = Counting("m", BatchingSpec(), 8, 1, inline, VersionStats(), runs_inline=lambda: True)
+    np.testing.assert_array_equal((await known.submit(rows(1), 1, None))["y"], rows(1)["x"] * 2)
+    assert started_by_hand == 0 and known._idle_instances == 1 and not known._running
+    unknown = Counting("m", BatchingSpec(), 8, 1, inline, VersionStats())
+    np.testing.assert_array_equal((await unknown.submit(rows(2), 1, None))["y"], rows(2)["x"] * 2)
+    assert started_by_hand == 1 and unknown._idle_instances == 1
+
+
 async def test_a_cancelled_caller_keeps_the_instance_while_its_executor_thread_runs() -> None:
     release = threading.Event()
     entered = threading.Event()
