@@ -6,7 +6,8 @@ of an older commit, served with this venv) writes bench/results/profile.md and .
 1. **Under load**: the gRPC floor and inferd (MLP, batching off and on), pinned to the server core, each
    driven by h2load at concurrency 32 over 32 connections. The server's CPU time per request comes from
    ``/proc/PID/task/*/stat`` (every thread), and, when ``perf`` can sample the process, its split by
-   shared object (kernel, CPython, gRPC core, onnxruntime, protobuf, numpy, the rest) from ``perf record``.
+   shared object (kernel, CPython, gRPC core, onnxruntime, protobuf, numpy, the rest) from ``perf record``;
+   ``--rounds`` interleaved rounds (each round runs every target of every checkout), medians.
 2. **In-process**: inferd's Predict steps timed around each call on one core, no gRPC (decode the
    request and route it, check and decode the inputs, the engine call with its scheduling, encode the
    answer, count the outcome), so the under-load figures can be read against what the code itself costs.
@@ -19,6 +20,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -154,17 +156,30 @@ def _commands(checkout: Path, repo: Path, port: int) -> dict[str, list[str]]:
     }
 
 
-def profile_checkout(checkout: Path, repo: Path, args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for target in TARGETS:
-        body = work / f"{target}.bin"
-        body.write_bytes(grpc_frame(_request("mlp_off" if target == "floor" else target)))
-        command = _commands(checkout, repo, args.port)[target]
-        out[target] = _under_load(command, body, args.port, args.profile_seconds, work, checkout)
-        print(f"  {checkout.name} {target}: {out[target]['req_per_s']:.0f} req/s, "
-              f"{out[target]['us_per_request']:.0f} µs CPU per request", flush=True)  # fmt: skip
-    out["steps"] = _steps(checkout, repo)
-    return out
+def profile_target(checkout: Path, target: str, repo: Path, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    body = work / f"{target}.bin"
+    body.write_bytes(grpc_frame(_request("mlp_off" if target == "floor" else target)))
+    command = _commands(checkout, repo, args.port)[target]
+    point = _under_load(command, body, args.port, args.profile_seconds, work, checkout)
+    print(f"  {checkout.name} {target}: {point['req_per_s']:.0f} req/s, "
+          f"{point['us_per_request']:.0f} µs CPU per request", flush=True)  # fmt: skip
+    return point
+
+
+def _median_point(points: list[dict[str, Any]]) -> dict[str, Any]:
+    """Median req/s and CPU per request over rounds; the library split averaged over the rounds that have one."""
+    splits = [p["split"] for p in points if p.get("split")]
+    split = None
+    if splits:
+        names = {name for one in splits for name in one}
+        split = {name: statistics.fmean(one.get(name, 0.0) for one in splits) for name in names}
+    return {
+        "req_per_s": statistics.median(p["req_per_s"] for p in points),
+        "cpu_share": statistics.median(p["cpu_share"] for p in points),
+        "us_per_request": statistics.median(p["us_per_request"] for p in points),
+        "split": split,
+        "rounds_req_per_s": [round(p["req_per_s"]) for p in points],
+    }
 
 
 def _steps(checkout: Path, repo: Path) -> dict[str, float] | None:
@@ -189,11 +204,17 @@ def run(args: argparse.Namespace, work: Path) -> Path:
     checkouts = {"this checkout": Path.cwd()}
     if args.baseline is not None:
         checkouts = {"baseline": args.baseline.resolve(), **checkouts}
-    results: dict[str, Any] = {}
+    rounds: dict[str, dict[str, list[dict[str, Any]]]] = {n: {t: [] for t in TARGETS} for n in checkouts}
     with tempfile.TemporaryDirectory() as tmp:
-        for name, checkout in checkouts.items():
-            print(f"profiling {name} ({checkout})", flush=True)
-            results[name] = profile_checkout(checkout, repo, args, Path(tmp))
+        for round_ in range(args.rounds):  # interleaved: drift on a shared machine hits every target alike
+            print(f"round {round_ + 1} of {args.rounds}", flush=True)
+            for target in TARGETS:
+                for name, checkout in checkouts.items():
+                    rounds[name][target].append(profile_target(checkout, target, repo, args, Path(tmp)))
+    results: dict[str, Any] = {}
+    for name, checkout in checkouts.items():
+        results[name] = {target: _median_point(points) for target, points in rounds[name].items()}
+        results[name]["steps"] = _steps(checkout, repo)
     from bench.profile_report import write_profile_report
 
     return write_profile_report(results, args)

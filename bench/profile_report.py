@@ -59,10 +59,12 @@ def write_profile_report(results: dict[str, Any], args: argparse.Namespace) -> P
         "# profile benchmark",
         "",
         f"{meta['date']} · {meta['machine']} · server pinned to one core, h2load on the other · MLP ranker, 1 row, "
-        f"concurrency 32 over 32 connections · {args.profile_seconds:g} s sampled per target after 2 s of load",
+        f"concurrency 32 over 32 connections · {args.profile_seconds:g} s sampled per target after 2 s of load · "
+        f"{args.rounds} interleaved rounds (every target of every checkout per round), medians; the library "
+        "split averaged over the rounds",
         "",
-        "| checkout | target | req/s | × floor | server CPU µs per request | server CPU use |",
-        "|---|---|---|---|---|---|",
+        "| checkout | target | req/s | × floor | server CPU µs per request | server CPU use | req/s per round |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, checkout in results.items():
         floor = checkout["floor"]["req_per_s"]
@@ -70,7 +72,8 @@ def write_profile_report(results: dict[str, Any], args: argparse.Namespace) -> P
             point = checkout[target]
             lines.append(
                 f"| {name} | {label} | {point['req_per_s']:.0f} | {point['req_per_s'] / floor:.2f} | "
-                f"{point['us_per_request']:.0f} | {point['cpu_share'] * 100:.0f} % |"
+                f"{point['us_per_request']:.0f} | {point['cpu_share'] * 100:.0f} % | "
+                f"{point.get('rounds_req_per_s', '-')} |"
             )
     lines += _split_rows(results)
     steps = {name: checkout.get("steps") for name, checkout in results.items()}
