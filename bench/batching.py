@@ -53,6 +53,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def run(args: argparse.Namespace, work: Path) -> Path:
+    return write_report("batching", scenario_batching(args, work), args)
+
+
 def scenario_batching(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     repo = work / "repo"
     build_bench_repository(repo)

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.h2load import grpc_frame, require_h2load
-from bench.run import CLIENT_CPU, MODELS, PREDICT_PATH, SERVER_CPU, build_bench_repository, example_input
+from bench.run import CLIENT_CPU, MODELS, PREDICT_PATH, SERVER_CPU, _pinned, build_bench_repository, example_input
 
 #: shared-object name patterns → the category a sample is counted under
 CATEGORIES = (
@@ -57,12 +57,6 @@ def _request(model: str) -> bytes:
     return inference_pb2.PredictRequest(
         model_name=model, inputs=[from_numpy(input_name, example_input(example))]
     ).SerializeToString()
-
-
-def _pinned(command: list[str]) -> list[str]:
-    return (
-        ["taskset", "-c", str(SERVER_CPU), *command] if SERVER_CPU is not None and shutil.which("taskset") else command
-    )
 
 
 def _thread_ticks(pid: int) -> int:
@@ -110,7 +104,7 @@ def _under_load(command: list[str], body: Path, port: int, seconds: float, work:
     from bench.run import _wait_port, _wait_serving
 
     process = subprocess.Popen(
-        _pinned(command), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=cwd, env=_env(cwd)
+        _pinned(command, SERVER_CPU), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=cwd, env=_env(cwd)
     )
     try:
         if "floor_server" in " ".join(command):
@@ -186,7 +180,7 @@ def _steps(checkout: Path, repo: Path) -> dict[str, float] | None:
     """The in-process step timings, run in a child so the checkout's own modules are timed."""
     script = Path(__file__).with_name("profile_steps.py")  # this checkout's script, the checkout's code
     done = subprocess.run(
-        _pinned([sys.executable, str(script), str(repo)]),
+        _pinned([sys.executable, str(script), str(repo)], SERVER_CPU),
         cwd=checkout,
         capture_output=True,
         text=True,

@@ -8,6 +8,7 @@ Results go to bench/results/<scenario>.md and .json.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import shutil
 import subprocess
@@ -103,11 +104,17 @@ def running(
             _wait_port(address)
         yield process
     finally:
-        process.terminate()
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop(process)
+
+
+def stop(process: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    """SIGTERM (the server drains), then SIGKILL if it has not exited within ``timeout`` seconds."""
+    process.terminate()
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def _wait_port(address: str, timeout: float = 30) -> None:
@@ -162,36 +169,10 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--port", type=int, default=18001)
     parser.add_argument("--repository", type=Path, help="unused; the bench builds its own copies")
-    from bench.streaming import add_arguments as add_streaming_arguments
-
-    add_streaming_arguments(parser)
-    from bench.telemetry import add_arguments as add_telemetry_arguments
-
-    add_telemetry_arguments(parser)
-    from bench.quality import add_arguments as add_quality_arguments
-
-    add_quality_arguments(parser)
-    from bench.oip import add_arguments as add_oip_arguments
-
-    add_oip_arguments(parser)
-    from bench.security import add_arguments as add_security_arguments
-
-    add_security_arguments(parser)
-    from bench.peers.scenario import add_arguments as add_peers_arguments
-
-    add_peers_arguments(parser)
-    from bench.profile import add_arguments as add_profile_arguments
-
-    add_profile_arguments(parser)
-    from bench.workers import add_arguments as add_workers_arguments
-
-    add_workers_arguments(parser)
-    from bench.auto_order import add_arguments as add_auto_order_arguments
-
-    add_auto_order_arguments(parser)
-    from bench.batching import add_arguments as add_batching_arguments
-
-    add_batching_arguments(parser)
+    for module in SCENARIOS.values():  # each scenario's own options, from the module that reads them
+        add_arguments = getattr(importlib.import_module(module), "add_arguments", None)
+        if add_arguments is not None:
+            add_arguments(parser)
     args = parser.parse_args()
     try:
         parse_patterns(args.connections)
@@ -203,7 +184,7 @@ def main() -> None:
     work.mkdir(parents=True)
     for name in selected_scenarios(args.scenario, args.peers):
         print(f"==> scenario {name}")
-        print(f"wrote {SCENARIOS[name](args, work)}")
+        print(f"wrote {importlib.import_module(SCENARIOS[name]).run(args, work)}")
 
 
 def selected_scenarios(scenario: str, peers: bool) -> list[str]:
@@ -213,87 +194,20 @@ def selected_scenarios(scenario: str, peers: bool) -> list[str]:
     return [*names, "peers"] if peers and "peers" not in names else names
 
 
-def _run_batching(args: argparse.Namespace, work: Path) -> Path:
-    from bench.batching import scenario_batching, write_report
-
-    return write_report("batching", scenario_batching(args, work), args)
-
-
-def _run_swap(args: argparse.Namespace, work: Path) -> Path:
-    from bench.swap import scenario_swap, write_swap_report
-
-    return write_swap_report(scenario_swap(args, work), args)
-
-
-def _run_streaming(args: argparse.Namespace, work: Path) -> Path:
-    from bench.streaming import run
-
-    return run(args, work)
-
-
-def _run_telemetry(args: argparse.Namespace, work: Path) -> Path:
-    from bench.telemetry import run
-
-    return run(args, work)
-
-
-def _run_quality(args: argparse.Namespace, work: Path) -> Path:
-    from bench.quality import run
-
-    return run(args, work)
-
-
-def _run_oip(args: argparse.Namespace, work: Path) -> Path:
-    from bench.oip import run
-
-    return run(args, work)
-
-
-def _run_security(args: argparse.Namespace, work: Path) -> Path:
-    from bench.security import run
-
-    return run(args, work)
-
-
-def _run_auto_order(args: argparse.Namespace, work: Path) -> Path:
-    from bench.auto_order import run
-
-    return run(args, work)
-
-
-def _run_workers(args: argparse.Namespace, work: Path) -> Path:
-    from bench.workers import run
-
-    return run(args, work)
-
-
-def _run_profile(args: argparse.Namespace, work: Path) -> Path:
-    from bench.profile import run
-
-    return run(args, work)
-
-
-def _run_peers(args: argparse.Namespace, work: Path) -> Path:
-    from bench.peers.scenario import run
-
-    return run(args, work)
-
-
-#: scenario name → runner returning the report path
-SCENARIOS: dict[str, Callable[[argparse.Namespace, Path], Path]] = {
-    "batching": _run_batching,
-    "swap": _run_swap,
-    "streaming": _run_streaming,
-    "telemetry": _run_telemetry,
-    "quality": _run_quality,
-    "oip": _run_oip,
-    "security": _run_security,
-    "auto-order": _run_auto_order,
-    "workers": _run_workers,
-    "profile": _run_profile,
-    "peers": _run_peers,
+#: scenario name → the module that runs it (``run(args, work)`` → report path; ``add_arguments`` if it has options)
+SCENARIOS: dict[str, str] = {
+    "batching": "bench.batching",
+    "swap": "bench.swap",
+    "streaming": "bench.streaming",
+    "telemetry": "bench.telemetry",
+    "quality": "bench.quality",
+    "oip": "bench.oip",
+    "security": "bench.security",
+    "auto-order": "bench.auto_order",
+    "workers": "bench.workers",
+    "profile": "bench.profile",
+    "peers": "bench.peers.scenario",
 }
-
 
 if __name__ == "__main__":
     main()

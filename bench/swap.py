@@ -53,6 +53,10 @@ def _swapper(address: str, stop: threading.Event, swaps: list[float], pause: flo
             stop.wait(pause)
 
 
+def run(args: argparse.Namespace, work: Path) -> Path:
+    return write_swap_report(scenario_swap(args, work), args)
+
+
 def scenario_swap(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     repo = work / "swap-repo"
     build_swap_repository(repo)

@@ -21,7 +21,16 @@ from pathlib import Path
 from typing import Any
 
 from bench.h2load import run_h2load
-from bench.run import MODELS, PREDICT_PATH, RESULTS, _stats, _wait_serving, build_bench_repository, example_input
+from bench.run import (
+    MODELS,
+    PREDICT_PATH,
+    RESULTS,
+    _stats,
+    _wait_serving,
+    build_bench_repository,
+    example_input,
+    stop,
+)
 from inferd.tensors import from_numpy
 from inferd.v1 import inference_pb2
 
@@ -91,12 +100,9 @@ def run(args: argparse.Namespace, work: Path) -> Path:
                 print(f"round {round_ + 1} c={c}: req/s  {line}", flush=True)
     finally:
         for process in servers.values():
-            process.terminate()
+            process.terminate()  # all at once: each drains on its own
         for process in servers.values():
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            stop(process, 30)
     return _write(rounds, counts, concurrencies, args)
 
 

@@ -26,7 +26,16 @@ import numpy as np
 from bench.h2load import run_h2load
 from bench.patterns import connections, measured, parse_patterns, source
 from bench.peers import oip_wire, report, servers
-from bench.run import CLIENT_CPU, PREDICT_PATH, SERVER_CPU, _pinned, _stats, build_bench_repository, example_input
+from bench.run import (
+    CLIENT_CPU,
+    PREDICT_PATH,
+    SERVER_CPU,
+    _pinned,
+    _stats,
+    build_bench_repository,
+    example_input,
+    stop,
+)
 from inferd.tensors import from_numpy
 from inferd.v1 import inference_pb2
 
@@ -115,12 +124,7 @@ def _server(command: list[str], env: dict[str, str] | None, log: Path) -> Iterat
         try:
             yield process
         finally:
-            process.terminate()
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop(process)
 
 
 def _start_all(

@@ -28,6 +28,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from inferd.v1 import admin_pb2_grpc
+from server.api.handler_wrapping import wrapped_server
 from server.api.interceptors import ErrorStatusInterceptor
 from server.workers.control_log import CONTROL_METHODS, STATISTICS_METHODS
 
@@ -141,7 +142,7 @@ class WorkerControl:
     async def start_control(self) -> None:
         """The private control server, before the repository loads (the supervisor waits on ``Loaded``)."""
         app = self._app
-        server = grpc.aio.server(interceptors=[ErrorStatusInterceptor()])
+        server = wrapped_server([ErrorStatusInterceptor()])  # applied per method, not per call
         admin_pb2_grpc.add_ModelServiceServicer_to_server(app.admin, server)
         health_pb2_grpc.add_HealthServicer_to_server(_OwnHealth(app), server)
         handlers = (app.servicer.handler(), app.oip.control_handler(), _oip_statistics(app), self._internal_handler())
