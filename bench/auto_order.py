@@ -12,16 +12,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 from bench.h2load import run_h2load
-from bench.run import CLIENT_CPU, MODELS, PREDICT_PATH, RESULTS, build_bench_repository, example_input, running
+from bench.run import (
+    CLIENT_CPU,
+    MODELS,
+    PREDICT_PATH,
+    RESULTS,
+    build_bench_repository,
+    example_input,
+    machine_meta,
+    running,
+)
 from inferd.tensors import from_numpy
 from inferd.v1 import inference_pb2
 
@@ -74,8 +80,7 @@ def _write(points: dict[str, list[dict[str, float]]], args: argparse.Namespace) 
         for order, runs in points.items()
     }
     meta = {
-        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cpus, Python {platform.python_version()}",
+        **machine_meta(),
         "seconds": args.seconds,
         "repeats": args.auto_repeats,
     }

@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import sys
-import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -33,6 +30,7 @@ from bench.run import (
     build_bench_repository,
     compute_floor,
     example_input,
+    machine_meta,
     running,
 )
 from inferd.tensors import from_numpy
@@ -170,8 +168,7 @@ def _point(
 def write_report(name: str, results: dict[str, Any], args: argparse.Namespace) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     meta = {
-        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cpus, Python {platform.python_version()}",
+        **machine_meta(),
         "server_cpu": SERVER_CPU,
         "client_cpu": CLIENT_CPU,
         "seconds_per_point": point_seconds(args),

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import time
 from pathlib import Path
 from typing import Any
 
-from bench.run import RESULTS
+from bench.run import RESULTS, machine_meta
 
 LABELS = {"floor": "gRPC floor", "mlp_off": "inferd, batching off", "mlp_on": "inferd, batching on"}
 
@@ -49,8 +46,7 @@ def _split_rows(results: dict[str, Any]) -> list[str]:
 def write_profile_report(results: dict[str, Any], args: argparse.Namespace) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     meta = {
-        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cpus, Python {platform.python_version()}",
+        **machine_meta(),
         "seconds_sampled": args.profile_seconds,
         "baseline": str(args.baseline) if args.baseline else None,
     }

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import platform
 import shutil
 import subprocess
 import time
@@ -65,6 +66,14 @@ def build_bench_repository(root: Path) -> None:
 
 def _pinned(command: list[str], cpu: int | None) -> list[str]:
     return ["taskset", "-c", str(cpu), *command] if cpu is not None and shutil.which("taskset") else command
+
+
+def machine_meta() -> dict[str, str]:
+    """When and on what a report was measured (every scenario's header)."""
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cpus, Python {platform.python_version()}",
+    }
 
 
 def _wait_serving(address: str, timeout: float = 120) -> None:

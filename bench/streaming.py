@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -35,7 +34,7 @@ from typing import Any
 import grpc
 import numpy as np
 
-from bench.run import CLIENT_CPU, RESULTS, SERVER_CPU, running
+from bench.run import CLIENT_CPU, RESULTS, SERVER_CPU, machine_meta, running
 from examples.tiny_lm import CORPUS_FILE, TinyLMConfig, write_model
 from inferd import AsyncClient
 from inferd.predictions import prompt_inputs
@@ -229,8 +228,7 @@ def scenario_streaming(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 def write_streaming_report(results: dict[str, Any], args: argparse.Namespace) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     meta = {
-        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cpus, Python {platform.python_version()}",
+        **machine_meta(),
         "server_cpu": SERVER_CPU,
         "client_cpu": CLIENT_CPU,
         "seconds_per_point": args.streaming_seconds,

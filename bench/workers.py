@@ -12,11 +12,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +27,7 @@ from bench.run import (
     _wait_serving,
     build_bench_repository,
     example_input,
+    machine_meta,
     stop,
 )
 from inferd.tensors import from_numpy
@@ -125,8 +124,7 @@ def _write(
         for (n, c), points in rounds.items()
     }
     meta = {
-        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cpus, Python {platform.python_version()}",
+        **machine_meta(),
         "seconds_per_point": args.seconds,
         "rounds": args.rounds,
     }

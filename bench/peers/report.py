@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
-import time
 from pathlib import Path
 from typing import Any
 
 from bench.patterns import label
-from bench.run import CLIENT_CPU, RESULTS, SERVER_CPU
+from bench.run import CLIENT_CPU, RESULTS, SERVER_CPU, machine_meta
 
 HEADLINE = "inferd_on"  # inferd at its documented default: OIP ModelInfer, dynamic batching on
 INFERD = ("inferd_on", "inferd_off", "inferd_v1")
@@ -82,8 +79,7 @@ def ratios(cells: dict[str, Any]) -> dict[str, Any]:
 def write(results: dict[str, Any], args: argparse.Namespace) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     results["meta"] = {
-        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cpus, Python {platform.python_version()}",
+        **machine_meta(),
         "server_cpu": SERVER_CPU,
         "client_cpu": CLIENT_CPU,
         "seconds_per_point": args.peers_seconds,

@@ -198,32 +198,29 @@ class BucketLayoutError(ValueError):
     """Two workers' latency histograms have different bucket bounds (they run different builds)."""
 
 
+def _merge_by_version(entries: Iterable[Any]) -> list[Any]:
+    """Entries (VersionStatistics or OIP ModelStatistics) merged per (name, version), sorted."""
+    merged: dict[tuple[str, Any], Any] = {}
+    for stats in entries:
+        key = (stats.name, stats.version)
+        if key in merged:
+            merge_into(merged[key], stats)
+        else:
+            merged[key] = _copy(stats)
+    return [merged[k] for k in sorted(merged)]
+
+
 def sum_statistics(
     replies: Sequence[inference_pb2.ModelStatisticsResponse],
 ) -> inference_pb2.ModelStatisticsResponse:
     """One VersionStatistics per (name, version) present in any reply, sorted by name then version."""
-    merged: dict[tuple[str, int], inference_pb2.VersionStatistics] = {}
-    for reply in replies:
-        for stats in reply.statistics:
-            key = (stats.name, stats.version)
-            if key in merged:
-                merge_into(merged[key], stats)
-            else:
-                merged[key] = _copy(stats)
-    return inference_pb2.ModelStatisticsResponse(statistics=[merged[k] for k in sorted(merged)])
+    entries = (stats for reply in replies for stats in reply.statistics)
+    return inference_pb2.ModelStatisticsResponse(statistics=_merge_by_version(entries))
 
 
 def sum_oip_statistics(replies: Sequence[Any]) -> Any:
     """The same for OIP ``inference.ModelStatisticsResponse`` replies (one ModelStatistics per name, version)."""
-    merged: dict[tuple[str, str], Any] = {}
-    for reply in replies:
-        for stats in reply.model_stats:
-            key = (stats.name, stats.version)
-            if key in merged:
-                merge_into(merged[key], stats)
-            else:
-                merged[key] = _copy(stats)
-    return oip.ModelStatisticsResponse(model_stats=[merged[k] for k in sorted(merged)])
+    return oip.ModelStatisticsResponse(model_stats=_merge_by_version(s for r in replies for s in r.model_stats))
 
 
 def rule_for(descriptor: Descriptor, field: Field) -> Rule:
