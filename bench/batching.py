@@ -5,6 +5,10 @@ The floor and inferd run side by side (both pinned to the server core, idle when
 measured in interleaved rounds, so drift on a shared machine hits every target alike; medians reported.
 Every inferd cell is measured at each ``--rows`` value (rows per request); the floor once per cell with
 the 1-row body, since its handler ignores the body (bench/rows.py holds the pure parts).
+
+When an MLP model is measured, the lean handler (bench/lean_server.py: parse, onnxruntime, encode, nothing
+else) serves the same MLP file beside them and is measured right after the floor with the MLP 1-row body:
+the ceiling of any Python handler that calls the engine per request (``--no-lean`` leaves it out).
 """
 
 from __future__ import annotations
@@ -13,9 +17,13 @@ import argparse
 import json
 import statistics
 import sys
+from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
+
+import grpc
 
 from bench.h2load import LoadResult, run_h2load
 from bench.patterns import connections, label, measured, parse_patterns, source
@@ -27,6 +35,7 @@ from bench.run import (
     RESULTS,
     SERVER_CPU,
     _stats,
+    _wait_port,
     build_bench_repository,
     compute_floor,
     example_input,
@@ -36,6 +45,8 @@ from bench.run import (
 from inferd.tensors import from_numpy
 from inferd.v1 import inference_pb2
 
+#: the lean handler's row label in the report
+LEAN_LABEL = "lean handler (MLP)"
 #: the issue's targets, quoted for the many-connections pattern at the top concurrency
 FLOOR_TARGET = 0.85
 P50_TARGET = 1.25
@@ -48,6 +59,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=3.0,
         help="batching: measured seconds per point, at most (a lower --seconds wins); keeps the default run ~10 min",
+    )
+    parser.add_argument(
+        "--no-lean",
+        dest="lean",
+        action="store_false",
+        help="batching: leave out the lean handler reference (bench/lean_server.py, measured when an MLP model is)",
     )
 
 
@@ -63,7 +80,10 @@ def scenario_batching(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     rows_list = parse_rows(args.rows)
     seconds = point_seconds(args)
     models = [m for m in MODELS if not args.models or any(m.startswith(p) for p in args.models.split(","))]
-    estimate = estimated_seconds(models, rows_list, concurrencies, patterns, args.rounds, seconds, args.warmup)
+    lean = getattr(args, "lean", True) and any(m.startswith("mlp") for m in models)
+    estimate = estimated_seconds(
+        models, rows_list, concurrencies, patterns, args.rounds, seconds, args.warmup, lean=lean
+    )
     print(f"batching: {seconds:g} s per point, estimated {estimate / 60:.1f} min", flush=True)
     results: dict[str, Any] = {
         "patterns": list(patterns),
@@ -72,6 +92,8 @@ def scenario_batching(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "inferd": {p: {m: {r: {} for r in rows_list} for m in models} for p in patterns},
         "compute_floor": {},
     }
+    if lean:
+        results["lean"] = {p: {} for p in patterns}
     floor_address = f"127.0.0.1:{args.port + 1}"
     address = f"127.0.0.1:{args.port}"
     messages = {
@@ -86,10 +108,19 @@ def scenario_batching(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     command = [sys.executable, "-m", "server", "serve", "--repository", str(repo), "--port", str(args.port)]
     command += ["--log-level", "WARNING"]
     floor_command = [sys.executable, "-m", "bench.floor_server", "--port", str(args.port + 1)]
-    with running(floor_command, floor_address, health=False), running(command, address):
+    lean_address = f"127.0.0.1:{args.port + 2}"
+    lean_message = _mlp_message()
+    lean_command = [sys.executable, "-m", "bench.lean_server", "--port", str(args.port + 2)]
+    lean_command += ["--model", str(repo / "mlp_off" / "1" / "model.onnx")]
+    references = ("floor", "lean") if lean else ("floor",)
+    with ExitStack() as servers:
+        servers.enter_context(running(floor_command, floor_address, health=False))
+        if lean:
+            servers.enter_context(running(lean_command, lean_address, ready=_lean_ready(lean_message)))
+        servers.enter_context(running(command, address))
         for c in concurrencies:
             rounds: dict[str, dict[Any, list[dict[str, Any]]]] = {
-                p: {t: [] for t in ("floor", *messages)} for p in patterns
+                p: {t: [] for t in (*references, *messages)} for p in patterns
             }
             for round_ in range(args.rounds):
                 for pattern in measured(patterns, c):
@@ -107,18 +138,23 @@ def scenario_batching(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
                     floor_result = load(f"http://{floor_address}{PREDICT_PATH}", floor_message)
                     rounds[pattern]["floor"].append(asdict(floor_result))
+                    if lean:
+                        lean_result = load(f"http://{lean_address}{PREDICT_PATH}", lean_message)
+                        rounds[pattern]["lean"].append(asdict(lean_result))
                     for name, rows in messages:
                         before = _stats(address, name)
                         r = load(f"http://{address}{PREDICT_PATH}", messages[(name, rows)])
                         rounds[pattern][(name, rows)].append(_point(r, before, _stats(address, name), rows))
                     line = "  ".join(
-                        f"{t if t == 'floor' else f'{t[0]}x{t[1]}'} {v[-1]['req_per_s']:.0f}"
+                        f"{t if isinstance(t, str) else f'{t[0]}x{t[1]}'} {v[-1]['req_per_s']:.0f}"
                         for t, v in rounds[pattern].items()
                     )
                     print(f"c={c:<3} {pattern:<4} round {round_ + 1}: req/s  {line}", flush=True)
             for pattern in patterns:
                 points = rounds[source(pattern, patterns, c)]
                 results["floor"][pattern][c] = median_point(points["floor"])
+                if lean:
+                    results["lean"][pattern][c] = median_point(points["lean"])
                 for name, rows in messages:
                     results["inferd"][pattern][name][rows][c] = median_point(points[(name, rows)])
     for name in ("mlp_off", "encoder_off"):
@@ -126,6 +162,30 @@ def scenario_batching(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             example, input_name, _ = MODELS[name]
             results["compute_floor"][example] = compute_floor(repo, name, input_name, min(seconds, 3))
     return results
+
+
+def _mlp_message() -> bytes:
+    """The MLP's 1-row request body, whatever ``--rows`` says: the lean handler's load."""
+    example, input_name, _ = MODELS["mlp_off"]
+    request = inference_pb2.PredictRequest(
+        model_name="mlp_off", inputs=[from_numpy(input_name, example_input(example, 1))]
+    )
+    return request.SerializeToString()
+
+
+def _lean_ready(message: bytes) -> Callable[[str], None]:
+    """Ready = the port answers and one real Predict with the bench's body returns a score: h2load counts
+    a gRPC error as a success (HTTP 200), so a lean server that failed every call would look fast."""
+
+    def ready(address: str) -> None:
+        _wait_port(address)
+        with grpc.insecure_channel(address) as channel:
+            call = channel.unary_unary(PREDICT_PATH, response_deserializer=inference_pb2.PredictResponse.FromString)
+            reply = call(message, timeout=30)
+        if not reply.outputs or not reply.outputs[0].raw_contents:
+            raise RuntimeError(f"lean server at {address} answered without outputs: {reply}")
+
+    return ready
 
 
 def median_point(points: list[dict[str, Any]]) -> dict[str, Any]:
@@ -185,6 +245,7 @@ def report_lines(name: str, results: dict[str, Any], meta: dict[str, Any], args:
     # inferd[pattern][model][rows][concurrency] → point
     inferd: dict[str, dict[str, dict[Any, dict[Any, Any]]]] = results["inferd"]
     compute = results.get("compute_floor", {})
+    lean: dict[str, dict[Any, Any]] = results.get("lean", {})
     lines = [
         f"# {name} benchmark",
         "",
@@ -197,7 +258,7 @@ def report_lines(name: str, results: dict[str, Any], meta: dict[str, Any], args:
         "",
     ]
     for pattern in patterns:
-        lines += summary(pattern, floor[pattern], _at_rows(inferd[pattern], 1))
+        lines += summary(pattern, floor[pattern], _at_rows(inferd[pattern], 1), lean.get(pattern))
     lines += rows_summary(inferd, patterns)
     lines += [
         "",
@@ -212,6 +273,7 @@ def report_lines(name: str, results: dict[str, Any], meta: dict[str, Any], args:
                 f"{r['p50_ms']:.2f} | {r['p90_ms']:.2f} | {r['p99_ms']:.2f} | {r['http_failures']} | - | - | "
                 f"{r['rounds_req_per_s']} |"
             )
+        lines += _lean_rows(pattern, floor[pattern], lean.get(pattern, {}))
         for model, by_rows in inferd[pattern].items():
             for rows, points in by_rows.items():
                 for c, r in points.items():
@@ -231,6 +293,20 @@ def report_lines(name: str, results: dict[str, Any], meta: dict[str, Any], args:
         "errors = failed requests by the server's own counters (ModelStatistics) plus non-200 HTTP answers;",
         "streams that h2load resets when its time is up (CANCELLED) are not errors and are left out.",
     ]
+    return lines
+
+
+def _lean_rows(pattern: str, floor: dict[Any, Any], lean: dict[Any, Any]) -> list[str]:
+    """The lean handler's table rows: the MLP 1-row body, × the floor of the same cell."""
+    lines = []
+    for c, r in lean.items():
+        base = floor.get(c)
+        ratio = r["req_per_s"] / base["req_per_s"] if base else float("nan")
+        lines.append(
+            f"| {LEAN_LABEL} | 1 | {label(pattern, int(c))} | {c} | {r['req_per_s']:.0f} | {r['req_per_s']:.0f} | "
+            f"{ratio:.2f} | {r['p50_ms']:.2f} | {r['p90_ms']:.2f} | {r['p99_ms']:.2f} | {r['http_failures']} | 1.000 | "
+            f"1.0 | {r['rounds_req_per_s']} |"
+        )
     return lines
 
 
@@ -267,10 +343,13 @@ def _compute_lines(compute: dict[str, Any], inferd: dict[str, dict[str, dict[Any
     return lines
 
 
-def summary(pattern: str, floor: dict[Any, Any], inferd: dict[str, dict[Any, Any]]) -> list[str]:
+def summary(
+    pattern: str, floor: dict[Any, Any], inferd: dict[str, dict[Any, Any]], lean: dict[Any, Any] | None = None
+) -> list[str]:
     """The figures the issues ask for, as ratios from this run, for one connection pattern; the issue's
     targets (≥ 0.85× the floor at the top concurrency, p50 at c=1 within 1.25× the floor's) are quoted
-    for the many-connections pattern only."""
+    for the many-connections pattern only. With ``lean`` (the lean handler's points), one more line: where
+    the thinnest Python handler that runs the MLP stands against the floor, and inferd against it."""
     off, on = inferd.get("mlp_off"), inferd.get("mlp_on")
     if not off or not on:
         return []
@@ -302,4 +381,10 @@ def summary(pattern: str, floor: dict[Any, Any], inferd: dict[str, dict[Any, Any
     )
     ratios = ", ".join(f"c={c}: {on[c]['req_per_s'] / off[c]['req_per_s']:.2f}" for c in on if c in off)
     lines.append(f"- req/s on/off at each concurrency: {ratios}; target ≥ 1")
+    if lean and top in lean and low in lean and top in floor and low in floor:
+        lines.append(
+            f"- lean handler: {lean[top]['req_per_s'] / floor[top]['req_per_s']:.2f}× the floor at c={top}, "
+            f"p50 {lean[low]['p50_ms'] / floor[low]['p50_ms']:.2f}× the floor's at c={low}; "
+            f"inferd batching on / lean {on[top]['req_per_s'] / lean[top]['req_per_s']:.2f}"
+        )
     return lines

@@ -36,14 +36,21 @@ def point_seconds(args: argparse.Namespace) -> float:
 
 
 def cells(
-    models: list[str], rows: tuple[int, ...], concurrencies: list[int], patterns: tuple[str, ...]
+    models: list[str],
+    rows: tuple[int, ...],
+    concurrencies: list[int],
+    patterns: tuple[str, ...],
+    lean: bool = False,
 ) -> list[tuple[int, str, str, int]]:
     """Every h2load point of one round, in measuring order: (concurrency, pattern, target, rows); the
-    floor ("floor", rows 1) once per concurrency and measured pattern, then each model at each rows."""
+    floor ("floor", rows 1) once per concurrency and measured pattern, with ``lean`` the lean handler
+    ("lean", rows 1) right after it, then each model at each rows."""
     out: list[tuple[int, str, str, int]] = []
     for c in concurrencies:
         for pattern in measured(patterns, c):
             out.append((c, pattern, "floor", 1))
+            if lean:
+                out.append((c, pattern, "lean", 1))
             out += [(c, pattern, model, r) for model in models for r in rows]
     return out
 
@@ -56,8 +63,9 @@ def estimated_seconds(
     rounds: int,
     seconds: float,
     warmup: float,
+    lean: bool = False,
 ) -> float:
-    points = len(cells(models, rows, concurrencies, patterns)) * rounds
+    points = len(cells(models, rows, concurrencies, patterns, lean)) * rounds
     return points * (seconds + warmup + POINT_OVERHEAD_S) + FIXED_S
 
 

@@ -151,6 +151,10 @@ class OrtEngine:
         self.spec = spec
         self.providers: list[str] = list(session.get_providers())
         self._session: ort.InferenceSession | None = session
+        #: onnxruntime's C session under the Python wrapper: calling it directly skips the wrapper's three
+        #: Python checks per call (~2.5 µs of a ~8 µs MLP call); a failed direct call is retried through the
+        #: wrapper, whose checks and execution-provider fallback then decide the outcome
+        self._direct: Any = getattr(session, "_sess", None)
         self._output_names: list[str] = [sig.name for sig in spec.signature.outputs]
         # ORT wants str elements for string tensors; the codec hands us bytes.
         self._string_inputs: tuple[str, ...] = tuple(s.name for s in spec.signature.inputs if s.dtype == "BYTES")
@@ -172,7 +176,7 @@ class OrtEngine:
                     converted[name] = _to_str_array(converted[name])
             feed = converted
         try:
-            results = session.run(self._output_names, feed, self._run_options)
+            results = self._run(session, feed)
         except Exception as exc:  # onnxruntime raises its own pybind exception types
             if is_invalid_argument(exc):
                 raise InvalidInput(f"onnxruntime refused the input values: {_status_message(exc)}") from exc
@@ -182,9 +186,20 @@ class OrtEngine:
             outputs[name] = _to_bytes_array(outputs[name])
         return outputs
 
+    def _run(self, session: ort.InferenceSession, feed: Arrays) -> list[Any]:
+        direct = self._direct
+        if direct is not None:
+            try:
+                results: list[Any] = direct.run(self._output_names, feed, self._run_options)
+                return results
+            except Exception:  # the wrapper below raises (or recovers) with its own checks
+                pass
+        return list(session.run(self._output_names, feed, self._run_options))
+
     def close(self) -> None:
         """Drop the session; its memory is freed once in-flight calls holding it return."""
         self._session = None
+        self._direct = None
 
 
 def is_invalid_argument(exc: BaseException) -> bool:

@@ -14,13 +14,15 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from inferd.tensors import TensorError, TensorInfo, decode_tensor, describe_tensor
-from inferd.v1 import tensor_pb2
+from inferd.tensors import NUMPY_DTYPES, TensorError, TensorInfo, decode_tensor, describe_tensor
+from inferd.v1 import inference_pb2, tensor_pb2
 from server.api.codec import AnyPredictRequest
 from server.core.echo import echo
 from server.core.errors import InvalidArgument
 from server.core.types import InferRequest
-from server.models.validation import Declared, InputValidator, format_dims
+from server.models.validation import Declared, InputValidator, KnownLayout, format_dims
+
+frombuffer = np.frombuffer
 
 #: Elements a request may hold across its inputs, and the most one shape may span counting only its
 #: non-zero dimensions (the default of ``inferd serve --max-request-elements``).
@@ -29,6 +31,9 @@ DEFAULT_MAX_REQUEST_ELEMENTS = 64 * 1024 * 1024
 OFFLOAD_ELEMENTS = 4096
 #: Large decodes running at once, server-wide.
 DECODE_CONCURRENCY = 2
+#: Accepted request layouts remembered per model version (InputValidator.layouts).
+MAX_KNOWN_LAYOUTS = 256
+_PROTOBUF_REQUESTS = (inference_pb2.PredictRequest, inference_pb2.PredictStreamRequest)
 
 _UNSPECIFIED = tensor_pb2.TENSOR_ENCODING_UNSPECIFIED
 Payloads = Sequence[memoryview] | None
@@ -88,6 +93,17 @@ class InputDecoder:
         ``payloads``: each input's raw_contents held apart from ``message`` (codec.parse_request).
         """
         tensors = message.inputs
+        layout = None
+        if payloads is None and type(message) in _PROTOBUF_REQUESTS:  # OIP hands adapters and payloads
+            layout, raws = self._layout(tensors, request, enforce_max_batch)
+            known = validator.layouts.get(layout)
+            if known is not None:
+                rows, described = known
+                request.inputs = {
+                    name: frombuffer(raw, dtype).reshape(shape)
+                    for (name, dtype, shape), raw in zip(described, raws, strict=True)
+                }
+                return request, rows
         infos = self.describe(tensors, payloads)
         declared: dict[str, Declared] = {}
         work = 0  # elements that cost per-element work to decode (BYTES, typed fields)
@@ -106,9 +122,25 @@ class InputDecoder:
         else:
             inputs = await self._off_loop(tensors, infos, payloads)
         request.inputs = inputs  # the request was made for this call (types.InferRequest)
+        if layout is not None and infos and work == 0 and all(info.raw_size for info in infos.values()):
+            _remember(validator.layouts, layout, rows, infos)
         if infos and not any_raw and message.output_encoding == _UNSPECIFIED:
             request.output_encoding = "typed"  # mirror a request written in typed fields (a person with grpcurl)
         return request, rows
+
+    def _layout(
+        self, tensors: Sequence[tensor_pb2.Tensor], request: InferRequest, enforce_max_batch: bool
+    ) -> tuple[tuple[object, ...], list[bytes]]:
+        """What decides whether a request passes the checks: per input its name, data type, shape, raw
+        size and serialised size (any typed field or unknown field makes the latter differ), and the
+        request's options that the checks read. Also the inputs' raw contents, read once."""
+        raws = []
+        parts: list[object] = [self.max_elements, enforce_max_batch, request.requested_outputs]
+        for tensor in tensors:
+            raw = tensor.raw_contents
+            parts.append((tensor.name, tensor.data_type, tuple(tensor.shape), len(raw), tensor.ByteSize()))
+            raws.append(raw)
+        return tuple(parts), raws
 
     async def _off_loop(
         self, tensors: Sequence[tensor_pb2.Tensor], infos: dict[str, TensorInfo], payloads: Payloads
@@ -123,6 +155,19 @@ class InputDecoder:
         self._slots.release()
         if not future.cancelled():
             future.exception()  # read, so a decode whose caller left is not logged as "never retrieved"
+
+
+def _remember(
+    layouts: dict[tuple[object, ...], KnownLayout],
+    layout: tuple[object, ...],
+    rows: int,
+    infos: Mapping[str, TensorInfo],
+) -> None:
+    """Keep an accepted layout of raw fixed-width inputs; a few hundred at most (a client sending ever
+    new shapes only empties the memo, never grows it)."""
+    if len(layouts) >= MAX_KNOWN_LAYOUTS:
+        layouts.clear()
+    layouts[layout] = (rows, tuple((name, NUMPY_DTYPES[info.dtype], info.shape) for name, info in infos.items()))
 
 
 def _decode_all(

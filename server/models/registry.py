@@ -173,6 +173,11 @@ class Registry:
             slot = entry.slots.get(stable)
             if slot is not None and slot.ready:
                 return slot
+        slots = entry.slots
+        if len(slots) == 1:  # the common case, without sorting the versions per request
+            for only in slots.values():
+                if only.ready:
+                    return only
         ready = entry.ready_versions()
         if not ready:
             states = "; ".join(

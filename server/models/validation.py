@@ -8,6 +8,7 @@ version so the per-request work is a few dict lookups and tuple compares.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -24,6 +25,8 @@ _QUOTED_DIMS = 8
 
 #: An input as declared: (inferd dtype name, shape).
 Declared = tuple[str | None, tuple[int, ...]]
+#: A request layout already accepted: its rows, and each input's name, numpy dtype and shape.
+KnownLayout = tuple[int, tuple[tuple[str, "np.dtype[Any]", tuple[int, ...]], ...]]
 
 
 def format_dims(dims: Sequence[int]) -> str:
@@ -58,6 +61,9 @@ class InputValidator:
         self._output_set = frozenset(self._outputs)
         #: a generative model takes one prompt per stream: refuse more before decoding them
         self._single = spec.signature.inputs[0].name if "generative" in spec.engines and spec.signature.inputs else ""
+        #: request layouts this version already accepted (server/api/inputs.py KnownLayouts): a request
+        #: laid out like an earlier good one is decoded without being checked again
+        self.layouts: dict[tuple[object, ...], KnownLayout] = {}
 
     def validate(
         self,

@@ -6,8 +6,10 @@ lone caller the whole window, so the default ``adaptive`` policy waits only whil
 paying off:
 
 * eager until a probe: every ``probe_interval``, and only while requests arrive close enough together
-  that several could land inside one window, the head request is held for a few typical inter-arrival
-  gaps (never more than the window) to see whether others come; sparse traffic is never held;
+  that at least two could land inside one window, the head request is held for a few typical
+  inter-arrival gaps (never more than the window) to see whether others come; sparse traffic is never
+  held. (Asking for more arrivals per window trapped a saturated server: its arrival gap is its own
+  service time, so a server slow enough never probed, never batched, and stayed slow.)
 * if other requests joined it, the policy keeps windowing, dispatching as soon as the batch reaches the
   size the last full window gathered (so it does not sit out the window when those rows are there),
   and tries one row more after 16 batches in a row filled early;
@@ -24,6 +26,8 @@ PolicyKind = Literal["eager", "always", "adaptive"]
 
 #: A probe holds the head request this many typical arrival gaps, and at least PROBE_MIN_HOLD seconds.
 PROBE_GAPS = 4.0
+#: Probes only happen while this many arrivals are expected within one window.
+PROBE_ARRIVALS = 2.0
 PROBE_MIN_HOLD = 50e-6
 #: Windowing stops after this many windows in a row that gathered a single request.
 LONELY_WINDOWS_TO_STOP = 3
@@ -81,8 +85,8 @@ class WindowPolicy:
         if self.windowing:
             self._waited = True
             return 0.0 if rows >= max(2, round(self.expected_rows)) else remaining
-        if 0 <= self._next_probe <= now and PROBE_GAPS * self._gap <= self.window:
-            # only probe when arrivals are close enough that a few could land inside the window
+        if 0 <= self._next_probe <= now and PROBE_ARRIVALS * self._gap <= self.window:
+            # only probe when arrivals are close enough that another could land inside the window
             probe_left = head_enqueued + max(PROBE_MIN_HOLD, PROBE_GAPS * self._gap) - now
             if probe_left > 0:
                 self._waited = True

@@ -130,3 +130,30 @@ def test_tuner_needs_enough_samples_before_capping():
     feed(tuner, 1, 1_000, times=3)
     feed(tuner, 16, 5_000, times=3)
     assert tuner.steady_cap == 32
+
+
+def rhythm(gap: float, arrivals: int = 40) -> WindowPolicy:
+    policy = WindowPolicy("adaptive", WINDOW, max_rows=64, probe_interval=0.25)
+    for i in range(arrivals):
+        policy.note_arrival(i * gap)
+    return policy
+
+
+def test_a_saturated_server_whose_arrivals_are_a_third_of_a_window_apart_still_probes():
+    """A server saturated by a closed loop sees arrivals one service time apart: its own speed. Needing
+    four arrivals per window to probe trapped a server slow enough: never probed, never batched, stayed
+    slow (measured at c=32 with ~500 µs between arrivals: 1.00 rows per engine call)."""
+    policy = rhythm(WINDOW / 3)
+    now = 1.0
+    policy.note_arrival(now)
+    wait = policy.decide(rows=1, head_enqueued=now, now=now)
+    assert 0 < wait <= WINDOW + 1e-9
+    policy.observe(rows=3, now=now + wait, window_expired=True)
+    assert policy.windowing and policy.expected_rows == 3
+
+
+def test_sparse_traffic_is_never_held():
+    policy = rhythm(0.005)  # 5 ms apart: not even two arrivals per 2 ms window
+    for now in (1.0, 2.0, 3.0):
+        policy.note_arrival(now)
+        assert policy.decide(rows=1, head_enqueued=now, now=now) == 0.0

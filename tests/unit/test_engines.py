@@ -253,6 +253,26 @@ def test_onnx_engine_answers_invalid_input_for_an_out_of_vocabulary_token(repo: 
     assert engine.infer({"input_ids": ids[:1]})["logits"].shape == (1, 8)  # the session still serves
 
 
+def test_onnx_engine_calls_skip_the_python_wrapper_of_the_session(repo: Path) -> None:
+    """The wrapper's checks cost ~2.5 µs of an ~8 µs MLP call; the engine calls the C session directly."""
+    engine = ort_engine.load(spec_for(repo, "mlp_ranker"))
+    features = np.zeros((1, 256), np.float32)
+    expected = engine.infer({"features": features})["score"]
+
+    def wrapper_called(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the Python wrapper ran")
+
+    engine._session.run = wrapper_called  # type: ignore[method-assign,union-attr]
+    np.testing.assert_array_equal(engine.infer({"features": features})["score"], expected)
+
+
+def test_onnx_engine_failures_on_the_direct_path_still_go_through_the_wrapper(repo: Path) -> None:
+    """A failed direct call is retried through onnxruntime's wrapper, whose own checks decide the error."""
+    engine = ort_engine.load(spec_for(repo, "mlp_ranker"))
+    with pytest.raises(EngineError, match=r"onnxruntime failed on model mlp_ranker: .*Required inputs"):
+        engine.infer({"wrong": np.zeros((1, 256), np.float32)})
+
+
 def test_onnx_invalid_argument_is_told_apart_from_other_failures() -> None:
     invalid = ort.capi.onnxruntime_pybind11_state.InvalidArgument("[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : x")
     assert ort_engine.is_invalid_argument(invalid)
