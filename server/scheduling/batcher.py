@@ -171,22 +171,29 @@ class Batcher:
         self._dispatch()
         return await pending.future
 
-    def _start(self, call: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
-        """Run one engine call as a task this batcher owns; it holds an instance until it returns."""
+    def _start(self, batch: list[Pending]) -> None:
+        """Run one batch as a task this batcher owns; it holds an instance until its engine calls return
+        (``_execute`` frees it itself, before its callers resume: see there)."""
         self._idle_instances -= 1
-        return self._own(call)
+        self._track(asyncio.get_running_loop().create_task(self._execute(batch)), self._settled)
 
     def _own(self, call: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
-        task = asyncio.get_running_loop().create_task(call)
+        """Run an engine call that already holds an instance; the instance is freed when the task ends."""
+        return self._track(asyncio.get_running_loop().create_task(call), self._finished)
+
+    def _track(self, task: asyncio.Task[T], done: Callable[[asyncio.Task[Any]], None]) -> asyncio.Task[T]:
         self._running.add(task)
-        task.add_done_callback(self._finished)
+        task.add_done_callback(done)
         return task
 
-    def _finished(self, task: asyncio.Task[Any]) -> None:
-        """An engine call really returned (its callers may have gone long ago): free its instance."""
+    def _settled(self, task: asyncio.Task[Any]) -> None:
         self._running.discard(task)
         if not task.cancelled():
             task.exception()  # its error reached its callers (or nobody waits any more): never "not retrieved"
+
+    def _finished(self, task: asyncio.Task[Any]) -> None:
+        """An engine call really returned (its callers may have gone long ago): free its instance."""
+        self._settled(task)
         self._release()
 
     def _release(self) -> None:
@@ -279,7 +286,7 @@ class Batcher:
             if self._window_timer is not None:
                 self._window_timer.cancel()
                 self._window_timer = None
-            self._start(self._execute(batch))
+            self._start(batch)
         if self.queued == 0:
             self._hold_open = False
 
@@ -325,6 +332,16 @@ class Batcher:
         return True
 
     async def _execute(self, batch: list[Pending]) -> None:
+        """Run a batch and answer its callers, then free the instance while they are still waking: freed
+        from the task's done-callback, it came back one loop turn after them, so a caller that came
+        straight back (a client at concurrency 1) found it busy, queued, and never left the queued
+        path again."""
+        try:
+            await self._run_and_answer(batch)
+        finally:
+            self._release()
+
+    async def _run_and_answer(self, batch: list[Pending]) -> None:
         started = time.monotonic()
         records: list[CallRecord] = []
         for pending in batch:

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pytest
@@ -256,6 +257,38 @@ async def test_an_inline_engine_call_answers_on_the_fast_path_and_frees_its_inst
     with pytest.raises(InvalidArgument):
         await batcher.submit(rows(0, value=BAD), 1, None)
     assert calls == 2 and batcher._idle_instances == 1 and not batcher._running
+
+
+async def test_a_caller_that_comes_straight_back_after_a_queued_request_finds_the_engine_idle() -> None:
+    """A client at concurrency 1 sends its next request as soon as the answer arrives. The instance must be
+    free by then: freed one loop turn after the callers woke, the next request queued, and so did every
+    one after it (batching on measured ~5 % slower than off at concurrency 1)."""
+    fast = 0
+
+    class Counting(Batcher):
+        async def _run_now(self, *args: Any) -> dict[str, np.ndarray]:
+            nonlocal fast
+            fast += 1
+            return await super()._run_now(*args)
+
+    engine = FakeEngine(held=True)
+    batcher = Counting("m", BatchingSpec(), 16, 1, engine.run_batch, VersionStats())
+    first = submit(batcher, rows(1))
+    held = await engine.next_call()  # the instance is busy: the next request queues
+
+    async def client() -> list[dict[str, np.ndarray]]:
+        queued = await batcher.submit(rows(2), 1, None)
+        return [queued, await batcher.submit(rows(3), 1, None)]  # straight back, like a closed loop
+
+    looping = asyncio.ensure_future(client())
+    await eventually_async(lambda: batcher.queued == 1)
+    engine.held = False
+    held.release.set()
+    await first
+    answers = await looping
+    np.testing.assert_array_equal(answers[1]["y"], rows(3)["x"] * 2)
+    assert fast == 2  # the first request and the one that came straight back; only the second queued
+    assert batcher._idle_instances == 1 and not batcher._running
 
 
 async def test_a_call_known_to_run_inline_is_awaited_directly_without_starting_it_by_hand() -> None:
