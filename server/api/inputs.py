@@ -94,8 +94,10 @@ class InputDecoder:
         """
         tensors = message.inputs
         layout = None
-        if payloads is None and type(message) in _PROTOBUF_REQUESTS:  # OIP hands adapters and payloads
-            layout, raws = self._layout(tensors, request, enforce_max_batch)
+        if payloads is None or len(payloads) == len(tensors):
+            layout, raws = self._layout(
+                tensors, payloads, type(message) in _PROTOBUF_REQUESTS, request, enforce_max_batch
+            )
             known = validator.layouts.get(layout)
             if known is not None:
                 rows, described = known
@@ -129,16 +131,23 @@ class InputDecoder:
         return request, rows
 
     def _layout(
-        self, tensors: Sequence[tensor_pb2.Tensor], request: InferRequest, enforce_max_batch: bool
-    ) -> tuple[tuple[object, ...], list[bytes]]:
-        """What decides whether a request passes the checks: per input its name, data type, shape, raw
-        size and serialised size (any typed field or unknown field makes the latter differ), and the
-        request's options that the checks read. Also the inputs' raw contents, read once."""
-        raws = []
+        self,
+        tensors: Sequence[tensor_pb2.Tensor],
+        payloads: Payloads,
+        protobuf: bool,
+        request: InferRequest,
+        enforce_max_batch: bool,
+    ) -> tuple[tuple[object, ...], list[bytes | memoryview]]:
+        """What decides whether a request passes the checks: per input its name, data type, shape and raw
+        size, and whatever else it carries -- a protobuf Tensor's serialised size (a typed or unknown field
+        makes it differ), an OIP adapter's ``has_contents`` -- and the request's options that the checks
+        read. Also the inputs' raw contents, read once."""
+        raws: list[bytes | memoryview] = []
         parts: list[object] = [self.max_elements, enforce_max_batch, request.requested_outputs]
-        for tensor in tensors:
-            raw = tensor.raw_contents
-            parts.append((tensor.name, tensor.data_type, tuple(tensor.shape), len(raw), tensor.ByteSize()))
+        for index, tensor in enumerate(tensors):
+            raw = tensor.raw_contents if payloads is None else payloads[index]
+            carries = tensor.ByteSize() if protobuf else tensor.has_contents  # type: ignore[attr-defined]
+            parts.append((tensor.name, tensor.data_type, tuple(tensor.shape), len(raw), carries))
             raws.append(raw)
         return tuple(parts), raws
 

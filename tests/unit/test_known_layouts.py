@@ -118,3 +118,43 @@ def test_typed_requests_are_not_remembered(validator: InputValidator) -> None:
     inputs, _ = decode(InputDecoder(), validator, msg)
     assert validator.layouts == {}
     np.testing.assert_array_equal(inputs["features"], np.ones((1, 4), np.float32))
+
+
+def oip(array: np.ndarray, *, also_contents: bool = False) -> tuple[object, list[bytes] | None]:
+    from inferd.oip.v2 import grpc_service_pb2 as pb
+    from server.api.codec import RequestIds
+    from server.api.oip import codec as oip_codec
+
+    message = pb.ModelInferRequest(model_name="ranker")
+    tensor = message.inputs.add(name="features", datatype="FP32", shape=list(array.shape))
+    if also_contents:
+        tensor.contents.fp32_contents.extend(array.reshape(-1).tolist())
+    message.raw_input_contents.append(array.tobytes())
+    _request, adapted, payloads = oip_codec.decode(RequestIds(), message, None)
+    return adapted, payloads
+
+
+def test_oip_requests_with_raw_input_contents_are_remembered_and_decoded_alike(
+    validator: InputValidator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    decoder = InputDecoder()
+
+    def run(array: np.ndarray) -> tuple[dict[str, np.ndarray], int]:
+        adapted, payloads = oip(array)
+        request = InferRequest(model="ranker", inputs={}, id="r")
+        decoded, rows = asyncio.run(decoder.decode(adapted, request, validator, payloads))  # type: ignore[arg-type]
+        return dict(decoded.inputs), rows
+
+    first = np.arange(12, dtype=np.float32).reshape(3, 4)
+    assert run(first)[1] == 3 and len(validator.layouts) == 1
+    monkeypatch.setattr(decoder, "describe", lambda *a, **k: pytest.fail("checked again"))
+    inputs, rows = run(first * 2)
+    assert rows == 3
+    np.testing.assert_array_equal(inputs["features"], first * 2)
+    short = np.ones((3, 3), np.float32)  # 36 bytes for a [3, 4] shape: a different key, checked
+    adapted, payloads = oip(np.ones((3, 4), np.float32))
+    assert payloads is not None
+    payloads[0] = short.tobytes()
+    monkeypatch.undo()
+    with pytest.raises(InvalidArgument, match="raw_contents has 36 bytes"):
+        asyncio.run(decoder.decode(adapted, InferRequest(model="ranker", inputs={}, id="r"), validator, payloads))  # type: ignore[arg-type]
