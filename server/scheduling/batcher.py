@@ -45,11 +45,11 @@ from server.core.errors import (
     DeadlineExceeded,
     InvalidArgument,
     ResourceExhausted,
-    ServingError,
     Unavailable,
 )
 from server.scheduling.batch_policy import BatchCostTuner, PolicyKind, WindowPolicy
 from server.scheduling.batch_queue import Arrays, BatchQueue, Pending, shape_key
+from server.scheduling.batch_results import Outputs, fail, may_be_one_requests_fault, resolve
 from server.scheduling.eager import resume
 from server.scheduling.settings import DEFAULT_MAX_QUEUE_SIZE, BatchingSpec
 from server.telemetry.calls import CallRecord, current_call, stamp_batch
@@ -57,18 +57,8 @@ from server.telemetry.stats import VersionStats
 
 log = logging.getLogger("inferd.batcher")
 
-Outputs = dict[str, np.ndarray]
 RunBatch = Callable[[Arrays], Awaitable[Outputs]]
 T = TypeVar("T")
-
-
-def may_be_one_requests_fault(exc: BaseException) -> bool:
-    """Whether a failed batch is worth splitting: the engine's own input error, or an unclassified one.
-
-    A serving status other than INVALID_ARGUMENT (UNAVAILABLE while the version unloads, say) is about
-    the engine or the server, and rerunning the members would only repeat it.
-    """
-    return isinstance(exc, InvalidArgument) or not isinstance(exc, ServingError)
 
 
 class Batcher:
@@ -365,12 +355,12 @@ class Batcher:
             if len(batch) > 1 and may_be_one_requests_fault(exc):
                 await self._rerun_alone(batch, exc)
             else:
-                self._fail(batch, exc)
+                fail(batch, exc)
             return
         try:
-            self._resolve(batch, outputs, rows)
+            resolve(self.model, batch, outputs, rows)
         except Exception as exc:  # the model answered the wrong number of rows: nobody's request is at fault
-            self._fail(batch, exc)
+            fail(batch, exc)
 
     async def _rerun_alone(self, batch: list[Pending], exc: Exception) -> None:
         """Find the request(s) a failed batch failed on: each waiting member runs once, alone (see module doc)."""
@@ -393,9 +383,9 @@ class Batcher:
             try:
                 members = (pending.record,) if pending.record is not None else ()
                 outputs = await self._call(pending.inputs, pending.rows, members)
-                self._resolve([pending], outputs, pending.rows)
+                resolve(self.model, [pending], outputs, pending.rows)
             except Exception as lone:
-                self._fail([pending], lone)
+                fail([pending], lone)
 
     def _expire_rerun(self, pending: Pending) -> None:
         pending.timer = None
@@ -405,30 +395,6 @@ class Batcher:
                     f"deadline expired while model '{self.model}' reran its failed batch one request at a time"
                 )
             )
-
-    @staticmethod
-    def _fail(batch: list[Pending], exc: Exception) -> None:
-        for pending in batch:
-            if not pending.future.done():
-                pending.future.set_exception(exc)
-
-    def _resolve(self, batch: list[Pending], outputs: Outputs, rows: int) -> None:
-        for name, array in outputs.items():
-            if array.shape[:1] != (rows,):
-                raise RuntimeError(
-                    f"model '{self.model}' returned {array.shape[0] if array.ndim else 0} rows of '{name}' "
-                    f"for a batch of {rows}"
-                )
-        if len(batch) == 1:
-            if not batch[0].future.done():
-                batch[0].future.set_result(outputs)
-            return
-        offset = 0
-        for pending in batch:
-            end = offset + pending.rows
-            if not pending.future.done():
-                pending.future.set_result({name: array[offset:end] for name, array in outputs.items()})
-            offset = end
 
     async def close(self) -> None:
         """Refuse new requests, fail whatever still waits (UNAVAILABLE) and wait for running engine calls."""
