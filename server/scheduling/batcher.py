@@ -156,10 +156,19 @@ class Batcher:
         pending.record = current_call.get()
         if deadline is not None:
             pending.timer = loop.call_at(loop.time() + (deadline - now), self._expire, pending)
-        pending.future.add_done_callback(functools.partial(self._forget, pending))
         self._queue.push(pending)
         self._dispatch()
-        return await pending.future
+        # the caller tidies up after its own wait: a done-callback per future cost a scheduled call each
+        try:
+            return await pending.future
+        except asyncio.CancelledError:  # the caller left (or gRPC cancelled it at its deadline)
+            if self._queue.remove(pending):
+                self._count_cancel(pending)
+            raise
+        finally:
+            if pending.timer is not None:
+                pending.timer.cancel()
+                pending.timer = None
 
     def _start(self, batch: list[Pending]) -> None:
         """Run one batch as a task this batcher owns; it holds an instance until its engine calls return
@@ -237,14 +246,6 @@ class Batcher:
             if records:
                 stamp_batch(records, rows, started_unix, elapsed)
 
-    def _forget(self, pending: Pending, _future: object = None) -> None:
-        """Runs when a future completes for any reason; a cancelled caller leaves the queue at once."""
-        if pending.timer is not None:
-            pending.timer.cancel()
-            pending.timer = None
-        if pending.future.cancelled() and self._queue.remove(pending):
-            self._count_cancel(pending)
-
     def _count_cancel(self, pending: Pending) -> None:
         if expired(pending.deadline):
             self._stats.expired_before_run += 1  # gRPC cancelled the call at its deadline
@@ -312,7 +313,7 @@ class Batcher:
 
     def _still_wanted(self, now: float, pending: Pending) -> bool:
         """For a request leaving the queue into a batch: False (and dealt with) if cancelled or expired."""
-        if pending.future.done():  # cancelled, its done-callback not run yet
+        if pending.future.done():  # cancelled, its caller not woken yet
             self._count_cancel(pending)
             return False
         if pending.deadline is not None and now >= pending.deadline:

@@ -358,6 +358,43 @@ async def test_a_cancelled_caller_keeps_the_instance_while_its_executor_thread_r
 # --- close (item 3) -----------------------------------------------------------------------------------
 
 
+async def test_a_queued_request_failed_by_close_leaves_no_deadline_timer_armed() -> None:
+    engine = FakeEngine(held=True)
+    batcher = make(engine)
+    running = submit(batcher, rows(0))
+    call = await engine.next_call()
+    queued = submit(batcher, rows(1), deadline=time.monotonic() + 3600)
+    await eventually_async(lambda: batcher.queued == 1)
+    pending = batcher._queue.head()
+    assert pending is not None and pending.timer is not None
+    timer = pending.timer
+    closing = asyncio.ensure_future(batcher.close())
+    with pytest.raises(Unavailable):
+        await queued
+    assert timer.cancelled() and pending.timer is None
+    call.release.set()
+    await running
+    await closing
+
+
+async def test_a_cancelled_queued_caller_leaves_the_queue_and_is_counted_once() -> None:
+    engine = FakeEngine(held=True)
+    batcher = make(engine)
+    running = submit(batcher, rows(0))
+    call = await engine.next_call()
+    queued = submit(batcher, rows(1), deadline=time.monotonic() + 3600)
+    await eventually_async(lambda: batcher.queued == 1)
+    pending = batcher._queue.head()
+    assert pending is not None and pending.timer is not None
+    queued.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await queued
+    assert batcher.queued == 0 and batcher._stats.cancelled_before_run == 1 and pending.timer is None
+    call.release.set()
+    await running
+    assert engine.sizes == [1] and batcher._stats.cancelled_before_run == 1
+
+
 async def test_close_fails_queued_requests_with_unavailable_and_waits_for_the_running_call() -> None:
     engine = FakeEngine(held=True)
     batcher = make(engine)
