@@ -162,7 +162,7 @@ def stats(args: argparse.Namespace) -> int:
     from google.protobuf import json_format
 
     with connect(args) as client:
-        statistics = client.statistics(args.model, args.version)
+        statistics, workers = client.statistics_and_workers(args.model, args.version)
     if args.json:
         print(
             json.dumps([json_format.MessageToDict(s, preserving_proto_field_name=True) for s in statistics], indent=2)
@@ -214,6 +214,9 @@ def stats(args: argparse.Namespace) -> int:
         print(line)
     for line in histograms:
         print(line)
+    if workers:
+        covered, _, of = workers.partition("/")
+        print(f"workers: {covered} of {of} answered (the counts above are their sum)")
     return 0
 
 

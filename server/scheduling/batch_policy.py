@@ -33,6 +33,8 @@ PROBE_MIN_HOLD = 50e-6
 LONELY_WINDOWS_TO_STOP = 3
 #: After this many batches in a row reach the expected size early, the expected size grows by one.
 EARLY_FILLS_TO_GROW = 16
+#: Extra engine time per batch (ns) below which a larger batch is not called dearer (BatchCostTuner).
+JITTER_NS = 250_000
 
 
 class WindowPolicy:
@@ -130,13 +132,28 @@ class BatchCostTuner:
     encoder runs 10.5 ms/row at batch 1, 9.8 at 4, 11.9 at 32), so batching would lose throughput;
     the tuner then caps batches at the best size seen. Sizes are grouped in power-of-two buckets
     (1, 2–3, 4–7, …); every ``explore_every``-th batch is uncapped so larger sizes keep being measured.
+
+    A larger bucket counts as dearer only when it costs ``margin`` more per row *and* its extra time per
+    batch is beyond ``jitter_ns``: a tiny model's call (tens of µs, run on the event loop) that gRPC's
+    own thread preempts for a few tens of µs looks twice as dear per row, and capping on that noise
+    capped the MLP at 1–3 rows under load (measured: 3-row batches and 0.74× the floor, where uncapped
+    it formed 6.5-row batches at 0.87×).
     """
 
-    def __init__(self, max_rows: int, *, min_samples: int = 8, explore_every: int = 32, margin: float = 0.05) -> None:
+    def __init__(
+        self,
+        max_rows: int,
+        *,
+        min_samples: int = 8,
+        explore_every: int = 32,
+        margin: float = 0.05,
+        jitter_ns: int = JITTER_NS,
+    ) -> None:
         self.max_rows = max_rows
         self.min_samples = min_samples
         self.explore_every = explore_every
         self.margin = margin
+        self.jitter_ns = jitter_ns
         self._cost: dict[int, float] = {}  # bucket → moving average of ns per row
         self._samples: dict[int, int] = {}
         self._calls = 0
@@ -170,7 +187,11 @@ class BatchCostTuner:
         if len(known) < 2:
             return self.max_rows
         best = min(known, key=known.__getitem__)
-        worse_above = any(b > best and c > known[best] * (1 + self.margin) for b, c in known.items())
+        least = known[best]
+        worse_above = any(
+            b > best and c > least * (1 + self.margin) and (c - least) * (1 << (b - 1)) > self.jitter_ns
+            for b, c in known.items()
+        )
         return min(self.max_rows, (1 << best) - 1) if worse_above else self.max_rows
 
     @property

@@ -56,6 +56,7 @@ def test_shadow_on_and_off_from_the_cli_and_agreement_in_stats(server: ServerPro
         assert "SHADOW AGREEMENT" in header
         (row,) = [r for r in rows if r.split()[:2] == ["m", "2"]]
         assert "vs v1 y: 10 compared, argmax 100.0%, mean|diff| 0.5" in row
+        assert "workers:" not in table.stdout  # one process: no worker coverage line
 
         off = inferd(server, "shadow", "m", "--off")
         assert off.returncode == 0, off.stderr

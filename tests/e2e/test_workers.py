@@ -31,7 +31,7 @@ from inferd.oip.v2 import grpc_service_pb2 as pb
 from inferd.oip.v2 import grpc_service_pb2_grpc as pb_grpc
 from inferd.tensors import from_numpy
 from inferd.v1 import admin_pb2, admin_pb2_grpc, inference_pb2, inference_pb2_grpc
-from tests.e2e.server_process import REPO_ROOT, ServerProcess, tool_env
+from tests.e2e.server_process import REPO_ROOT, ServerProcess, find_tool, tool_env
 from tests.support import SCALE_CONFIG, eventually, scale_model, write_model
 from tests.tls_support import make_tls_files
 
@@ -229,6 +229,22 @@ def test_health_and_statistics_aggregate_over_workers(workers: Workers) -> None:
     with workers.private(1) as channel:
         admin_pb2_grpc.ModelServiceStub(channel).LoadModel(admin_pb2.LoadModelRequest(name="m"), timeout=60)
     eventually(lambda: everywhere(SERVING), what="model/m SERVING again on every connection")
+
+
+def test_inferd_stats_shows_the_sum_and_how_many_workers_answered(workers: Workers) -> None:
+    for _ in range(4):
+        predict_fresh(workers.server.address)
+    table = subprocess.run(
+        [find_tool("inferd"), "stats", "m", "--address", workers.server.address],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=tool_env(),
+    )
+    assert table.returncode == 0, table.stderr
+    row = next(line.split() for line in table.stdout.splitlines() if line.startswith("m "))
+    assert row[3] == "4"  # OK: summed over the workers
+    assert "workers: 2 of 2 answered" in table.stdout
 
 
 def test_statistics_sum_the_workers_that_answer(workers: Workers) -> None:

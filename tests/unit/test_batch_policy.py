@@ -127,9 +127,27 @@ def test_tuner_keeps_exploring_other_sizes_now_and_then():
 
 def test_tuner_needs_enough_samples_before_capping():
     tuner = BatchCostTuner(32, min_samples=4)
-    feed(tuner, 1, 1_000, times=3)
-    feed(tuner, 16, 5_000, times=3)
+    feed(tuner, 1, 1_000_000, times=3)
+    feed(tuner, 16, 5_000_000, times=3)
     assert tuner.steady_cap == 32
+
+
+def test_tuner_never_caps_a_tiny_model_on_call_time_jitter():
+    """Under load a ~40 µs inline MLP call that gRPC's thread preempts looks dearer per row in a bigger
+    batch; capping on that noise held batches at 3 rows (measured: 0.74× the floor instead of 0.87×)."""
+    tuner = BatchCostTuner(64)
+    feed(tuner, 1, 40_000)
+    feed(tuner, 3, 12_000)  # 36 µs for 3 rows
+    feed(tuner, 6, 16_000)  # 96 µs for 6: one preemption, not a dearer row
+    assert tuner.steady_cap == 64
+
+
+def test_tuner_still_caps_when_the_extra_time_per_batch_is_beyond_jitter():
+    tuner = BatchCostTuner(64)
+    feed(tuner, 1, 40_000)
+    feed(tuner, 3, 12_000)
+    feed(tuner, 40, 30_000)  # 40 rows: 720 µs more per batch than at 12 µs a row
+    assert tuner.steady_cap == 3
 
 
 def rhythm(gap: float, arrivals: int = 40) -> WindowPolicy:

@@ -24,6 +24,7 @@ from inferd.errors import from_rpc_error
 from inferd.feedback import FeedbackResult
 from inferd.health import HealthStatus
 from inferd.predictions import ParameterValue, Prediction, StreamChunk, atexts, build_stream_request, texts, to_chunk
+from inferd.statistics import WORKERS_HEADER
 from inferd.tls import TlsLike
 from inferd.trace_context import with_trace_context
 from inferd.v1 import inference_pb2
@@ -165,6 +166,16 @@ class Client(Connection):
     ) -> list[inference_pb2.VersionStatistics]:
         """Per-version counters (requests, batches, batch sizes, queue and compute time); "" = every model."""
         return self._run(rpc.statistics(model, version), timeout)
+
+    def statistics_and_workers(
+        self, model: str = "", version: int | None = None, *, timeout: float | None = None
+    ) -> tuple[list[inference_pb2.VersionStatistics], str]:
+        """:meth:`statistics`, and how many worker processes the reply covers: "answered/total" from a server
+        run with ``--workers`` (its trailer ``x-inferd-workers``), "" from a single process."""
+        call = rpc.statistics(model, version)
+        method = self._stub.ModelStatistics.with_call
+        reply, rpc_call = self._unary(method, call.request, timeout)
+        return call.decode(reply), str(dict(rpc_call.trailing_metadata() or ()).get(WORKERS_HEADER, ""))
 
     def feedback(self, model: str, request_id: str, target: Any, *, timeout: float | None = None) -> FeedbackResult:
         """The truth for the prediction ``request_id`` (Prediction.id): class indices [rows] or values shaped like

@@ -10,7 +10,10 @@ import math
 from collections.abc import Iterable
 from typing import Protocol
 
-__all__ = ["latency_quantile"]
+__all__ = ["WORKERS_HEADER", "latency_quantile"]
+
+#: trailing metadata of a statistics reply from ``inferd serve --workers``: "<answered>/<total>" workers
+WORKERS_HEADER = "x-inferd-workers"
 
 
 class LatencyBucket(Protocol):
