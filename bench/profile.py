@@ -42,6 +42,8 @@ CATEGORIES = (
     ("libc, libstdc++, loader", re.compile(r"libc\.so|libstdc|ld-linux|libm\.so|libpthread")),
 )
 TARGETS = ("floor", "mlp_off", "mlp_on")
+#: in-process step runs per checkout, alternating between checkouts (medians reported)
+STEP_ROUNDS = 5
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -176,6 +178,13 @@ def _median_point(points: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def median_steps(runs: list[dict[str, float]]) -> dict[str, float] | None:
+    """Each step's median over the runs (None when no run succeeded)."""
+    if not runs:
+        return None
+    return {key: float(statistics.median(run[key] for run in runs)) for key in runs[0]}
+
+
 def _steps(checkout: Path, repo: Path) -> dict[str, float] | None:
     """The in-process step timings, run in a child so the checkout's own modules are timed."""
     script = Path(__file__).with_name("profile_steps.py")  # this checkout's script, the checkout's code
@@ -206,9 +215,17 @@ def run(args: argparse.Namespace, work: Path) -> Path:
                 for name, checkout in checkouts.items():
                     rounds[name][target].append(profile_target(checkout, target, repo, args, Path(tmp)))
     results: dict[str, Any] = {}
-    for name, checkout in checkouts.items():
+    for name in checkouts:
         results[name] = {target: _median_point(points) for target, points in rounds[name].items()}
-        results[name]["steps"] = _steps(checkout, repo)
+    # the in-process steps alternate between the checkouts too (one run each swung by ±10 %): medians
+    steps: dict[str, list[dict[str, float]]] = {name: [] for name in checkouts}
+    for _ in range(STEP_ROUNDS):
+        for name, checkout in checkouts.items():
+            measured = _steps(checkout, repo)
+            if measured is not None:
+                steps[name].append(measured)
+    for name in checkouts:
+        results[name]["steps"] = median_steps(steps[name])
     from bench.profile_report import write_profile_report
 
     return write_profile_report(results, args)

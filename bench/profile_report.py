@@ -78,7 +78,8 @@ def write_profile_report(results: dict[str, Any], args: argparse.Namespace) -> P
         keys = list(next(s for s in steps.values() if s))
         lines += [
             "",
-            "inferd's own Predict steps, in-process (no gRPC), µs per request (mean of 20,000 MLP calls, one core):",
+            "inferd's own Predict steps, in-process (no gRPC), µs per request (mean of 20,000 MLP calls, one "
+            "core; median of 5 runs alternating between the checkouts):",
             "",
             "| step | " + " | ".join(names) + " |",
             "|---|" + "---|" * len(names),

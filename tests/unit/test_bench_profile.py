@@ -44,3 +44,11 @@ def test_the_report_turns_shares_into_microseconds_and_ratios_into_the_floors(
     assert "| this checkout | inferd, batching off | 2400 | 0.80 | 400 |" in text
     assert "| CPython | 150 | 240 | 252 |" in text  # 50 % of 300 µs, 60 % of 400 and of 420
     assert "| total | 40.0 |" in text
+
+
+def test_in_process_steps_are_the_median_of_the_runs_step_by_step() -> None:
+    from bench.profile import median_steps
+
+    runs = [{"total": 40.0, "engine": 8.0}, {"total": 30.0, "engine": 9.0}, {"total": 35.0, "engine": 7.0}]
+    assert median_steps(runs) == {"total": 35.0, "engine": 8.0}
+    assert median_steps([]) is None
