@@ -358,15 +358,21 @@ async def test_a_cancelled_caller_keeps_the_instance_while_its_executor_thread_r
 # --- close (item 3) -----------------------------------------------------------------------------------
 
 
-async def test_a_queued_request_failed_by_close_leaves_no_deadline_timer_armed() -> None:
-    engine = FakeEngine(held=True)
-    batcher = make(engine)
+async def queued_with_a_deadline(engine: FakeEngine, batcher: Batcher) -> tuple[Any, Call, Any, Any]:
+    """One request running (held), one queued behind it with a deadline timer armed."""
     running = submit(batcher, rows(0))
     call = await engine.next_call()
     queued = submit(batcher, rows(1), deadline=time.monotonic() + 3600)
     await eventually_async(lambda: batcher.queued == 1)
     pending = batcher._queue.head()
     assert pending is not None and pending.timer is not None
+    return running, call, queued, pending
+
+
+async def test_a_queued_request_failed_by_close_leaves_no_deadline_timer_armed() -> None:
+    engine = FakeEngine(held=True)
+    batcher = make(engine)
+    running, call, queued, pending = await queued_with_a_deadline(engine, batcher)
     timer = pending.timer
     closing = asyncio.ensure_future(batcher.close())
     with pytest.raises(Unavailable):
@@ -380,12 +386,7 @@ async def test_a_queued_request_failed_by_close_leaves_no_deadline_timer_armed()
 async def test_a_cancelled_queued_caller_leaves_the_queue_and_is_counted_once() -> None:
     engine = FakeEngine(held=True)
     batcher = make(engine)
-    running = submit(batcher, rows(0))
-    call = await engine.next_call()
-    queued = submit(batcher, rows(1), deadline=time.monotonic() + 3600)
-    await eventually_async(lambda: batcher.queued == 1)
-    pending = batcher._queue.head()
-    assert pending is not None and pending.timer is not None
+    running, call, queued, pending = await queued_with_a_deadline(engine, batcher)
     queued.cancel()
     with pytest.raises(asyncio.CancelledError):
         await queued
