@@ -36,7 +36,7 @@ MAX_KNOWN_LAYOUTS = 256
 _PROTOBUF_REQUESTS = (inference_pb2.PredictRequest, inference_pb2.PredictStreamRequest)
 
 _UNSPECIFIED = tensor_pb2.TENSOR_ENCODING_UNSPECIFIED
-Payloads = Sequence[memoryview] | None
+Payloads = Sequence[bytes | memoryview] | None
 
 
 class InputDecoder:
@@ -106,6 +106,7 @@ class InputDecoder:
                     for (name, dtype, shape), raw in zip(described, raws, strict=True)
                 }
                 return request, rows
+            payloads = raws  # read once: the checks and the decode below use them
         infos = self.describe(tensors, payloads)
         declared: dict[str, Declared] = {}
         work = 0  # elements that cost per-element work to decode (BYTES, typed fields)

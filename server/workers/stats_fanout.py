@@ -18,7 +18,7 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from inferd.oip.v2 import grpc_service_pb2 as oip
-from inferd.statistics import WORKERS_HEADER as _SDK_WORKERS_HEADER
+from inferd.statistics import WORKERS_HEADER
 from inferd.v1 import inference_pb2
 from server.workers.aggregate_stats import BucketLayoutError, sum_oip_statistics, sum_statistics
 from server.workers.control_fanout import Failure, Target, call_all, failure_status
@@ -26,8 +26,6 @@ from server.workers.control_log import OIP_STATISTICS_METHOD
 
 #: the longest the supervisor waits for one worker's statistics (as the merged /metrics waits for a scrape)
 STATISTICS_TIMEOUT_S = 2.0
-#: trailing metadata on every statistics reply (and failure): how many workers the sum covers
-WORKERS_HEADER = _SDK_WORKERS_HEADER  # the SDK reads it by this name
 #: a worker failing with these did not answer: it is left out of the sum
 NOT_ANSWERED = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED})
 
