@@ -33,8 +33,6 @@ PROBE_MIN_HOLD = 50e-6
 LONELY_WINDOWS_TO_STOP = 3
 #: After this many batches in a row reach the expected size early, the expected size grows by one.
 EARLY_FILLS_TO_GROW = 16
-#: Extra engine time per batch (ns) below which a larger batch is not called dearer (BatchCostTuner).
-JITTER_NS = 250_000
 
 
 class WindowPolicy:
@@ -122,87 +120,3 @@ class WindowPolicy:
             # batches keep filling before the window ends: try one row more (a wasted window if not)
             self._early = 0
             self.expected_rows = min(float(self.max_rows), max(self.expected_rows, float(rows)) + 1.0)
-
-
-class BatchCostTuner:
-    """Learns the engine's time per row by batch size and caps batches where bigger stops paying.
-
-    On a GPU, or for a tiny model, per-row time falls as batches grow and nothing is capped. A
-    compute-bound model on CPU can get *slower* per row in big batches (measured here: the example
-    encoder runs 10.5 ms/row at batch 1, 9.8 at 4, 11.9 at 32), so batching would lose throughput;
-    the tuner then caps batches at the best size seen. Sizes are grouped in power-of-two buckets
-    (1, 2–3, 4–7, …); every ``explore_every``-th batch is uncapped so larger sizes keep being measured.
-
-    A larger bucket counts as dearer only when it costs ``margin`` more per row *and* its extra time per
-    batch is beyond ``jitter_ns``: a tiny model's call (tens of µs, run on the event loop) that gRPC's
-    own thread preempts for a few tens of µs looks twice as dear per row, and capping on that noise
-    capped the MLP at 1–3 rows under load (measured: 3-row batches and 0.74× the floor, where uncapped
-    it formed 6.5-row batches at 0.87×).
-    """
-
-    def __init__(
-        self,
-        max_rows: int,
-        *,
-        min_samples: int = 8,
-        explore_every: int = 32,
-        margin: float = 0.05,
-        jitter_ns: int = JITTER_NS,
-    ) -> None:
-        self.max_rows = max_rows
-        self.min_samples = min_samples
-        self.explore_every = explore_every
-        self.margin = margin
-        self.jitter_ns = jitter_ns
-        self._cost: dict[int, float] = {}  # bucket → moving average of ns per row
-        self._samples: dict[int, int] = {}
-        self._calls = 0
-        self._cap = max_rows
-        self._stale = False
-        self._explore_caps = [min(max_rows, (1 << b) - 1) for b in range(1, self.bucket(max_rows) + 1)]
-        self._explored = 0
-
-    @staticmethod
-    def bucket(rows: int) -> int:
-        return max(1, rows).bit_length()
-
-    def record(self, rows: int, compute_ns: int) -> None:
-        if rows <= 0:
-            return
-        b = self.bucket(rows)
-        per_row = compute_ns / rows
-        seen = self._samples.get(b, 0)
-        self._cost[b] = per_row if not seen else self._cost[b] + (per_row - self._cost[b]) * 0.2
-        self._samples[b] = seen + 1
-        self._stale = True  # the cap is worked out when next read (the fast path records, never reads)
-
-    def _current_cap(self) -> int:
-        if self._stale:
-            self._stale = False
-            self._cap = self._compute_cap()
-        return self._cap
-
-    def _compute_cap(self) -> int:
-        known = {b: c for b, c in self._cost.items() if self._samples[b] >= self.min_samples}
-        if len(known) < 2:
-            return self.max_rows
-        best = min(known, key=known.__getitem__)
-        least = known[best]
-        worse_above = any(
-            b > best and c > least * (1 + self.margin) and (c - least) * (1 << (b - 1)) > self.jitter_ns
-            for b, c in known.items()
-        )
-        return min(self.max_rows, (1 << best) - 1) if worse_above else self.max_rows
-
-    @property
-    def steady_cap(self) -> int:
-        """The cap without exploration: what a window should wait for at most."""
-        return self._current_cap()
-
-    def cap(self) -> int:
-        """Most rows for the next batch (now and then another size, to keep measuring the others)."""
-        self._calls += 1
-        if self._calls % self.explore_every == 0:
-            self._explored += 1
-            return self._explore_caps[self._explored % len(self._explore_caps)]
-        return self._current_cap()

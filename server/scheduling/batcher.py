@@ -47,7 +47,8 @@ from server.core.errors import (
     ResourceExhausted,
     Unavailable,
 )
-from server.scheduling.batch_policy import BatchCostTuner, PolicyKind, WindowPolicy
+from server.scheduling.batch_cost import BatchCostTuner
+from server.scheduling.batch_policy import PolicyKind, WindowPolicy
 from server.scheduling.batch_queue import Arrays, BatchQueue, Pending, shape_key
 from server.scheduling.batch_results import Outputs, fail, may_be_one_requests_fault, resolve
 from server.scheduling.eager import resume
@@ -303,13 +304,14 @@ class Batcher:
 
     def _take_batch(self, head: Pending) -> list[Pending]:
         """Highest priority first, FIFO within a level, same shape key, up to max (or a preferred) size."""
+        now = time.monotonic()
         limit = min(self._queue.rows(head.key), self.max_batch_size)
         fitting = [s for s in self.spec.preferred_batch_sizes if s <= limit]
         if fitting:
             limit = fitting[-1]
         elif self._cost_aware:
-            limit = min(limit, self._tuner.cap())
-        return self._queue.take(head.key, limit, functools.partial(self._still_wanted, time.monotonic()))
+            limit = min(limit, self._tuner.cap(now))
+        return self._queue.take(head.key, limit, functools.partial(self._still_wanted, now))
 
     def _still_wanted(self, now: float, pending: Pending) -> bool:
         """For a request leaving the queue into a batch: False (and dealt with) if cancelled or expired."""

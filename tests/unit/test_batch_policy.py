@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from server.scheduling.batch_policy import EARLY_FILLS_TO_GROW, LONELY_WINDOWS_TO_STOP, BatchCostTuner, WindowPolicy
+from server.scheduling.batch_policy import EARLY_FILLS_TO_GROW, LONELY_WINDOWS_TO_STOP, WindowPolicy
 
 WINDOW = 0.002
 
@@ -91,63 +91,6 @@ def test_expected_size_grows_after_a_run_of_early_fills():
         policy.decide(rows=6, head_enqueued=2.0 + i, now=2.0 + i)
         policy.observe(rows=6, now=2.0 + i, window_expired=False)
     assert policy.expected_rows == 7
-
-
-def feed(tuner: BatchCostTuner, rows: int, ns_per_row: float, times: int = 10) -> None:
-    for _ in range(times):
-        tuner.record(rows, int(rows * ns_per_row))
-
-
-def test_tuner_leaves_batches_uncapped_while_bigger_batches_are_cheaper_per_row():
-    tuner = BatchCostTuner(64)
-    feed(tuner, 1, 10_000)
-    feed(tuner, 8, 2_000)
-    feed(tuner, 32, 500)
-    assert tuner.steady_cap == 64
-
-
-def test_tuner_caps_batches_where_per_row_time_stops_falling():
-    tuner = BatchCostTuner(32)
-    feed(tuner, 1, 10_500_000)  # the example encoder on one CPU core
-    feed(tuner, 4, 9_800_000)
-    feed(tuner, 16, 11_500_000)
-    assert tuner.steady_cap == 7  # the 4–7 rows bucket was cheapest per row
-
-
-def test_tuner_keeps_exploring_other_sizes_now_and_then():
-    tuner = BatchCostTuner(32, explore_every=4)
-    feed(tuner, 1, 10_500_000)
-    feed(tuner, 4, 9_800_000)
-    feed(tuner, 16, 11_500_000)
-    caps = [tuner.cap() for _ in range(4 * 6)]
-    explored = caps[3::4]
-    assert sorted(explored) == [1, 3, 7, 15, 31, 32]  # every bucket size, smaller and larger
-    assert all(c == 7 for i, c in enumerate(caps) if i % 4 != 3)
-
-
-def test_tuner_needs_enough_samples_before_capping():
-    tuner = BatchCostTuner(32, min_samples=4)
-    feed(tuner, 1, 1_000_000, times=3)
-    feed(tuner, 16, 5_000_000, times=3)
-    assert tuner.steady_cap == 32
-
-
-def test_tuner_never_caps_a_tiny_model_on_call_time_jitter():
-    """Under load a ~40 µs inline MLP call that gRPC's thread preempts looks dearer per row in a bigger
-    batch; capping on that noise held batches at 3 rows (measured: 0.74× the floor instead of 0.87×)."""
-    tuner = BatchCostTuner(64)
-    feed(tuner, 1, 40_000)
-    feed(tuner, 3, 12_000)  # 36 µs for 3 rows
-    feed(tuner, 6, 16_000)  # 96 µs for 6: one preemption, not a dearer row
-    assert tuner.steady_cap == 64
-
-
-def test_tuner_still_caps_when_the_extra_time_per_batch_is_beyond_jitter():
-    tuner = BatchCostTuner(64)
-    feed(tuner, 1, 40_000)
-    feed(tuner, 3, 12_000)
-    feed(tuner, 40, 30_000)  # 40 rows: 720 µs more per batch than at 12 µs a row
-    assert tuner.steady_cap == 3
 
 
 def rhythm(gap: float, arrivals: int = 40) -> WindowPolicy:
