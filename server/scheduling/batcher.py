@@ -93,6 +93,8 @@ class Batcher:
         self._policy = WindowPolicy(kind, self._delay, max_batch_size, spec.preferred_batch_sizes)
         self._window_expired = False
         self._tuner = BatchCostTuner(max_batch_size)
+        #: whether the batch just taken was cut below the steady cap by the tuner's exploration
+        self._explored_short = False
         #: cap batch sizes where per-row engine time stops falling (off with explicit sizes or the test hook)
         self._cost_aware = not spec.preferred_batch_sizes and not spec.hold_until_queued
         self._window_timer: asyncio.TimerHandle | None = None
@@ -274,7 +276,10 @@ class Batcher:
             batch = self._take_batch(head)
             if not batch:
                 continue
-            self._policy.observe(sum(p.rows for p in batch), time.monotonic(), self._window_expired, len(batch))
+            if not self._explored_short:
+                # a batch the tuner cut short to measure a smaller size says nothing of what a window
+                # gathers: shown to the policy, it shrank the batches that followed (measured on the MLP)
+                self._policy.observe(sum(p.rows for p in batch), time.monotonic(), self._window_expired, len(batch))
             if self._window_timer is not None:
                 self._window_timer.cancel()
                 self._window_timer = None
@@ -307,10 +312,13 @@ class Batcher:
         now = time.monotonic()
         limit = min(self._queue.rows(head.key), self.max_batch_size)
         fitting = [s for s in self.spec.preferred_batch_sizes if s <= limit]
+        self._explored_short = False
         if fitting:
             limit = fitting[-1]
         elif self._cost_aware:
-            limit = min(limit, self._tuner.cap(now))
+            cap = self._tuner.cap(now)
+            self._explored_short = cap < limit and cap < self._tuner.steady_cap
+            limit = min(limit, cap)
         return self._queue.take(head.key, limit, functools.partial(self._still_wanted, now))
 
     def _still_wanted(self, now: float, pending: Pending) -> bool:

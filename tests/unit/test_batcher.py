@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from server.core.errors import DeadlineExceeded, InvalidArgument, ResourceExhausted, ServingError, Unavailable
+from server.scheduling.batch_cost import BatchCostTuner
 from server.scheduling.batcher import Batcher
 from server.scheduling.eager import resume
 from server.scheduling.execution import EngineCalls
@@ -518,3 +519,31 @@ async def test_a_started_coroutine_finishes_in_a_task_through_every_suspension_a
     first.set_result(4)
     second.set_exception(KeyError("x"))
     assert await task == 40
+
+
+async def test_a_batch_the_cost_tuner_cuts_short_to_explore_teaches_the_window_policy_nothing() -> None:
+    """Exploring a smaller size cuts a batch below what was queued. Shown to the window policy as what
+    a window gathers, such batches shrank the batches after them (on the MLP: 6.3 → 5.6 rows per call,
+    ~5 % fewer requests/s when every exploration cut one short)."""
+    engine = FakeEngine(held=True)
+    batcher = make(engine, max_batch_size=16)
+    batcher._tuner = BatchCostTuner(16, explore_every=1)  # every queued batch explores: caps 3, then 7
+    observed: list[int] = []
+    real_observe = batcher._policy.observe
+
+    def spy(rows: int, now: float, window_expired: bool, requests: int | None = None) -> None:
+        observed.append(rows)
+        real_observe(rows, now, window_expired, requests)
+
+    batcher._policy.observe = spy  # type: ignore[method-assign]
+    first = submit(batcher, rows(0))
+    call = await engine.next_call()
+    queued = [submit(batcher, rows(i)) for i in range(1, 8)]
+    await eventually_async(lambda: batcher.queued == 7)
+    for _ in range(2):
+        call.release.set()
+        call = await engine.next_call()
+    call.release.set()
+    await asyncio.gather(first, *queued)
+    assert engine.sizes == [1, 3, 4]  # the 3-row batch was the exploration, cut short of the 7 queued
+    assert observed == [1, 4]  # the lone first request and the rest of the queue; not the explored cut
