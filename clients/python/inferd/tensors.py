@@ -303,6 +303,14 @@ def from_numpy(name: str, array: Any, *, raw: bool = True) -> tensor_pb2.Tensor:
     return fill_tensor(tensor_pb2.Tensor(), name, array, raw=raw)
 
 
+def raw_bytes(array: np.ndarray) -> bytes:
+    """A fixed-width array's elements as raw contents: C order, little-endian, one copy."""
+    # tobytes() writes C order whatever the layout, so this is one copy even for strided views.
+    if array.dtype.byteorder == ">" or (array.dtype.byteorder == "=" and _BIG_ENDIAN_HOST):
+        array = array.astype(array.dtype.newbyteorder("<"))
+    return array.tobytes()
+
+
 def fill_tensor(tensor: tensor_pb2.Tensor, name: str, array: Any, *, raw: bool = True) -> tensor_pb2.Tensor:
     """Encode an array into an existing, empty Tensor such as ``request.inputs.add()``.
 
@@ -322,10 +330,7 @@ def fill_tensor(tensor: tensor_pb2.Tensor, name: str, array: Any, *, raw: bool =
             tensor.bytes_contents.extend(x.encode() if isinstance(x, str) else bytes(x) for x in flat)
         return tensor
     if raw:
-        # tobytes() writes C order whatever the layout, so this is one copy even for strided views.
-        if array.dtype.byteorder == ">" or (array.dtype.byteorder == "=" and _BIG_ENDIAN_HOST):
-            array = array.astype(array.dtype.newbyteorder("<"))
-        tensor.raw_contents = array.tobytes()
+        tensor.raw_contents = raw_bytes(array)
     else:
         getattr(tensor, TYPED_FIELDS[dtype_name]).extend(array.reshape(-1).tolist())
     return tensor

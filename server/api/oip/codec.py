@@ -15,7 +15,7 @@ import numpy as np
 from google.protobuf.message import DecodeError
 
 from inferd.oip.v2 import grpc_service_pb2 as pb
-from inferd.tensors import DTYPE_BY_NAME, NUMPY_DTYPES, dtype_name_of, encode_bytes_elements
+from inferd.tensors import DTYPE_BY_NAME, NUMPY_DTYPES, dtype_name_of, encode_bytes_elements, raw_bytes
 from inferd.v1 import tensor_pb2
 from server.api.codec import RequestIds, fill_parameter
 from server.core.echo import echo
@@ -216,24 +216,28 @@ def encode_response(
 ) -> Any:
     """A ModelInferResponse: raw_output_contents unless the request's encoding is typed."""
     response = pb.ModelInferResponse(model_name=request.model, model_version=str(version), id=request.id)
-    names = [name for name in (request.requested_outputs or output_order) if name in outputs]
-    arrays = [np.asarray(outputs[name]) for name in names]
-    dtypes = [dtype_name_of(array) for array in arrays]
+    entries = []
+    for name in request.requested_outputs or output_order:
+        if name in outputs:
+            array = np.asarray(outputs[name])
+            entries.append((name, array, dtype_name_of(array)))
     # OIP has no typed field for FP16/BF16, and a response is either all raw or all typed
-    typed = request.output_encoding == "typed" and all(dtype in _TYPED_OUT for dtype in dtypes)
-    for name, array, dtype in zip(names, arrays, dtypes, strict=True):
-        tensor = response.outputs.add(name=name, datatype=dtype, shape=array.shape)
-        flat = array.reshape(-1)
+    typed = request.output_encoding == "typed" and all(dtype in _TYPED_OUT for _, _, dtype in entries)
+    add = response.outputs.add  # filled in place, field by field: add()'s keyword form costs ~2x
+    raw_out = response.raw_output_contents
+    for name, array, dtype in entries:
+        tensor = add()
+        tensor.name = name
+        tensor.datatype = dtype
+        tensor.shape.extend(array.shape)
         if not typed:
-            response.raw_output_contents.append(
-                encode_bytes_elements(flat.tolist())
-                if dtype == "BYTES"
-                else array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
-            )
+            raw_out.append(encode_bytes_elements(array.reshape(-1).tolist()) if dtype == "BYTES" else raw_bytes(array))
         elif dtype == "BYTES":
-            tensor.contents.bytes_contents.extend(x.encode() if isinstance(x, str) else bytes(x) for x in flat.tolist())
+            tensor.contents.bytes_contents.extend(
+                x.encode() if isinstance(x, str) else bytes(x) for x in array.reshape(-1).tolist()
+            )
         else:
-            getattr(tensor.contents, _TYPED_OUT[dtype]).extend(flat.tolist())
+            getattr(tensor.contents, _TYPED_OUT[dtype]).extend(array.reshape(-1).tolist())
     for key, value in (parameters or {}).items():
         fill_parameter(response.parameters[key], value)
     return response
