@@ -9,6 +9,7 @@ are in ``--workers-state-file``).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -27,6 +28,7 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+import inferd
 from inferd.oip.v2 import grpc_service_pb2 as pb
 from inferd.oip.v2 import grpc_service_pb2_grpc as pb_grpc
 from inferd.tensors import from_numpy
@@ -245,6 +247,21 @@ def test_inferd_stats_shows_the_sum_and_how_many_workers_answered(workers: Worke
     row = next(line.split() for line in table.stdout.splitlines() if line.startswith("m "))
     assert row[3] == "4"  # OK: summed over the workers
     assert "workers: 2 of 2 answered" in table.stdout
+
+
+def test_both_sdk_clients_report_how_many_workers_answered(workers: Workers) -> None:
+    for _ in range(3):
+        predict_fresh(workers.server.address)
+    with inferd.Client(workers.server.address, timeout=30) as client:
+        stats, covered = client.statistics_and_workers("m")
+    assert covered == "2/2" and sum(v.success_count for v in stats) == 3
+
+    async def from_async() -> tuple[list[inference_pb2.VersionStatistics], str]:
+        async with inferd.AsyncClient(workers.server.address, timeout=30) as client:
+            return await client.statistics_and_workers("m")
+
+    stats, covered = asyncio.run(from_async())
+    assert covered == "2/2" and sum(v.success_count for v in stats) == 3
 
 
 def test_statistics_sum_the_workers_that_answer(workers: Workers) -> None:

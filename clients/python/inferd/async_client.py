@@ -23,6 +23,7 @@ from inferd.errors import from_rpc_error
 from inferd.feedback import FeedbackResult
 from inferd.health import HealthStatus
 from inferd.predictions import ParameterValue, Prediction, StreamChunk, atexts, build_stream_request, to_chunk
+from inferd.statistics import WORKERS_HEADER
 from inferd.tls import TlsLike
 from inferd.trace_context import with_trace_context
 from inferd.v1 import inference_pb2
@@ -158,6 +159,22 @@ class AsyncClient(Connection):
     ) -> list[inference_pb2.VersionStatistics]:
         """Per-version counters (requests, batches, batch sizes, queue and compute time); "" = every model."""
         return await self._run(rpc.statistics(model, version), timeout)
+
+    async def statistics_and_workers(
+        self, model: str = "", version: int | None = None, *, timeout: float | None = None
+    ) -> tuple[list[inference_pb2.VersionStatistics], str]:
+        """:meth:`statistics`, and how many worker processes the reply covers: "answered/total" from a server
+        run with ``--workers`` (its trailer ``x-inferd-workers``), "" from a single process."""
+        call = rpc.statistics(model, version)
+        try:
+            pending = self._stub.ModelStatistics(
+                call.request, timeout=self._timeout(timeout), metadata=with_trace_context(self._metadata)
+            )
+            reply = await pending
+            trailers = await pending.trailing_metadata()
+        except grpc.RpcError as err:
+            raise from_rpc_error(err) from None
+        return call.decode(reply), str(dict(trailers or ()).get(WORKERS_HEADER, ""))
 
     async def feedback(
         self, model: str, request_id: str, target: Any, *, timeout: float | None = None
