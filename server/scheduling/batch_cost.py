@@ -71,13 +71,19 @@ class BatchCostTuner:
         return max(1, rows).bit_length()
 
     def record(self, rows: int, compute_ns: int) -> None:
+        """One engine call's time for a batch of ``rows`` (on every lone request's path: kept lean)."""
         if rows <= 0:
             return
-        b = self.bucket(rows)
+        b = rows.bit_length()
         per_row = compute_ns / rows
-        seen = self._samples.get(b, 0)
-        self._cost[b] = per_row if not seen else self._cost[b] + (per_row - self._cost[b]) * 0.2
-        self._samples[b] = seen + 1
+        samples = self._samples
+        seen = samples.get(b, 0)
+        if seen:
+            cost = self._cost[b]
+            self._cost[b] = cost + (per_row - cost) * 0.2
+        else:
+            self._cost[b] = per_row
+        samples[b] = seen + 1
         self._stale = True  # the cap is worked out when next read (the fast path records, never reads)
 
     def known(self, bucket: int) -> bool:
