@@ -93,8 +93,6 @@ class Batcher:
         self._policy = WindowPolicy(kind, self._delay, max_batch_size, spec.preferred_batch_sizes)
         self._window_expired = False
         self._tuner = BatchCostTuner(max_batch_size)
-        #: whether the batch just taken was cut below the steady cap by the tuner's exploration
-        self._explored_short = False
         #: cap batch sizes where per-row engine time stops falling (off with explicit sizes or the test hook)
         self._cost_aware = not spec.preferred_batch_sizes and not spec.hold_until_queued
         self._window_timer: asyncio.TimerHandle | None = None
@@ -155,14 +153,11 @@ class Batcher:
         ):
             if self._runs_inline is not None and self._runs_inline():
                 # the call runs on the event loop and cannot suspend: nothing to hand to a task, and it is
-                # made and timed right here (two coroutine frames less on a lone request's path)
+                # made right here (a coroutine frame less on a lone request's path)
                 records = self._begin_now(rows, now)
-                started = time.perf_counter_ns()
-                started_unix = time.time_ns() if records else 0
                 try:
-                    return await self._run_batch(inputs)
+                    return await self._call(inputs, rows, records)
                 finally:
-                    self._account(rows, started, started_unix, records)
                     self._release()
             return await self._run_now(inputs, rows, now)
         loop = self._loop = self._loop or asyncio.get_running_loop()
@@ -254,15 +249,11 @@ class Batcher:
         try:
             return await self._run_batch(inputs)
         finally:
-            self._account(rows, started, started_unix, records)
-
-    def _account(self, rows: int, started: int, started_unix: int, records: Sequence[CallRecord]) -> None:
-        """An engine call that began at ``started`` (perf_counter_ns) has returned: count and time it."""
-        elapsed = time.perf_counter_ns() - started
-        self._stats.record_batch(rows, elapsed)
-        self._tuner.record(rows, elapsed)
-        if records:
-            stamp_batch(records, rows, started_unix, elapsed)
+            elapsed = time.perf_counter_ns() - started
+            self._stats.record_batch(rows, elapsed)
+            self._tuner.record(rows, elapsed)
+            if records:
+                stamp_batch(records, rows, started_unix, elapsed)
 
     def _count_cancel(self, pending: Pending) -> None:
         if expired(pending.deadline):
@@ -288,10 +279,10 @@ class Batcher:
             assert head is not None
             if self._should_wait(head):
                 return
-            batch = self._take_batch(head)
+            batch, explored_short = self._take_batch(head)
             if not batch:
                 continue
-            if not self._explored_short:
+            if not explored_short:
                 # a batch the tuner cut short to measure a smaller size says nothing of what a window
                 # gathers: shown to the policy, it shrank the batches that followed (measured on the MLP)
                 self._policy.observe(sum(p.rows for p in batch), time.monotonic(), self._window_expired, len(batch))
@@ -322,19 +313,20 @@ class Batcher:
         if not self.closed:
             self._dispatch()
 
-    def _take_batch(self, head: Pending) -> list[Pending]:
-        """Highest priority first, FIFO within a level, same shape key, up to max (or a preferred) size."""
+    def _take_batch(self, head: Pending) -> tuple[list[Pending], bool]:
+        """Highest priority first, FIFO within a level, same shape key, up to max (or a preferred) size;
+        and whether the cost tuner cut the batch below its steady cap to measure a smaller size."""
         now = time.monotonic()
         limit = min(self._queue.rows(head.key), self.max_batch_size)
         fitting = [s for s in self.spec.preferred_batch_sizes if s <= limit]
-        self._explored_short = False
+        explored_short = False
         if fitting:
             limit = fitting[-1]
         elif self._cost_aware:
             cap = self._tuner.cap(now)
-            self._explored_short = cap < limit and cap < self._tuner.steady_cap
+            explored_short = cap < limit and cap < self._tuner.steady_cap
             limit = min(limit, cap)
-        return self._queue.take(head.key, limit, functools.partial(self._still_wanted, now))
+        return self._queue.take(head.key, limit, functools.partial(self._still_wanted, now)), explored_short
 
     def _still_wanted(self, now: float, pending: Pending) -> bool:
         """For a request leaving the queue into a batch: False (and dealt with) if cancelled or expired."""
