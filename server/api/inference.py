@@ -17,7 +17,6 @@ import grpc
 import numpy as np
 from google.protobuf.message import Message
 
-from inferd.tensors import DTYPE_BY_NAME
 from inferd.v1 import inference_pb2
 from server.api.codec import (
     RequestIds,
@@ -33,9 +32,9 @@ from server.api.inputs import DEFAULT_MAX_REQUEST_ELEMENTS, InputDecoder
 from server.api.interceptors import current_request_id
 from server.api.outcomes import CallOutcome
 from server.api.shutdown_gate import ShutdownGate
-from server.api.views import model_status, version_statistics, version_status
+from server.api.views import model_metadata, model_statistics, model_status
 from server.core.deadlines import outcome_code
-from server.core.errors import InvalidArgument, NotFound, ResourceExhausted, ServingError
+from server.core.errors import InvalidArgument, ResourceExhausted
 from server.core.types import InferRequest
 from server.models import gpu
 from server.models.registry import Registry
@@ -295,34 +294,7 @@ class InferenceServicer:
     async def model_metadata(
         self, request: inference_pb2.ModelMetadataRequest, context: grpc.aio.ServicerContext
     ) -> inference_pb2.ModelMetadataResponse:
-        entry = self.registry.entry(request.name)
-        if request.version and request.version not in entry.slots:
-            have = ", ".join(str(v) for v in sorted(entry.slots)) or "none"
-            raise NotFound(f"model '{request.name}' version {request.version} not found (versions: {have})")
-        response = inference_pb2.ModelMetadataResponse(
-            name=entry.name, versions=[version_status(entry, entry.slots[v]) for v in sorted(entry.slots)]
-        )
-        if entry.spec is None:
-            return response
-        spec = entry.spec
-        slot: Slot | None
-        if request.version:
-            slot = entry.slots[request.version]
-        else:
-            try:
-                slot = self.registry.route(entry.name, None, request.version_label or None, split=False)
-            except ServingError:
-                slot = None  # no READY version: describe the config alone
-        response.version = slot.version if slot else 0
-        response.engine = slot.backend if slot else ""
-        response.streaming_only = slot is not None and slot.streaming_only
-        response.max_batch_size = spec.max_batch_size
-        response.config.CopyFrom(spec.proto)
-        for sig in spec.signature.inputs:
-            response.inputs.add(name=sig.name, data_type=DTYPE_BY_NAME[sig.dtype], shape=sig.dims)
-        for sig in spec.signature.outputs:
-            response.outputs.add(name=sig.name, data_type=DTYPE_BY_NAME[sig.dtype], shape=sig.dims)
-        return response
+        return model_metadata(self.registry, request)
 
     async def list_models(
         self, request: inference_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
@@ -356,16 +328,7 @@ class InferenceServicer:
     async def model_statistics(
         self, request: inference_pb2.ModelStatisticsRequest, context: grpc.aio.ServicerContext
     ) -> inference_pb2.ModelStatisticsResponse:
-        entries = [self.registry.entry(request.name)] if request.name else self.registry.models()
-        response = inference_pb2.ModelStatisticsResponse()
-        for entry in entries:
-            if request.version and request.version not in entry.slots:
-                raise NotFound(f"model '{entry.name}' version {request.version} not found")
-            for version, slot in sorted(entry.slots.items()):
-                if request.version and version != request.version:
-                    continue
-                response.statistics.append(version_statistics(slot))
-        return response
+        return model_statistics(self.registry, request)
 
     async def feedback_call(
         self, request: inference_pb2.FeedbackRequest, context: grpc.aio.ServicerContext

@@ -1,4 +1,5 @@
-"""Protobuf views of the registry's state: ModelStatus, VersionStatus, VersionStatistics.
+"""Protobuf views of the registry's state: ModelStatus, VersionStatus, VersionStatistics, and the
+ModelMetadata and ModelStatistics answers built from them.
 
 Shared by the inference and admin services so both describe models the same way.
 """
@@ -7,9 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 
+from inferd.tensors import DTYPE_BY_NAME
 from inferd.v1 import inference_pb2, model_config_pb2
+from server.core.errors import NotFound, ServingError
 from server.core.types import SlotState
-from server.models.registry import ModelEntry
+from server.models.registry import ModelEntry, Registry
 from server.models.slot import Slot
 from server.quality.drift import DriftMonitor
 from server.quality.feedback import FeedbackScores
@@ -125,3 +128,54 @@ def version_statistics(slot: Slot) -> inference_pb2.VersionStatistics:
             for (primary, output), a in sorted(stats.shadow.items())
         ],
     )
+
+
+def model_metadata(
+    registry: Registry, request: inference_pb2.ModelMetadataRequest
+) -> inference_pb2.ModelMetadataResponse:
+    """ModelMetadata: a model's versions, and the signature and config of the one asked for (or routed to
+    by label, or the default); NOT_FOUND naming the model and the versions it has."""
+    entry = registry.entry(request.name)
+    if request.version and request.version not in entry.slots:
+        have = ", ".join(str(v) for v in sorted(entry.slots)) or "none"
+        raise NotFound(f"model '{request.name}' version {request.version} not found (versions: {have})")
+    response = inference_pb2.ModelMetadataResponse(
+        name=entry.name, versions=[version_status(entry, entry.slots[v]) for v in sorted(entry.slots)]
+    )
+    if entry.spec is None:
+        return response
+    spec = entry.spec
+    slot: Slot | None
+    if request.version:
+        slot = entry.slots[request.version]
+    else:
+        try:
+            slot = registry.route(entry.name, None, request.version_label or None, split=False)
+        except ServingError:
+            slot = None  # no READY version: describe the config alone
+    response.version = slot.version if slot else 0
+    response.engine = slot.backend if slot else ""
+    response.streaming_only = slot is not None and slot.streaming_only
+    response.max_batch_size = spec.max_batch_size
+    response.config.CopyFrom(spec.proto)
+    for sig in spec.signature.inputs:
+        response.inputs.add(name=sig.name, data_type=DTYPE_BY_NAME[sig.dtype], shape=sig.dims)
+    for sig in spec.signature.outputs:
+        response.outputs.add(name=sig.name, data_type=DTYPE_BY_NAME[sig.dtype], shape=sig.dims)
+    return response
+
+
+def model_statistics(
+    registry: Registry, request: inference_pb2.ModelStatisticsRequest
+) -> inference_pb2.ModelStatisticsResponse:
+    """ModelStatistics: every version of one model (or of all), or the one version asked for."""
+    entries = [registry.entry(request.name)] if request.name else registry.models()
+    response = inference_pb2.ModelStatisticsResponse()
+    for entry in entries:
+        if request.version and request.version not in entry.slots:
+            raise NotFound(f"model '{entry.name}' version {request.version} not found")
+        for version, slot in sorted(entry.slots.items()):
+            if request.version and version != request.version:
+                continue
+            response.statistics.append(version_statistics(slot))
+    return response

@@ -157,15 +157,9 @@ def _parameters(target: BuildTarget, args: argparse.Namespace) -> dict[str, str]
 def run(args: argparse.Namespace) -> int:
     from engines.base import EngineError
     from engines.plan_meta import cuda_index, detect_gpu
-    from engines.trt_build import (
-        BuildOptions,
-        TensorRTMissing,
-        build_plan,
-        describe_profiles,
-        import_tensorrt,
-        load_calibration,
-        profiles_from_parameters,
-    )
+    from engines.trt_build import BuildOptions, TensorRTMissing, build_plan, import_tensorrt
+    from engines.trt_precision import load_calibration
+    from engines.trt_profiles import describe_profiles, profiles_from_parameters
 
     target = resolve_target(args)
     parameters = _parameters(target, args)
@@ -225,7 +219,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _print_precision(precision: str, gpu: GpuIdentity, calibration: bool) -> None:
     from engines.base import EngineError
-    from engines.trt_build import precision_flags
+    from engines.trt_precision import precision_flags
 
     try:
         plan = precision_flags(precision, gpu, has_calibration=calibration, has_qdq=False)

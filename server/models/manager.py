@@ -17,15 +17,14 @@ drain plus a short history.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 from collections import Counter, deque
 from collections.abc import Collection, Mapping
-from pathlib import Path
 
 from server.core.echo import echo, listing
 from server.core.errors import FailedPrecondition, InvalidArgument, NotFound, ServingError, Unavailable
 from server.core.types import SlotState
+from server.models import repository_poll
 from server.models.config import ShadowSpec, traffic_weights_problem
 from server.models.loader import LoadPolicy
 from server.models.locks import ModelLocks
@@ -38,19 +37,6 @@ log = logging.getLogger("inferd.lifecycle")
 
 #: closed slots kept in ``ModelManager.retired`` after their drain (draining ones are always listed)
 RETIRED_HISTORY = 32
-
-
-def version_fingerprint(version_dir: Path) -> str:
-    """A version folder's files (names, sizes, mtimes): a READY version is reloaded when this changes."""
-    digest = hashlib.sha256()
-    try:
-        for item in sorted(version_dir.rglob("*")):
-            if item.is_file():
-                stat = item.stat()
-                digest.update(f"{item.relative_to(version_dir)}:{stat.st_size}:{stat.st_mtime_ns}".encode())
-    except OSError as exc:
-        digest.update(str(exc).encode())
-    return digest.hexdigest()
 
 
 LoadKey = tuple[str, tuple[int, ...]]
@@ -85,7 +71,7 @@ class ModelManager:
         self._draining: dict[asyncio.Task[None], Slot] = {}
         self._closed_slots: deque[Slot] = deque(maxlen=RETIRED_HISTORY)
         #: per model, the fingerprint of its files at its last completed load or API unload; polling
-        #: reloads a model whose files no longer match (so a load that failed to finish is retried)
+        #: (repository_poll) reloads a model whose files no longer match (so a load that failed to finish is retried)
         self._seen: dict[str, str] = {}
         self._closing = False
 
@@ -196,7 +182,7 @@ class ModelManager:
         fresh: dict[int, Slot] = {}
         for version in wanted:
             old = current.slots.get(version) if current else None
-            files = version_fingerprint(source.versions[version])
+            files = repository_poll.version_fingerprint(source.versions[version])
             if old is not None and old.ready and not config_changed and old.artifact_fingerprint == files:
                 keep[version] = old
             else:
@@ -362,45 +348,14 @@ class ModelManager:
 
     def fingerprint(self, name: str) -> str:
         """What polling compares: config text and, per version folder, its files' names, sizes and mtimes."""
-        digest = hashlib.sha256()
-        directory = self.repository.root / name
-        try:
-            config = directory / "config.pbtxt"
-            # no config.pbtxt: a derived config, which the version folders' files decide
-            digest.update(config.read_bytes() if config.is_file() else b"(derived)")
-            for entry in sorted(directory.iterdir()):
-                if entry.is_dir():
-                    digest.update(f"{entry.name}:{version_fingerprint(entry)}".encode())
-        except OSError as exc:
-            digest.update(str(exc).encode())
-        return digest.hexdigest()
+        return repository_poll.model_fingerprint(self.repository.root / name)
 
     async def poll_once(self) -> list[str]:
-        """Reconcile with the repository; returns the models that changed."""
-        on_disk = set(self.repository.model_names())
-        changed: list[str] = []
-        loading = {name for name, _versions in self._loads.values()}
-        for name in sorted(on_disk - loading):  # a model being loaded is looked at when its load ends
-            if self._seen.get(name) != self.fingerprint(name):
-                changed.append(name)
-                try:
-                    await self.load(name)
-                except ServingError as exc:
-                    log.warning("repository poll: model %s: %s", name, exc)
-        for name in sorted(set(self._seen) - on_disk - loading):
-            changed.append(name)
-            if self.registry.get(name) is not None:
-                await self.unload(name, sticky=False)
-            self._seen.pop(name, None)
-        return changed
+        """Reconcile with the repository; returns the models that changed (see repository_poll)."""
+        return await repository_poll.poll_once(self)
 
     async def poll_forever(self, interval: float) -> None:
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await self.poll_once()
-            except Exception:
-                log.exception("repository poll failed; will retry")
+        await repository_poll.poll_forever(self, interval)
 
     async def close(self) -> None:
         """Refuse new loads, let running ones finish (cancelled after drain_timeout_s), then drain and

@@ -1,14 +1,36 @@
-"""A batch's outcome handed back to its callers: each its own rows, or the error; and which errors are
-worth rerunning the members alone for (the batcher's culprit isolation)."""
+"""A batch's outcome handed back to its callers: each its own rows, or the error; and, when a batch of
+several requests fails, finding the request(s) it failed on.
+
+A failed batch. When an engine call on a batch of several requests fails with an error that may be
+one request's fault (the engine's INVALID_ARGUMENT, or any error that is not a serving status such as
+UNAVAILABLE), every member still waiting is **rerun alone**, in order, on the instance the batch held,
+and gets the outcome of its own call: the bad request fails with its own error, the others get their
+results. Rerunning each member alone was chosen over bisecting because batches are small (at most
+``max_batch_size`` requests), failures are rare, and it is the cheaper search for the engines that
+make batching matter on CPU, whose cost is per row: it reruns each row once (bisecting reruns about
+twice as many rows to find one culprit, and more for several). Bisecting saves calls only where a call's
+fixed cost dominates, and even there it needs as many calls as members once several are bad. It is
+also bounded by construction: one extra call per member, never a retry of a lone request, and a
+member whose deadline passes while it waits for its turn fails with DEADLINE_EXCEEDED instead of
+running. Reruns are counted in ``VersionStats.batch_reruns`` (and as engine calls in the batch stats).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+
 import numpy as np
 
-from server.core.errors import InvalidArgument, ServingError
-from server.scheduling.batch_queue import Pending
+from server.core.errors import DeadlineExceeded, InvalidArgument, ServingError
+from server.scheduling.batch_queue import Arrays, Pending
+from server.telemetry.calls import CallRecord
+from server.telemetry.stats import VersionStats
 
 Outputs = dict[str, np.ndarray]
+#: one engine call on the instance the batch held: (inputs, rows, the call records it serves)
+EngineCall = Callable[[Arrays, int, Sequence[CallRecord]], Awaitable[Outputs]]
 
 
 def may_be_one_requests_fault(exc: BaseException) -> bool:
@@ -45,3 +67,37 @@ def resolve(model: str, batch: list[Pending], outputs: Outputs, rows: int) -> No
         if not pending.future.done():
             pending.future.set_result({name: array[offset:end] for name, array in outputs.items()})
         offset = end
+
+
+async def rerun_alone(model: str, batch: list[Pending], call: EngineCall, stats: VersionStats) -> None:
+    """Each member of a failed batch still waiting runs once, alone, in order (see the module doc); its
+    deadline keeps running while it waits for its turn."""
+
+    def expire(pending: Pending) -> None:
+        pending.timer = None
+        if not pending.future.done():
+            pending.future.set_exception(
+                DeadlineExceeded(f"deadline expired while model '{model}' reran its failed batch one request at a time")
+            )
+
+    loop = asyncio.get_running_loop()
+    now = time.monotonic()
+    for pending in batch:
+        if pending.deadline is not None and not pending.future.done():
+            pending.timer = loop.call_at(loop.time() + (pending.deadline - now), expire, pending)
+    for pending in batch:
+        if pending.timer is not None:
+            pending.timer.cancel()
+            pending.timer = None
+        if pending.future.done():  # its caller left, or its deadline passed while it waited
+            continue
+        if pending.deadline is not None and time.monotonic() >= pending.deadline:
+            expire(pending)
+            continue
+        stats.batch_reruns += 1
+        try:
+            members = (pending.record,) if pending.record is not None else ()
+            outputs = await call(pending.inputs, pending.rows, members)
+            resolve(model, [pending], outputs, pending.rows)
+        except Exception as lone:
+            fail([pending], lone)

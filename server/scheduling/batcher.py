@@ -15,18 +15,8 @@ An engine call holds its instance until the call returns, even when every caller
 gone, so no more than ``instances`` calls ever run at once. After :meth:`Batcher.close` nothing is
 accepted and no timer dispatches.
 
-A failed batch. When an engine call on a batch of several requests fails with an error that may be
-one request's fault (the engine's INVALID_ARGUMENT, or any error that is not a serving status such as
-UNAVAILABLE), every member still waiting is **rerun alone**, in order, on the instance the batch held,
-and gets the outcome of its own call: the bad request fails with its own error, the others get their
-results. Rerunning each member alone was chosen over bisecting because batches are small (at most
-``max_batch_size`` requests), failures are rare, and it is the cheaper search for the engines that
-make batching matter on CPU, whose cost is per row: it reruns each row once (bisecting reruns about
-twice as many rows to find one culprit, and more for several). Bisecting saves calls only where a call's
-fixed cost dominates, and even there it needs as many calls as members once several are bad. It is
-also bounded by construction: one extra call per member, never a retry of a lone request, and a
-member whose deadline passes while it waits for its turn fails with DEADLINE_EXCEEDED instead of
-running. Reruns are counted in ``VersionStats.batch_reruns`` (and as engine calls in the batch stats).
+A failed batch of several requests is rerun one request at a time to find the culprit
+(server/scheduling/batch_results.py, :func:`rerun_alone`).
 """
 
 from __future__ import annotations
@@ -50,7 +40,7 @@ from server.core.errors import (
 from server.scheduling.batch_cost import BatchCostTuner
 from server.scheduling.batch_policy import PolicyKind, WindowPolicy
 from server.scheduling.batch_queue import Arrays, BatchQueue, Pending, shape_key
-from server.scheduling.batch_results import Outputs, fail, may_be_one_requests_fault, resolve
+from server.scheduling.batch_results import Outputs, fail, may_be_one_requests_fault, rerun_alone, resolve
 from server.scheduling.eager import resume
 from server.scheduling.settings import DEFAULT_MAX_QUEUE_SIZE, BatchingSpec
 from server.telemetry.calls import CallRecord, current_call, stamp_batch
@@ -371,7 +361,10 @@ class Batcher:
             outputs = await self._call(inputs, rows, records)
         except Exception as exc:
             if len(batch) > 1 and may_be_one_requests_fault(exc):
-                await self._rerun_alone(batch, exc)
+                log.debug(
+                    "model %s: a batch of %d requests failed (%s); rerunning each alone", self.model, len(batch), exc
+                )
+                await rerun_alone(self.model, batch, self._call, self._stats)
             else:
                 fail(batch, exc)
             return
@@ -379,40 +372,6 @@ class Batcher:
             resolve(self.model, batch, outputs, rows)
         except Exception as exc:  # the model answered the wrong number of rows: nobody's request is at fault
             fail(batch, exc)
-
-    async def _rerun_alone(self, batch: list[Pending], exc: Exception) -> None:
-        """Find the request(s) a failed batch failed on: each waiting member runs once, alone (see module doc)."""
-        log.debug("model %s: a batch of %d requests failed (%s); rerunning each alone", self.model, len(batch), exc)
-        loop = asyncio.get_running_loop()
-        now = time.monotonic()
-        for pending in batch:  # deadlines keep running while members wait for their turn
-            if pending.deadline is not None and not pending.future.done():
-                pending.timer = loop.call_at(loop.time() + (pending.deadline - now), self._expire_rerun, pending)
-        for pending in batch:
-            if pending.timer is not None:
-                pending.timer.cancel()
-                pending.timer = None
-            if pending.future.done():  # its caller left, or its deadline passed while it waited
-                continue
-            if pending.deadline is not None and time.monotonic() >= pending.deadline:
-                self._expire_rerun(pending)
-                continue
-            self._stats.batch_reruns += 1
-            try:
-                members = (pending.record,) if pending.record is not None else ()
-                outputs = await self._call(pending.inputs, pending.rows, members)
-                resolve(self.model, [pending], outputs, pending.rows)
-            except Exception as lone:
-                fail([pending], lone)
-
-    def _expire_rerun(self, pending: Pending) -> None:
-        pending.timer = None
-        if not pending.future.done():
-            pending.future.set_exception(
-                DeadlineExceeded(
-                    f"deadline expired while model '{self.model}' reran its failed batch one request at a time"
-                )
-            )
 
     async def close(self) -> None:
         """Refuse new requests, fail whatever still waits (UNAVAILABLE) and wait for running engine calls."""

@@ -33,19 +33,17 @@ from engines.plan_meta import (
     read_metadata,
     write_metadata,
 )
-from engines.trt import bucket_for, graph_buckets, profile_index
-from engines.trt_build import (
-    PrecisionError,
+from engines.trt_build import progress_line
+from engines.trt_instance import bucket_for, graph_buckets, profile_index
+from engines.trt_precision import PrecisionError, load_calibration, precision_flags
+from engines.trt_profiles import (
     ProfileError,
     derive_profiles,
     describe_profiles,
-    load_calibration,
     merge_dims,
     parse_batch_ranges,
     parse_dim_ranges,
-    precision_flags,
     profiles_from_parameters,
-    progress_line,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
