@@ -23,6 +23,18 @@ extra time per batch is beyond ``jitter_ns``: a tiny model's call (tens of µs, 
 that gRPC's own thread preempts looks twice as dear per row, and capping on that noise capped the MLP at
 1–3 rows under load (measured: 3-row batches and 0.74× the floor, where uncapped it formed 6.5-row
 batches at 0.87×).
+
+**Outliers.** Noise only ever adds time (the loop thread preempted, a collection, a page fault), so a
+sample counts for at most ``OUTLIER_FACTOR`` times its bucket's estimate: one 2 ms hiccup in a 40 µs
+call used to lift its bucket's per-row cost far enough to cap batches, while a sustained change still
+moves the estimate (by up to a fifth of it per sample). Measured before: a server under steady load
+capped the MLP at 3 rows after minutes and served ~15 % less.
+
+**Exploring upwards from a cap.** A cap below the largest size also bounds what the window waits for,
+so an exploration of a larger size found at most the cap's rows queued and measured nothing new: once
+capped, a server could never learn that bigger batches pay again (measured: stuck at 3-row batches).
+:meth:`BatchCostTuner.peek` tells the batcher that the next batch explores upwards, and the batcher
+then gives it a window to gather its rows (server/scheduling/batcher.py).
 """
 
 from __future__ import annotations
@@ -36,6 +48,8 @@ SLOW_MIN_SAMPLES = 3
 EXPLORE_INTERVAL = 1.0
 #: ... but never more often than one batch in this many.
 MIN_BATCHES_BETWEEN = 4
+#: A sample counts for at most this many times its bucket's estimate (noise only adds time).
+OUTLIER_FACTOR = 2.0
 
 
 class BatchCostTuner:
@@ -80,6 +94,8 @@ class BatchCostTuner:
         seen = samples.get(b, 0)
         if seen:
             cost = self._cost[b]
+            if per_row > cost * OUTLIER_FACTOR:
+                per_row = cost * OUTLIER_FACTOR
             self._cost[b] = cost + (per_row - cost) * 0.2
         else:
             self._cost[b] = per_row
@@ -117,16 +133,26 @@ class BatchCostTuner:
         """The cap without exploration: what a window should wait for at most."""
         return self._current_cap()
 
+    def _due(self, batches: int, now: float) -> bool:
+        """Whether the batch taken at ``now``, ``batches`` batches after the last exploration, explores."""
+        started = now if self._explored_at is None else self._explored_at
+        return batches >= self.explore_every or (
+            batches >= MIN_BATCHES_BETWEEN and now - started >= self.explore_interval
+        )
+
+    def peek(self, now: float = 0.0) -> int:
+        """What :meth:`cap` would answer for a batch taken at ``now``, without taking it."""
+        if self._due(self._since_explored + 1, now):
+            return self._explore_caps[(self._explored + 1) % len(self._explore_caps)]
+        return self._current_cap()
+
     def cap(self, now: float = 0.0) -> int:
         """Most rows for the next batch taken at ``now`` (seconds, any monotonic clock); now and then
         another size, to keep measuring the others."""
         self._since_explored += 1
         if self._explored_at is None:
             self._explored_at = now
-        due = self._since_explored >= self.explore_every or (
-            self._since_explored >= MIN_BATCHES_BETWEEN and now - self._explored_at >= self.explore_interval
-        )
-        if not due:
+        if not self._due(self._since_explored, now):
             return self._current_cap()
         self._since_explored = 0
         self._explored_at = now

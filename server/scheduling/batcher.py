@@ -269,12 +269,12 @@ class Batcher:
             assert head is not None
             if self._should_wait(head):
                 return
-            batch, explored_short = self._take_batch(head)
+            batch, explored = self._take_batch(head)
             if not batch:
                 continue
-            if not explored_short:
-                # a batch the tuner cut short to measure a smaller size says nothing of what a window
-                # gathers: shown to the policy, it shrank the batches that followed (measured on the MLP)
+            if not explored:
+                # a batch the tuner sized to measure another size says nothing of what a window gathers:
+                # shown to the policy, batches cut short shrank the batches that followed (measured on the MLP)
                 self._policy.observe(sum(p.rows for p in batch), time.monotonic(), self._window_expired, len(batch))
             if self._window_timer is not None:
                 self._window_timer.cancel()
@@ -288,11 +288,22 @@ class Batcher:
         if self.spec.hold_until_queued:
             return False
         now = time.monotonic()
+        rows = self._queue.rows(head.key)
         if self._cost_aware:
-            self._policy.max_rows = self._tuner.steady_cap  # never wait for rows the batch would not take
-        wait = self._policy.decide(self._queue.rows(head.key), head.enqueued, now)
+            steady = self._policy.max_rows = self._tuner.steady_cap  # never wait for rows a batch would not take
+            explored = self._tuner.peek(now) if steady < self.max_batch_size else 0
+            if explored > steady:
+                # the next batch explores a size the cap never lets the window gather: give it the window
+                # (batch_cost.py, "exploring upwards"); the policy is neither asked nor taught
+                wait = head.enqueued + self._delay - now if rows < min(explored, self.max_batch_size) else 0.0
+                return self._hold(wait, head.enqueued + self._delay <= now)
+        wait = self._policy.decide(rows, head.enqueued, now)
+        return self._hold(wait, head.enqueued + self._delay <= now)
+
+    def _hold(self, wait: float, window_expired: bool) -> bool:
+        """Hold the queue for ``wait`` seconds (one timer for when that ends), or not (``wait`` <= 0)."""
         if wait <= 0:
-            self._window_expired = head.enqueued + self._delay <= now
+            self._window_expired = window_expired
             return False
         if self._window_timer is None:
             self._window_timer = asyncio.get_running_loop().call_later(wait, self._window_elapsed)
@@ -305,18 +316,20 @@ class Batcher:
 
     def _take_batch(self, head: Pending) -> tuple[list[Pending], bool]:
         """Highest priority first, FIFO within a level, same shape key, up to max (or a preferred) size;
-        and whether the cost tuner cut the batch below its steady cap to measure a smaller size."""
+        and whether the cost tuner sized the batch to measure another size than its steady cap (cut
+        short below it, or gathered above it)."""
         now = time.monotonic()
         limit = min(self._queue.rows(head.key), self.max_batch_size)
         fitting = [s for s in self.spec.preferred_batch_sizes if s <= limit]
-        explored_short = False
+        explored = False
         if fitting:
             limit = fitting[-1]
         elif self._cost_aware:
             cap = self._tuner.cap(now)
-            explored_short = cap < limit and cap < self._tuner.steady_cap
+            steady = self._tuner.steady_cap
+            explored = (cap < limit and cap < steady) or (cap > steady and limit > steady)
             limit = min(limit, cap)
-        return self._queue.take(head.key, limit, functools.partial(self._still_wanted, now)), explored_short
+        return self._queue.take(head.key, limit, functools.partial(self._still_wanted, now)), explored
 
     def _still_wanted(self, now: float, pending: Pending) -> bool:
         """For a request leaving the queue into a batch: False (and dealt with) if cancelled or expired."""

@@ -547,3 +547,33 @@ async def test_a_batch_the_cost_tuner_cuts_short_to_explore_teaches_the_window_p
     await asyncio.gather(first, *queued)
     assert engine.sizes == [1, 3, 4]  # the 3-row batch was the exploration, cut short of the 7 queued
     assert observed == [1, 4]  # the lone first request and the rest of the queue; not the explored cut
+
+
+async def test_a_batcher_capped_at_a_small_size_still_explores_a_bigger_one() -> None:
+    """A cap also bounds what the window waits for: requests that arrive one at a time (as after an
+    inline engine call) were dispatched the moment the cap's rows were queued, so an exploration of a
+    bigger size found no more rows to take and measured nothing new, and the cap could never lift
+    (measured: a server stuck at 3-row batches for good). The exploration now gets its window."""
+    engine = FakeEngine()
+    batcher = make(engine, max_batch_size=16, always_wait_for_window=True, max_queue_delay_us=60_000_000)
+    tuner = BatchCostTuner(16, explore_every=1)
+    for batch_rows, ns_per_row in ((1, 40_000), (3, 12_000), (6, 100_000)):
+        for _ in range(10):
+            tuner.record(batch_rows, batch_rows * ns_per_row)
+    assert tuner.steady_cap == 3
+    tuner.record = lambda rows, ns: None  # type: ignore[method-assign]  # the fake's timings teach it nothing
+    tuner._explored = 1  # the next batch explores 7 rows
+    batcher._tuner = tuner
+    observed: list[int] = []
+    batcher._policy.observe = lambda rows, *args, **kwargs: observed.append(rows)  # type: ignore[method-assign]
+    callers = []
+    for i in range(7):
+        callers.append(submit(batcher, rows(i)))
+        await eventually_async(lambda: batcher.queued + sum(engine.sizes) == len(callers))
+    await eventually_async(lambda: engine.calls)
+    assert engine.sizes[0] == 7  # was 3: the cap's rows, dispatched as the third arrived
+    replies = await asyncio.gather(*callers)
+    for i, reply in enumerate(replies):
+        np.testing.assert_array_equal(reply["y"], rows(i)["x"] * 2)
+    assert observed == []  # an explored batch teaches the window policy nothing
+    assert_counts_consistent(batcher)
