@@ -50,6 +50,7 @@ class BatchQueue:
     def __init__(self, levels: int) -> None:
         self._levels: list[dict[ShapeKey, deque[Pending]]] = [{} for _ in range(max(1, levels))]
         self._rows: dict[ShapeKey, int] = {}
+        self._requests_by_key: dict[ShapeKey, int] = {}
         #: requests waiting now
         self.requests = 0
 
@@ -60,6 +61,10 @@ class BatchQueue:
         """Rows waiting with this shape key, over all priority levels (O(1))."""
         return self._rows.get(key, 0)
 
+    def requests_of(self, key: ShapeKey) -> int:
+        """Requests waiting with this shape key, over all priority levels (O(1))."""
+        return self._requests_by_key.get(key, 0)
+
     def push(self, pending: Pending) -> None:
         level = self._levels[pending.priority]
         fifo = level.get(pending.key)
@@ -68,17 +73,25 @@ class BatchQueue:
         fifo.append(pending)
         pending.queued = True
         self.requests += 1
-        self._rows[pending.key] = self._rows.get(pending.key, 0) + pending.rows
+        key = pending.key
+        self._rows[key] = self._rows.get(key, 0) + pending.rows
+        self._requests_by_key[key] = self._requests_by_key.get(key, 0) + 1
 
     def _unlink(self, pending: Pending) -> None:
         """Account for a request that has just left its FIFO."""
         pending.queued = False
         self.requests -= 1
-        left = self._rows.get(pending.key, 0) - pending.rows
+        key = pending.key
+        left = self._rows.get(key, 0) - pending.rows
         if left:
-            self._rows[pending.key] = left
-        else:  # no entry per shape ever seen: the dict stays as small as the queue
-            self._rows.pop(pending.key, None)
+            self._rows[key] = left
+        else:  # no entry per shape ever seen: the dicts stay as small as the queue
+            self._rows.pop(key, None)
+        others = self._requests_by_key.get(key, 0) - 1
+        if others:
+            self._requests_by_key[key] = others
+        else:
+            self._requests_by_key.pop(key, None)
 
     def remove(self, pending: Pending) -> bool:
         """Take one request out (a cancel or an expiry); False if it is no longer queued."""
@@ -135,19 +148,27 @@ class BatchQueue:
                     pending = fifo.popleft()
                     self._unlink(pending)
                     yield pending
-        assert self.requests == 0 and not self._rows
+        assert self.requests == 0 and not self._rows and not self._requests_by_key
 
-    def recount(self) -> tuple[int, dict[ShapeKey, int]]:
-        """Requests and rows per key found by a full scan: what ``requests`` and ``rows`` must equal."""
+    def recount(self) -> tuple[int, dict[ShapeKey, int], dict[ShapeKey, int]]:
+        """Requests, rows per key and requests per key found by a full scan: what ``requests``,
+        ``rows`` and ``requests_of`` must equal."""
         requests = 0
         rows: dict[ShapeKey, int] = {}
+        by_key: dict[ShapeKey, int] = {}
         for level in self._levels:
             for key, fifo in level.items():
                 requests += len(fifo)
                 rows[key] = rows.get(key, 0) + sum(p.rows for p in fifo)
-        return requests, rows
+                by_key[key] = by_key.get(key, 0) + len(fifo)
+        return requests, rows, by_key
 
     @property
     def row_counts(self) -> dict[ShapeKey, int]:
         """A copy of the live rows per shape key (compare with :meth:`recount`)."""
         return dict(self._rows)
+
+    @property
+    def request_counts(self) -> dict[ShapeKey, int]:
+        """A copy of the live requests per shape key (compare with :meth:`recount`)."""
+        return dict(self._requests_by_key)

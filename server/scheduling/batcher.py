@@ -139,7 +139,7 @@ class Batcher:
             not waiting
             and self._idle_instances > 0
             and not self.spec.hold_until_queued
-            and self._policy.decide(rows, now, now) <= 0
+            and self._policy.decide(rows, now, now, 1) <= 0
         ):
             if self._runs_inline is not None and self._runs_inline():
                 # the call runs on the event loop and cannot suspend: nothing to hand to a task, and it is
@@ -297,7 +297,7 @@ class Batcher:
                 # (batch_cost.py, "exploring upwards"); the policy is neither asked nor taught
                 wait = head.enqueued + self._delay - now if rows < min(explored, self.max_batch_size) else 0.0
                 return self._hold(wait, head.enqueued + self._delay <= now)
-        wait = self._policy.decide(rows, head.enqueued, now)
+        wait = self._policy.decide(rows, head.enqueued, now, self._queue.requests_of(head.key))
         return self._hold(wait, head.enqueued + self._delay <= now)
 
     def _hold(self, wait: float, window_expired: bool) -> bool:

@@ -67,7 +67,7 @@ def test_a_probe_that_gathers_requests_turns_windowing_on_and_aims_for_that_size
     policy = adaptive()
     policy.decide(rows=1, head_enqueued=1.0, now=1.0)
     policy.observe(rows=6, now=1.002, window_expired=True)
-    assert policy.windowing and policy.expected_rows == 6
+    assert policy.windowing and policy.expected_requests == 6
     assert policy.decide(rows=5, head_enqueued=2.0, now=2.0) > 0
     assert policy.decide(rows=6, head_enqueued=2.0, now=2.0) == 0.0
 
@@ -90,7 +90,7 @@ def test_expected_size_grows_after_a_run_of_early_fills():
     for i in range(EARLY_FILLS_TO_GROW):
         policy.decide(rows=6, head_enqueued=2.0 + i, now=2.0 + i)
         policy.observe(rows=6, now=2.0 + i, window_expired=False)
-    assert policy.expected_rows == 7
+    assert policy.expected_requests == 7
 
 
 def rhythm(gap: float, arrivals: int = 40) -> WindowPolicy:
@@ -110,7 +110,7 @@ def test_a_saturated_server_whose_arrivals_are_a_third_of_a_window_apart_still_p
     wait = policy.decide(rows=1, head_enqueued=now, now=now)
     assert 0 < wait <= WINDOW + 1e-9
     policy.observe(rows=3, now=now + wait, window_expired=True)
-    assert policy.windowing and policy.expected_rows == 3
+    assert policy.windowing and policy.expected_requests == 3
 
 
 def test_sparse_traffic_is_never_held():
@@ -118,3 +118,26 @@ def test_sparse_traffic_is_never_held():
     for now in (1.0, 2.0, 3.0):
         policy.note_arrival(now)
         assert policy.decide(rows=1, head_enqueued=now, now=now) == 0.0
+
+
+def test_windowing_waits_for_requests_not_rows_when_each_request_holds_several():
+    """8-row requests at concurrency 32: counted in rows, the first request already "filled" the 2 rows
+    a fresh window expects, went alone, and after three such lonely windows windowing stopped, so
+    multi-row requests over many connections never batched (measured: 0.99 engine calls per request)."""
+    policy = adaptive()
+    policy.decide(rows=8, head_enqueued=1.0, now=1.0, requests=1)
+    policy.observe(rows=24, now=1.0005, window_expired=False, requests=3)  # a probe gathered three
+    assert policy.windowing
+    assert policy.decide(rows=8, head_enqueued=2.0, now=2.0, requests=1) > 0  # one 8-row request waits
+    assert policy.decide(rows=16, head_enqueued=2.0, now=2.0001, requests=2) == 0.0  # two requests go
+    policy.observe(rows=16, now=2.0001, window_expired=False, requests=2)
+    assert policy.windowing
+
+
+def test_a_full_window_of_multi_row_requests_sets_the_expected_size_in_requests():
+    policy = adaptive()
+    policy.decide(rows=8, head_enqueued=1.0, now=1.0, requests=1)
+    policy.observe(rows=32, now=1.002, window_expired=True, requests=4)
+    assert policy.expected_requests == 4
+    assert policy.decide(rows=24, head_enqueued=2.0, now=2.0, requests=3) > 0
+    assert policy.decide(rows=32, head_enqueued=2.0, now=2.0, requests=4) == 0.0

@@ -108,9 +108,10 @@ def submit(batcher: Batcher, inputs: dict[str, np.ndarray], **kwargs: object) ->
 
 def assert_counts_consistent(batcher: Batcher) -> None:
     """The live counts equal what a full scan of the queue finds."""
-    requests, by_key = batcher._queue.recount()
+    requests, by_key, requests_by_key = batcher._queue.recount()
     assert batcher.queued == requests
     assert batcher._queue.row_counts == {k: v for k, v in by_key.items() if v}
+    assert batcher._queue.request_counts == requests_by_key
 
 
 # --- a bad request inside a batch (item 8) ------------------------------------------------------------
@@ -576,4 +577,26 @@ async def test_a_batcher_capped_at_a_small_size_still_explores_a_bigger_one() ->
     for i, reply in enumerate(replies):
         np.testing.assert_array_equal(reply["y"], rows(i)["x"] * 2)
     assert observed == []  # an explored batch teaches the window policy nothing
+    assert_counts_consistent(batcher)
+
+
+async def test_multi_row_requests_that_arrive_one_at_a_time_keep_forming_batches() -> None:
+    """After a probe showed requests arriving together, the adaptive window must hold an 8-row request
+    for the next one: counted in rows, it dispatched every 8-row request alone (it "filled" the 2 rows
+    a fresh window expects) and windowing soon stopped."""
+    engine = FakeEngine()
+    batcher = make(engine, max_batch_size=64, max_queue_delay_us=60_000_000)
+    batcher._cost_aware = False  # the fake's timings are not the subject here
+    policy = batcher._policy
+    policy.windowing = True  # as after a probe that gathered several requests
+    policy.expected_requests = 2.0
+    callers = []
+    for i in range(6):
+        callers.append(submit(batcher, rows(i, n=8)))
+        await eventually_async(lambda: batcher.queued + sum(engine.sizes) // 8 == len(callers))
+    replies = await asyncio.gather(*callers)
+    for i, reply in enumerate(replies):
+        np.testing.assert_array_equal(reply["y"], rows(i, n=8)["x"] * 2)
+    assert engine.sizes == [16, 16, 16]  # was [8, 8, 8, 8, 8, 8]: each request alone
+    assert policy.windowing
     assert_counts_consistent(batcher)
