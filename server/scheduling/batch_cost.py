@@ -34,7 +34,8 @@ capped the MLP at 3 rows after minutes and served ~15 % less.
 so an exploration of a larger size found at most the cap's rows queued and measured nothing new: once
 capped, a server could never learn that bigger batches pay again (measured: stuck at 3-row batches).
 :meth:`BatchCostTuner.peek` tells the batcher that the next batch explores upwards, and the batcher
-then gives it a window to gather its rows (server/scheduling/batcher.py).
+then holds the queue until it holds more rows than the cap (at most the window), so that the batch
+lands in a bucket above it (server/scheduling/batcher.py).
 """
 
 from __future__ import annotations

@@ -293,9 +293,10 @@ class Batcher:
             steady = self._policy.max_rows = self._tuner.steady_cap  # never wait for rows a batch would not take
             explored = self._tuner.peek(now) if steady < self.max_batch_size else 0
             if explored > steady:
-                # the next batch explores a size the cap never lets the window gather: give it the window
-                # (batch_cost.py, "exploring upwards"); the policy is neither asked nor taught
-                wait = head.enqueued + self._delay - now if rows < min(explored, self.max_batch_size) else 0.0
+                # the next batch explores a size the cap never lets the window gather: hold the queue until
+                # it holds more than the cap (a bucket above it), at most the window (batch_cost.py,
+                # "exploring upwards"); the policy is neither asked nor taught
+                wait = head.enqueued + self._delay - now if rows <= steady else 0.0
                 return self._hold(wait, head.enqueued + self._delay <= now)
         wait = self._policy.decide(rows, head.enqueued, now, self._queue.requests_of(head.key))
         return self._hold(wait, head.enqueued + self._delay <= now)
