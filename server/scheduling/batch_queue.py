@@ -49,8 +49,8 @@ class BatchQueue:
 
     def __init__(self, levels: int) -> None:
         self._levels: list[dict[ShapeKey, deque[Pending]]] = [{} for _ in range(max(1, levels))]
-        self._rows: dict[ShapeKey, int] = {}
-        self._requests_by_key: dict[ShapeKey, int] = {}
+        #: per shape key, [rows, requests] waiting; a key leaves with its last request
+        self._waiting: dict[ShapeKey, list[int]] = {}
         #: requests waiting now
         self.requests = 0
 
@@ -59,11 +59,13 @@ class BatchQueue:
 
     def rows(self, key: ShapeKey) -> int:
         """Rows waiting with this shape key, over all priority levels (O(1))."""
-        return self._rows.get(key, 0)
+        counts = self._waiting.get(key)
+        return counts[0] if counts else 0
 
     def requests_of(self, key: ShapeKey) -> int:
         """Requests waiting with this shape key, over all priority levels (O(1))."""
-        return self._requests_by_key.get(key, 0)
+        counts = self._waiting.get(key)
+        return counts[1] if counts else 0
 
     def push(self, pending: Pending) -> None:
         level = self._levels[pending.priority]
@@ -73,25 +75,21 @@ class BatchQueue:
         fifo.append(pending)
         pending.queued = True
         self.requests += 1
-        key = pending.key
-        self._rows[key] = self._rows.get(key, 0) + pending.rows
-        self._requests_by_key[key] = self._requests_by_key.get(key, 0) + 1
+        counts = self._waiting.get(pending.key)
+        if counts is None:
+            counts = self._waiting[pending.key] = [0, 0]
+        counts[0] += pending.rows
+        counts[1] += 1
 
     def _unlink(self, pending: Pending) -> None:
         """Account for a request that has just left its FIFO."""
         pending.queued = False
         self.requests -= 1
-        key = pending.key
-        left = self._rows.get(key, 0) - pending.rows
-        if left:
-            self._rows[key] = left
-        else:  # no entry per shape ever seen: the dicts stay as small as the queue
-            self._rows.pop(key, None)
-        others = self._requests_by_key.get(key, 0) - 1
-        if others:
-            self._requests_by_key[key] = others
-        else:
-            self._requests_by_key.pop(key, None)
+        counts = self._waiting[pending.key]
+        counts[0] -= pending.rows
+        counts[1] -= 1
+        if not counts[1]:  # no entry per shape ever seen: the dict stays as small as the queue
+            del self._waiting[pending.key]
 
     def remove(self, pending: Pending) -> bool:
         """Take one request out (a cancel or an expiry); False if it is no longer queued."""
@@ -148,7 +146,7 @@ class BatchQueue:
                     pending = fifo.popleft()
                     self._unlink(pending)
                     yield pending
-        assert self.requests == 0 and not self._rows and not self._requests_by_key
+        assert self.requests == 0 and not self._waiting
 
     def recount(self) -> tuple[int, dict[ShapeKey, int], dict[ShapeKey, int]]:
         """Requests, rows per key and requests per key found by a full scan: what ``requests``,
@@ -166,9 +164,9 @@ class BatchQueue:
     @property
     def row_counts(self) -> dict[ShapeKey, int]:
         """A copy of the live rows per shape key (compare with :meth:`recount`)."""
-        return dict(self._rows)
+        return {key: counts[0] for key, counts in self._waiting.items() if counts[0]}
 
     @property
     def request_counts(self) -> dict[ShapeKey, int]:
         """A copy of the live requests per shape key (compare with :meth:`recount`)."""
-        return dict(self._requests_by_key)
+        return {key: counts[1] for key, counts in self._waiting.items()}

@@ -291,8 +291,8 @@ class Batcher:
         rows = self._queue.rows(head.key)
         if self._cost_aware:
             steady = self._policy.max_rows = self._tuner.steady_cap  # never wait for rows a batch would not take
-            explored = self._tuner.peek(now) if steady < self.max_batch_size else 0
-            if explored > steady:
+            explore_cap = self._tuner.peek(now) if steady < self.max_batch_size else 0
+            if explore_cap > steady:
                 # the next batch explores a size the cap never lets the window gather: hold the queue until
                 # it holds more than the cap (a bucket above it), at most the window (batch_cost.py,
                 # "exploring upwards"); the policy is neither asked nor taught
