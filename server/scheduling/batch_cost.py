@@ -36,6 +36,13 @@ capped, a server could never learn that bigger batches pay again (measured: stuc
 :meth:`BatchCostTuner.peek` tells the batcher that the next batch explores upwards, and the batcher
 then holds the queue until it holds more rows than the cap (at most the window), so that the batch
 lands in a bucket above it (server/scheduling/batcher.py).
+
+**A cap of one row.** With the cap at one row every request "fills" its batch, so the window policy never
+holds one, and an engine call made on the event loop is over before the next request is read: the queue
+stays empty, every request takes the batcher's fast path, and nothing asked the tuner again — neither
+exploring nor the cap's own updates (the same for requests of at least the cap's rows each). Such a
+request now asks :meth:`BatchCostTuner.explores_above`, and once per ``explore_interval`` goes through the
+queue, where the batch after it explores upwards as above.
 """
 
 from __future__ import annotations
@@ -146,6 +153,23 @@ class BatchCostTuner:
         if self._due(self._since_explored + 1, now):
             return self._explore_caps[(self._explored + 1) % len(self._explore_caps)]
         return self._current_cap()
+
+    def explores_above(self, cap: int, now: float) -> bool:
+        """For a request that fills a batch capped at ``cap`` rows by itself (no window holds it; it would
+        run alone at once): whether it should queue instead, because an exploration above the cap is due.
+        At most once per ``explore_interval``: lone calls are not batches the count rule sees, and an
+        upward exploration can hold a lone caller for the window (see "A cap of one row" above)."""
+        started = self._explored_at
+        if started is None:
+            self._explored_at = now
+            return False
+        caps = self._explore_caps
+        if now - started < self.explore_interval or caps[-1] <= cap:
+            return False
+        while caps[(self._explored + 1) % len(caps)] <= cap:
+            self._explored += 1  # the turns that would not go above the cap
+        self._since_explored = max(self._since_explored, MIN_BATCHES_BETWEEN)  # the next batch explores
+        return True
 
     def cap(self, now: float = 0.0) -> int:
         """Most rows for the next batch taken at ``now`` (seconds, any monotonic clock); now and then

@@ -119,6 +119,8 @@ class Batcher:
         return Unavailable(f"model '{self.model}'{version} is unloading")
 
     async def submit(self, inputs: Arrays, rows: int, deadline: float | None, priority: int = 0) -> Outputs:
+        """Answer one request: at once on an idle engine, else through the queue (and, when it fills the
+        cost cap alone, through the queue now and then for an upward exploration: batch_cost.py)."""
         if self.closed:
             raise self._unloading()
         waiting = self._queue.requests
@@ -140,6 +142,7 @@ class Batcher:
             and self._idle_instances > 0
             and not self.spec.hold_until_queued
             and self._policy.decide(rows, now, now, 1) <= 0
+            and (rows < self._policy.max_rows or not self._tuner.explores_above(self._policy.max_rows, now))
         ):
             if self._runs_inline is not None and self._runs_inline():
                 # the call runs on the event loop and cannot suspend: nothing to hand to a task, and it is
@@ -203,12 +206,11 @@ class Batcher:
 
     async def _run_now(self, inputs: Arrays, rows: int, now: float) -> Outputs:
         """The idle-engine fast path: no queue entry, future or task for a request that can run at once
-        (``submit`` makes a call known to run inline itself).
-
-        The call starts right here (server/scheduling/eager.py). An engine call that answers without
-        yielding the loop is over before the caller could be cancelled. One that waits (on an executor
-        thread) goes on in a task of the batcher's, so a caller cancelled mid-call leaves (``shield``)
-        without handing the instance back while the engine still runs.
+        (``submit`` makes a call known to run inline itself). The call starts right here
+        (server/scheduling/eager.py). An engine call that answers without yielding the loop is over before
+        the caller could be cancelled. One that waits (on an executor thread) goes on in a task of the
+        batcher's, so a caller cancelled mid-call leaves (``shield``) without handing the instance back
+        while the engine still runs.
         """
         records = self._begin_now(rows, now)
         call = self._call(inputs, rows, records)
@@ -344,10 +346,8 @@ class Batcher:
         return True
 
     async def _execute(self, batch: list[Pending]) -> None:
-        """Run a batch and answer its callers, then free the instance while they are still waking: freed
-        from the task's done-callback, it came back one loop turn after them, so a caller that came
-        straight back (a client at concurrency 1) found it busy, queued, and never left the queued
-        path again."""
+        """Run a batch, answer its callers, and free the instance while they are still waking (freed one
+        loop turn later, a caller that came straight back found it busy and stayed on the queued path)."""
         try:
             await self._run_and_answer(batch)
         finally:

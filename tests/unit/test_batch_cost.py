@@ -142,3 +142,20 @@ def test_peek_answers_what_the_next_cap_will_be_without_taking_it():
         answers.append((expected, tuner.cap()))
     assert all(peeked == taken for peeked, taken in answers)
     assert [taken for _, taken in answers] == [3, 3, 3, 3, 3, 7, 3, 3, 15]  # explorations: 3, 7, 15, …
+
+
+def test_a_lone_request_at_the_cap_queues_for_an_upward_exploration_at_most_once_an_interval() -> None:
+    tuner = BatchCostTuner(16, explore_interval=1.0)
+    assert not tuner.explores_above(1, now=0.0)  # the first request starts the clock
+    assert not tuner.explores_above(1, now=0.5)  # within the interval: runs alone
+    assert tuner.explores_above(1, now=1.0)
+    assert tuner.peek(now=1.0) > 1  # the batch after it explores above the cap (the turn of 1 skipped)
+    assert tuner.cap(now=1.0) > 1
+    assert not tuner.explores_above(1, now=1.5)  # explored at 1.0: the next one a second later
+    assert tuner.explores_above(1, now=2.0)
+
+
+def test_no_upward_exploration_is_asked_for_at_the_largest_size() -> None:
+    tuner = BatchCostTuner(16, explore_interval=0.0)
+    assert not tuner.explores_above(16, now=0.0)
+    assert not tuner.explores_above(16, now=5.0)

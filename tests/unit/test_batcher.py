@@ -580,6 +580,40 @@ async def test_a_batcher_capped_at_a_small_size_still_explores_a_bigger_one() ->
     assert_counts_consistent(batcher)
 
 
+async def test_a_batcher_capped_at_one_row_still_explores_when_every_call_runs_inline() -> None:
+    """With the cost cap at one row every request fills its batch, so no window holds it, and an inline
+    engine call is over before the next request is read: the queue stayed empty, every request took the
+    fast path, and the tuner was never asked again — 1-row batches for good. Such a request now queues
+    once per exploration interval, and the batch after it explores upwards."""
+    sizes: list[int] = []
+
+    async def inline(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        sizes.append(inputs["x"].shape[0])  # no await: like a call made on the event loop
+        return {"y": inputs["x"] * 2}
+
+    spec = dataclasses.replace(BatchingSpec(), max_queue_delay_us=60_000_000)
+    batcher = Batcher("m", spec, 16, 1, inline, VersionStats(), runs_inline=lambda: True)
+    tuner = BatchCostTuner(16, explore_interval=0.0)
+    for batch_rows, ns_per_row in ((1, 10_000), (2, 200_000)):
+        for _ in range(10):
+            tuner.record(batch_rows, batch_rows * ns_per_row)
+    assert tuner.steady_cap == 1
+    tuner.record = lambda rows, ns: None  # type: ignore[method-assign]  # the fake's timings teach it nothing
+    batcher._tuner = tuner
+    batcher._policy.max_rows = 1  # what the batcher last read from the tuner
+
+    async def client(caller: int) -> list[dict[str, np.ndarray]]:
+        return [await batcher.submit(rows(caller * 10 + n), 1, None) for n in range(5)]
+
+    replies = await asyncio.gather(*(client(caller) for caller in range(4)))
+    for caller, answers in enumerate(replies):
+        for n, reply in enumerate(answers):
+            np.testing.assert_array_equal(reply["y"], rows(caller * 10 + n)["x"] * 2)
+    assert max(sizes) > 1  # was twenty 1-row calls
+    assert sum(sizes) == 20
+    assert_counts_consistent(batcher)
+
+
 async def test_multi_row_requests_that_arrive_one_at_a_time_keep_forming_batches() -> None:
     """After a probe showed requests arriving together, the adaptive window must hold an 8-row request
     for the next one: counted in rows, it dispatched every 8-row request alone (it "filled" the 2 rows
