@@ -11,7 +11,7 @@ One policy for unary calls, batches and stream steps alike:
   running inline leaves for the executor only once it rises over ``THREAD_ABOVE_NS``. A tiny model's
   batched calls under load average ~70 µs with a long tail; with one threshold at 100 µs the average
   crossed it every few seconds, and each spell on the executor cost a hop per batch and shrank the
-  batches (0.59-0.72x the gRPC floor in those seconds against 0.77-0.93x inline, measured).
+  batches (0.59-0.72x the gRPC floor in those seconds against 0.73-0.93x without, measured).
 
 The engine's own time is measured around the call on whichever thread runs it: timing a threaded call from
 the event loop would add the hop there and back, which under load is itself over the threshold, and keep a
