@@ -215,6 +215,7 @@ SCENARIOS: dict[str, str] = {
     "auto-order": "bench.auto_order",
     "workers": "bench.workers",
     "profile": "bench.profile",
+    "flamegraph": "bench.flamegraph",
     "peers": "bench.peers.scenario",
 }
 
