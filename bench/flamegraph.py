@@ -22,12 +22,13 @@ import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from bench.flamegraph_svg import parse, render
-from bench.h2load import grpc_frame, require_h2load
+from bench.h2load import run_h2load
 from bench.profile import _request
-from bench.run import CLIENT_CPU, PREDICT_PATH, RESULTS, SERVER_CPU, _pinned, _wait_serving, build_bench_repository
+from bench.run import CLIENT_CPU, PREDICT_PATH, RESULTS, build_bench_repository, running
 
 OUTPUT = "flamegraph-mlp-c32.svg"
 MODEL = "mlp_on"
@@ -55,15 +56,6 @@ def py_spy_command(py_spy: str, pid: int, seconds: float, rate: int, output: Pat
     return [*command, "--native"] if native else [*command, "--nonblocking"]
 
 
-def _load(port: int, body: Path, seconds: float) -> subprocess.Popen[str]:
-    """h2load on the client core: 32 connections × 1 stream for ``seconds`` after 1 s of warm-up."""
-    command = [
-        require_h2load(), "-c32", "-m1", "-t1", f"-D{seconds:g}", "--warm-up-time=1", "-d", str(body),
-        "-H", "content-type: application/grpc", "-H", "te: trailers", f"http://127.0.0.1:{port}{PREDICT_PATH}",
-    ]  # fmt: skip
-    return subprocess.Popen(_pinned(command, CLIENT_CPU), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
 def run(args: argparse.Namespace, work: Path) -> Path:
     output = RESULTS / OUTPUT
     py_spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
@@ -72,20 +64,16 @@ def run(args: argparse.Namespace, work: Path) -> Path:
         return output
     repo = (work / "flamegraph-repo").resolve()
     build_bench_repository(repo)
-    body = work / "flamegraph.bin"
-    body.write_bytes(grpc_frame(_request(MODEL)))
+    address = f"127.0.0.1:{args.port}"
     command = [sys.executable, "-m", "server", "serve", "--repository", str(repo), "--port", str(args.port)]
-    server = subprocess.Popen(
-        _pinned([*command, "--log-level", "WARNING", "--no-metrics"], SERVER_CPU),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     stacks = work / "flamegraph.txt"
-    try:
-        _wait_serving(f"127.0.0.1:{args.port}")
-        load = _load(args.port, body, args.flamegraph_seconds + 4)
+    serving = running([*command, "--log-level", "WARNING", "--no-metrics"], address)
+    with serving as server, ThreadPoolExecutor(max_workers=1) as pool:  # the load runs while py-spy samples
+        load = pool.submit(
+            run_h2load, f"http://{address}{PREDICT_PATH}", _request(MODEL), concurrency=32, connections=32,
+            seconds=args.flamegraph_seconds + 2, warmup=1, cpu=CLIENT_CPU,
+        )  # fmt: skip
         time.sleep(2)  # warm-up: sample the steady state
-        RESULTS.mkdir(parents=True, exist_ok=True)
         sampled = subprocess.run(
             py_spy_command(
                 py_spy, server.pid, args.flamegraph_seconds, args.flamegraph_rate, stacks, args.flamegraph_native
@@ -94,18 +82,15 @@ def run(args: argparse.Namespace, work: Path) -> Path:
             text=True,
             check=False,
         )
-        out, _ = load.communicate(timeout=args.flamegraph_seconds + 60)
-        if sampled.returncode != 0 or not stacks.exists():
-            print(f"flamegraph: skipped, py-spy could not sample the server: {sampled.stderr.strip()[-300:]}")
-            return output
-    finally:
-        server.terminate()
-        server.wait(20)
+        req_per_s = load.result().req_per_s
+    if sampled.returncode != 0 or not stacks.exists():
+        print(f"flamegraph: skipped, py-spy could not sample the server: {sampled.stderr.strip()[-300:]}")
+        return output
     root, dropped = parse(stacks.read_text().splitlines())
-    rate = next((line.strip() for line in out.splitlines() if "req/s" in line and "finished" in line), "")
     title = (
-        f"inferd, {MODEL}, h2load 32 connections x 1 stream ({rate}); {root.count} samples at "
-        f"{args.flamegraph_rate} Hz, {dropped} of parked threads left out"
+        f"inferd, {MODEL}, h2load 32 connections x 1 stream ({req_per_s:.0f} req/s); {root.count} samples "
+        f"at {args.flamegraph_rate} Hz, {dropped} of parked threads left out"
     )
+    RESULTS.mkdir(parents=True, exist_ok=True)
     output.write_text(render(root, title))
     return output

@@ -85,6 +85,7 @@ class BatchCostTuner:
         self._stale = False
         self._since_explored = 0  # batches since the last exploration
         self._explored_at: float | None = None  # when it was (None: not yet; the first batch starts the clock)
+        self._explore_next = False  # a lone request queued for an upward exploration (explores_above)
         self._explore_caps = [min(max_rows, (1 << b) - 1) for b in range(1, self.bucket(max_rows) + 1)]
         self._explored = 0
 
@@ -143,6 +144,8 @@ class BatchCostTuner:
 
     def _due(self, batches: int, now: float) -> bool:
         """Whether the batch taken at ``now``, ``batches`` batches after the last exploration, explores."""
+        if self._explore_next:
+            return True
         started = now if self._explored_at is None else self._explored_at
         return batches >= self.explore_every or (
             batches >= MIN_BATCHES_BETWEEN and now - started >= self.explore_interval
@@ -168,7 +171,7 @@ class BatchCostTuner:
             return False
         while caps[(self._explored + 1) % len(caps)] <= cap:
             self._explored += 1  # the turns that would not go above the cap
-        self._since_explored = max(self._since_explored, MIN_BATCHES_BETWEEN)  # the next batch explores
+        self._explore_next = True
         return True
 
     def cap(self, now: float = 0.0) -> int:
@@ -180,6 +183,7 @@ class BatchCostTuner:
         if not self._due(self._since_explored, now):
             return self._current_cap()
         self._since_explored = 0
+        self._explore_next = False
         self._explored_at = now
         self._explored += 1
         return self._explore_caps[self._explored % len(self._explore_caps)]

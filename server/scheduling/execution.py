@@ -148,24 +148,11 @@ class EngineCalls:
             finally:
                 self._observe(clock() - started)
         loop = self._loop = self._loop or asyncio.get_running_loop()
-        self._begin(True)
-        spent = [0]  # the engine's own time, written by the worker thread before the future completes
-        waited = self._waited
-
-        def timed() -> T:
-            began, waited_before = clock(), waited()
-            try:
-                return fn(*args)
-            finally:
-                spent[0] = max(0, clock() - began - (waited() - waited_before))
-
         try:
-            future: Future[T] = self._executor.submit(timed)
+            future = self._submit(loop, fn, *args)
         except RuntimeError:  # the executor was shut down under us
             self._end(True, 0)
             raise Unavailable(f"model '{self.model}' version {self.version} is unloading") from None
-
-        future.add_done_callback(lambda _: self._end_from_thread(loop, spent))
         try:
             return await asyncio.wrap_future(future, loop=loop)
         except InvalidInput as exc:
@@ -179,19 +166,26 @@ class EngineCalls:
             fn()
             return
         loop = self._loop = self._loop or asyncio.get_running_loop()
+        self._submit(loop, fn)
+
+    def _submit(self, loop: asyncio.AbstractEventLoop, fn: Callable[..., T], *args: Any) -> Future[T]:
+        """Count a call as running on the executor and start it there, timed on its thread: its engine time
+        is its wall time less the thread's wait for a CPU (cpu_wait.py), counted on the loop when it returns.
+        Raises RuntimeError if the executor has been shut down (the call is then counted, not started)."""
         self._begin(True)
         clock, waited = self._clock, self._waited
-        spent = [0]
+        spent = [0]  # the engine's own time, written by the worker thread before the future completes
 
-        def timed() -> object:
+        def timed() -> T:
             began, waited_before = clock(), waited()
             try:
-                return fn()
+                return fn(*args)
             finally:
                 spent[0] = max(0, clock() - began - (waited() - waited_before))
 
         future = self._executor.submit(timed)
         future.add_done_callback(lambda _: self._end_from_thread(loop, spent))
+        return future
 
     def _end_from_thread(self, loop: asyncio.AbstractEventLoop, spent: list[int]) -> None:
         """A thread's call returned: count it on the loop (unless the loop is gone: nothing left to count),

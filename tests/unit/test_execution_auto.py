@@ -40,13 +40,27 @@ def no_wait() -> int:
     return 0
 
 
-def tiny_engine(clock: FakeClock, threads: list[bool]) -> object:
+def engine_taking(clock: FakeClock, threads: list[bool], costs: list[int], wait: FakeWait | None = None) -> object:
+    """An engine whose n-th call takes ``costs[n % len(costs)]`` ns of its own; on a thread it also waits
+    as long again for a CPU (the clock moves, and so does ``wait``)."""
+    calls = [0]
+
     def infer() -> int:
-        threads.append(threading.current_thread() is not threading.main_thread())
-        clock.now += ENGINE_NS
+        on_thread = threading.current_thread() is not threading.main_thread()
+        threads.append(on_thread)
+        own = costs[calls[0] % len(costs)]
+        calls[0] += 1
+        clock.now += own
+        if on_thread and wait is not None:
+            clock.now += own
+            wait.ns += own
         return 1
 
     return infer
+
+
+def tiny_engine(clock: FakeClock, threads: list[bool]) -> object:
+    return engine_taking(clock, threads, [ENGINE_NS])
 
 
 async def _call_while_the_loop_is_busy(calls: EngineCalls, engine: object, clock: FakeClock) -> None:
@@ -84,35 +98,12 @@ async def test_an_engine_that_is_itself_slow_stays_on_the_executor() -> None:
     clock = FakeClock()
     threads: list[bool] = []
 
-    def slow() -> int:
-        threads.append(threading.current_thread() is not threading.main_thread())
-        clock.now += 10 * INLINE_BELOW_NS
-        return 1
-
+    slow = engine_taking(clock, threads, [10 * INLINE_BELOW_NS])
     calls = EngineCalls("m", 1, "auto", instances=1, initial_ns=ENGINE_NS, clock=clock, waited=no_wait)
     for _ in range(40):
         await _call_while_the_loop_is_busy(calls, slow, clock)
     assert threads[0] is False  # it looked tiny at first
     assert threads[-10:] == [True] * 10  # its own time moved it off the loop
-
-
-def engine_taking(clock: FakeClock, threads: list[bool], costs: list[int], wait: FakeWait | None = None) -> object:
-    """An engine whose n-th call takes ``costs[n % len(costs)]`` ns of its own; on a thread it also waits
-    as long again for a CPU (the clock moves, and so does ``wait``)."""
-    calls = [0]
-
-    def infer() -> int:
-        on_thread = threading.current_thread() is not threading.main_thread()
-        threads.append(on_thread)
-        own = costs[calls[0] % len(costs)]
-        calls[0] += 1
-        clock.now += own
-        if on_thread and wait is not None:
-            clock.now += own
-            wait.ns += own
-        return 1
-
-    return infer
 
 
 async def test_a_tiny_model_whose_calls_average_just_over_the_inline_threshold_stays_on_the_loop() -> None:
